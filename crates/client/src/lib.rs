@@ -1,0 +1,2 @@
+//! Socket.IO client (work in progress).
+#![forbid(unsafe_code)]
