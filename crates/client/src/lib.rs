@@ -1,2 +1,1 @@
-//! Socket.IO client (work in progress).
-#![forbid(unsafe_code)]
+//! wip

@@ -1,0 +1,176 @@
+//! The crate's error type.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the client.
+///
+/// Errors are cheap to clone (an underlying I/O error is shared), so that one failure can
+/// be reported to several namespaces and lifecycle handlers. Use the `is_*` predicates
+/// rather than matching when you only need the kind:
+///
+/// ```
+/// # use tether_client::Error;
+/// let e = Error::Timeout;
+/// assert!(e.is_timeout());
+/// assert!(!e.is_connect_error());
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL, a header or an option given to the builder is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// This version of the client does not support something the URL asks for (TLS).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    /// The server refused to connect the namespace (a Socket.IO `CONNECT_ERROR` packet),
+    /// usually because a middleware rejected the `auth` data.
+    #[error("namespace {nsp:?} refused the connection: {message}")]
+    ConnectError {
+        /// The namespace that refused.
+        nsp: String,
+        /// `err.message` on the server.
+        message: String,
+        /// `err.data` on the server, if it set one.
+        data: Option<Value>,
+    },
+    /// An operation did not complete in time: the connection attempt (see
+    /// [`ClientBuilder::timeout`](crate::ClientBuilder::timeout)) or an acknowledgement.
+    #[error("operation timed out")]
+    Timeout,
+    /// The server speaks another protocol version than Engine.IO v4 / Socket.IO v5
+    /// (for example a Socket.IO 2.x server, or a server that answers
+    /// `{"code":5,"message":"Unsupported protocol version"}`).
+    #[error("the server speaks another protocol version: {0}")]
+    ProtocolVersion(String),
+    /// The server sent something that the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An HTTP request of the polling transport or of the WebSocket handshake got an
+    /// unexpected status.
+    #[error("HTTP status {status}: {body}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The network failed (connection refused, reset, closed...).
+    #[error("transport error: {0}")]
+    Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The namespace was disconnected while the operation was pending (an
+    /// acknowledgement whose packet had already been sent).
+    #[error("the socket has been disconnected")]
+    Disconnected,
+    /// The client was closed: by [`Client::disconnect`](crate::Client::disconnect),
+    /// by the server, or because reconnection gave up.
+    #[error("the client is closed")]
+    Closed,
+    /// The event name is reserved by Socket.IO (`connect`, `disconnect`...).
+    #[error("{0:?} is a reserved event name")]
+    ReservedEvent(String),
+}
+
+impl Error {
+    pub(crate) fn transport(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Transport(Arc::new(e))
+    }
+
+    pub(crate) fn transport_msg(msg: impl Into<String>) -> Self {
+        Error::Transport(Arc::new(Message(msg.into())))
+    }
+
+    /// Whether the server refused the namespace connection (`CONNECT_ERROR`).
+    pub fn is_connect_error(&self) -> bool {
+        matches!(self, Error::ConnectError { .. })
+    }
+
+    /// Whether an operation timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// Whether the server speaks another protocol version.
+    pub fn is_protocol_version(&self) -> bool {
+        matches!(self, Error::ProtocolVersion(_))
+    }
+
+    /// Whether the server violated the protocol (not counting version mismatches).
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, Error::Protocol(_))
+    }
+
+    /// Whether the network or an HTTP request failed.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Transport(_) | Error::Http { .. })
+    }
+
+    /// Whether the namespace was disconnected while the operation was pending.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, Error::Disconnected)
+    }
+
+    /// Whether the client is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+
+    /// For a [`Error::ConnectError`], the `data` the server attached to it.
+    ///
+    /// ```
+    /// # use tether_client::Error;
+    /// let e = Error::ConnectError {
+    ///     nsp: "/".into(),
+    ///     message: "unauthorized".into(),
+    ///     data: Some(serde_json::json!({"code": 401})),
+    /// };
+    /// assert_eq!(e.connect_error_data().unwrap()["code"], 401);
+    /// ```
+    pub fn connect_error_data(&self) -> Option<&Value> {
+        match self {
+            Error::ConnectError { data, .. } => data.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A plain message used as the source of a transport error.
+#[derive(Debug)]
+struct Message(String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_and_display() {
+        let e = Error::transport_msg("connection reset");
+        assert!(e.is_transport());
+        assert_eq!(e.to_string(), "transport error: connection reset");
+        let e = Error::ProtocolVersion("Engine.IO v3".into());
+        assert!(e.is_protocol_version() && !e.is_protocol());
+        let e = Error::ConnectError {
+            nsp: "/admin".into(),
+            message: "no".into(),
+            data: None,
+        };
+        assert!(e.is_connect_error());
+        assert_eq!(e.connect_error_data(), None);
+        assert!(e.to_string().contains("/admin"));
+        assert!(Error::Disconnected.is_disconnected());
+        assert!(Error::Closed.is_closed());
+    }
+}

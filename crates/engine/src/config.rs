@@ -1,0 +1,85 @@
+use std::time::Duration;
+
+/// Engine.IO server options. The defaults are the reference server's.
+///
+/// ```
+/// use std::time::Duration;
+/// use tether_engine::EngineConfig;
+/// let config = EngineConfig {
+///     ping_interval: Duration::from_secs(10),
+///     ..EngineConfig::default()
+/// };
+/// assert_eq!(config.path, "/socket.io/");
+/// ```
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The HTTP path that the engine serves (`/socket.io/`).
+    pub path: String,
+    /// How often the server pings each client (25 s).
+    pub ping_interval: Duration,
+    /// How long the server waits for a pong before it closes the session (20 s).
+    pub ping_timeout: Duration,
+    /// The largest message or polling body a client may send, in bytes (1 000 000).
+    pub max_payload: usize,
+    /// How long a WebSocket upgrade may take (10 s).
+    pub upgrade_timeout: Duration,
+    /// Which transports clients may use (both).
+    pub transports: Transports,
+    /// How many packets may wait for a slow client before its session is closed as a
+    /// recoverable `"send buffer full"` disconnect (4096). Never a silent drop.
+    pub max_buffered_packets: usize,
+    /// Cross-origin access for browsers on other origins (off).
+    pub cors: Option<Cors>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_secs(10),
+            transports: Transports::default(),
+            max_buffered_packets: 4096,
+            cors: None,
+        }
+    }
+}
+
+/// The transports a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// HTTP long-polling.
+    pub polling: bool,
+    /// WebSocket (direct, or by upgrade from polling).
+    pub websocket: bool,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            polling: true,
+            websocket: true,
+        }
+    }
+}
+
+/// Cross-origin resource sharing for the polling transport.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Origins allowed; empty means any origin (the request's origin is echoed back).
+    pub origins: Vec<String>,
+    /// Whether to send `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+}
+
+impl Cors {
+    /// Any origin, with credentials.
+    pub fn any() -> Self {
+        Cors {
+            origins: Vec::new(),
+            credentials: true,
+        }
+    }
+}

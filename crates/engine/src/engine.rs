@@ -1,0 +1,385 @@
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::socket::{EngineSocket, Handshake, Transport};
+use crate::transport::{polling, ws};
+use crate::{CloseReason, EngineConfig, ProtocolError, Sid};
+
+/// A message from a client, for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message (the Engine.IO `4` packet's data).
+    Text(&'a str),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// What the engine calls as sessions open, talk and close.
+///
+/// Calls for one session never overlap: messages are delivered in order, and
+/// [`on_close`](Handler::on_close) comes once, last.
+pub trait Handler: Send + Sync + 'static {
+    /// The per-session state that the handler keeps.
+    type Conn: Send + Sync + 'static;
+    /// A session opened.
+    fn on_open(&self, socket: &Arc<EngineSocket>) -> Self::Conn;
+    /// A message arrived.
+    fn on_message(&self, conn: &Self::Conn, msg: Message<'_>);
+    /// The session closed.
+    fn on_close(&self, conn: &Self::Conn, reason: CloseReason);
+}
+
+pub(crate) struct Session<H: Handler> {
+    pub(crate) socket: Arc<EngineSocket>,
+    pub(crate) conn: H::Conn,
+    /// Serialises message delivery for this session across concurrent requests.
+    pub(crate) inbound: tokio::sync::Mutex<()>,
+}
+
+pub(crate) struct Inner<H: Handler> {
+    pub(crate) config: EngineConfig,
+    pub(crate) handler: H,
+    sessions: RwLock<HashMap<Sid, Arc<Session<H>>>>,
+}
+
+/// The Engine.IO server: a cloneable [`tower_service::Service`] for HTTP requests.
+pub struct Engine<H: Handler> {
+    pub(crate) inner: Arc<Inner<H>>,
+}
+
+impl<H: Handler> Clone for Engine<H> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: Handler> std::fmt::Debug for Engine<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    /// An engine with these options, calling `handler`.
+    pub fn new(config: EngineConfig, handler: H) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                config,
+                handler,
+                sessions: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.inner.read_sessions().len()
+    }
+
+    /// Closes every session with [`CloseReason::ServerShutdown`] and waits (up to
+    /// `grace`) until their transports have flushed.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        let sessions: Vec<_> = self.inner.read_sessions().values().cloned().collect();
+        for s in &sessions {
+            s.socket.close(CloseReason::ServerShutdown);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Handles one HTTP request; requests outside the engine's path get 404.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let inner = &self.inner;
+        let path = req.uri().path();
+        let base = inner.config.path.trim_end_matches('/');
+        if path != inner.config.path && path != base {
+            return status(StatusCode::NOT_FOUND);
+        }
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut res = if req.method() == Method::OPTIONS && inner.config.cors.is_some() {
+            let mut r = status(StatusCode::NO_CONTENT);
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                header::HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+            );
+            if let Some(h) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+                r.headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
+            }
+            r
+        } else {
+            match self.route(req).await {
+                Ok(r) => r,
+                Err(e) => e.response(),
+            }
+        };
+        if let (Some(cors), Some(origin)) = (&inner.config.cors, origin) {
+            let allowed = cors.origins.is_empty()
+                || cors
+                    .origins
+                    .iter()
+                    .any(|o| o.as_bytes() == origin.as_bytes());
+            if allowed {
+                res.headers_mut()
+                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                if cors.credentials {
+                    res.headers_mut().insert(
+                        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        header::HeaderValue::from_static("true"),
+                    );
+                }
+            }
+        }
+        res
+    }
+
+    async fn route<B>(&self, mut req: Request<B>) -> Result<Response<Full<Bytes>>, ProtocolError>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let inner = &self.inner;
+        let query = Query::parse(req.uri().query().unwrap_or(""));
+        let transport = match query.transport {
+            Some("polling") if inner.config.transports.polling => Transport::Polling,
+            Some("websocket") if inner.config.transports.websocket => Transport::Websocket,
+            _ => return Err(ProtocolError::UnknownTransport),
+        };
+        if query.eio != Some("4") {
+            return Err(ProtocolError::UnsupportedProtocolVersion);
+        }
+        let is_upgrade = is_ws_upgrade(&req);
+        match query.sid {
+            None => {
+                if req.method() != Method::GET {
+                    return Err(ProtocolError::BadHandshakeMethod);
+                }
+                match transport {
+                    Transport::Polling => Ok(polling::open(self, &req)),
+                    Transport::Websocket if is_upgrade => ws::accept(self, &mut req, None),
+                    Transport::Websocket => Err(ProtocolError::BadRequest),
+                }
+            }
+            Some(sid) => {
+                let sid = Sid::parse(sid).ok_or(ProtocolError::UnknownSid)?;
+                let session = inner.session(&sid).ok_or(ProtocolError::UnknownSid)?;
+                match transport {
+                    Transport::Websocket if is_upgrade => {
+                        if session.socket.transport() != Transport::Polling {
+                            return Err(ProtocolError::BadRequest);
+                        }
+                        ws::accept(self, &mut req, Some(session))
+                    }
+                    Transport::Websocket => Err(ProtocolError::BadRequest),
+                    Transport::Polling => {
+                        if session.socket.transport() != Transport::Polling {
+                            return Err(ProtocolError::BadRequest);
+                        }
+                        if session.socket.is_closed() && req.method() != Method::GET {
+                            return Err(ProtocolError::UnknownSid);
+                        }
+                        match *req.method() {
+                            Method::GET => Ok(polling::get(self, session).await),
+                            Method::POST => Ok(polling::post(self, session, req).await),
+                            _ => Err(ProtocolError::BadRequest),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<H: Handler> Inner<H> {
+    pub(crate) fn read_sessions(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Sid, Arc<Session<H>>>> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn session(&self, sid: &Sid) -> Option<Arc<Session<H>>> {
+        self.read_sessions().get(sid).cloned()
+    }
+
+    /// Creates a session, registers it, starts its heartbeat, and returns it.
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        transport: Transport,
+        handshake: Handshake,
+    ) -> Arc<Session<H>> {
+        let sid = Sid::random();
+        let socket = Arc::new(EngineSocket::new(
+            sid,
+            transport,
+            self.config.max_buffered_packets,
+            handshake,
+        ));
+        let conn = self.handler.on_open(&socket);
+        let session = Arc::new(Session {
+            socket,
+            conn,
+            inbound: tokio::sync::Mutex::new(()),
+        });
+        self.sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sid, session.clone());
+        tokio::spawn(heartbeat(self.clone(), session.clone()));
+        session
+    }
+
+    pub(crate) fn open_packet(&self, sid: Sid, transport: Transport) -> String {
+        let upgrades = if transport == Transport::Polling && self.config.transports.websocket {
+            r#"["websocket"]"#
+        } else {
+            "[]"
+        };
+        format!(
+            r#"0{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            sid,
+            upgrades,
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_payload
+        )
+    }
+}
+
+/// Pings the client every `ping_interval`, closes the session when a pong is late, and
+/// performs the close: unregister, then tell the handler.
+async fn heartbeat<H: Handler>(inner: Arc<Inner<H>>, session: Arc<Session<H>>) {
+    let socket = &session.socket;
+    let reason = 'outer: loop {
+        let closed = socket.close_notify.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if let Some(r) = socket.close_reason() {
+            break r;
+        }
+        tokio::select! {
+            _ = &mut closed => continue,
+            _ = tokio::time::sleep(inner.config.ping_interval) => {}
+        }
+        let before = socket.pong_count();
+        socket.send_control("2");
+        tokio::select! {
+            _ = &mut closed => continue 'outer,
+            ok = socket.wait_pong_after(before, inner.config.ping_timeout) => {
+                if !ok {
+                    socket.close(CloseReason::PingTimeout);
+                }
+            }
+        }
+    };
+    tracing::debug!(sid = %socket.sid(), reason = reason.as_str(), "engine session closed");
+    {
+        // Deliver the close after any message being delivered right now.
+        let _guard = session.inbound.lock().await;
+        inner.handler.on_close(&session.conn, reason);
+    }
+    let server_initiated = matches!(
+        reason,
+        CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::SendBufferFull
+    );
+    if server_initiated && socket.transport() == Transport::Polling {
+        // Let the next poll collect what is queued and the close packet.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !socket.close_sent.load(std::sync::atomic::Ordering::Acquire)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+    inner
+        .sessions
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&socket.sid());
+}
+
+pub(crate) fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+fn is_ws_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+#[derive(Default)]
+struct Query<'a> {
+    eio: Option<&'a str>,
+    transport: Option<&'a str>,
+    sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(q: &'a str) -> Self {
+        let mut out = Query::default();
+        for kv in q.split('&') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "EIO" => out.eio = Some(v),
+                "transport" => out.transport = Some(v),
+                "sid" => out.sid = Some(v),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+impl<H, B> tower_service::Service<Request<B>> for Engine<H>
+where
+    H: Handler,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}

@@ -1,0 +1,65 @@
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::{Engine, Handler};
+
+/// Binds a TCP listener with an accept backlog of 1024 (the OS default of 128 overflows
+/// on connection bursts) and `SO_REUSEADDR`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves the engine on `listener` until the process ends.
+pub async fn serve<H: Handler>(listener: TcpListener, engine: Engine<H>) -> std::io::Result<()> {
+    serve_with_shutdown(listener, engine, std::future::pending()).await
+}
+
+/// Serves the engine until `shutdown` completes, then stops accepting connections.
+pub async fn serve_with_shutdown<H: Handler>(
+    listener: TcpListener,
+    engine: Engine<H>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(addr);
+                let engine = engine.clone();
+                async move { Ok::<_, Infallible>(engine.handle(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::trace!("http connection ended: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,213 @@
+//! WebSocket: a direct session, or the upgrade of a polling session (probe, upgrade).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+use super::dispatch_text;
+use crate::engine::{Engine, Handler, Inner, Message, Session};
+use crate::socket::{Frame, Handshake, Transport};
+use crate::{CloseReason, ProtocolError};
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Answers the WebSocket handshake and runs the connection in a task of its own.
+pub(crate) fn accept<H: Handler, B>(
+    engine: &Engine<H>,
+    req: &mut Request<B>,
+    upgrade_of: Option<Arc<Session<H>>>,
+) -> Result<Response<Full<Bytes>>, ProtocolError> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(ProtocolError::BadRequest)?;
+    let accept = derive_accept_key(key.as_bytes());
+    if let Some(session) = &upgrade_of {
+        if session.socket.is_closed() || session.socket.upgrading.load(Ordering::Acquire) {
+            return Err(ProtocolError::BadRequest);
+        }
+    }
+    let handshake = Handshake {
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+        remote_addr: req.extensions().get::<std::net::SocketAddr>().copied(),
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    let inner = engine.inner.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("websocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(inner.config.max_payload);
+        config.max_frame_size = Some(inner.config.max_payload);
+        config.read_buffer_size = 4096;
+        config.write_buffer_size = 0;
+        config.max_write_buffer_size = usize::MAX;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match upgrade_of {
+            None => run_new(inner, ws, handshake).await,
+            Some(session) => run_upgrade(inner, ws, session).await,
+        }
+    });
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(res)
+}
+
+async fn run_new<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, handshake: Handshake) {
+    let session = inner.open_session(Transport::Websocket, handshake);
+    let open = inner.open_packet(session.socket.sid(), Transport::Websocket);
+    if ws.send(WsMessage::text(open)).await.is_err() {
+        session.socket.close(CloseReason::TransportError);
+        return;
+    }
+    run(&inner, ws, &session).await;
+}
+
+async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<Session<H>>) {
+    let socket = &session.socket;
+    let probe = async {
+        // Wait for `2probe`, answer `3probe`, then wait for `5`.
+        let mut probed = false;
+        while let Some(msg) = ws.next().await {
+            let Ok(WsMessage::Text(t)) = msg else {
+                return false;
+            };
+            match (probed, t.as_str()) {
+                (false, "2probe") => {
+                    if ws.send(WsMessage::text("3probe")).await.is_err() {
+                        return false;
+                    }
+                    probed = true;
+                    socket.upgrading.store(true, Ordering::Release);
+                    // End a pending poll so that the client can pause polling.
+                    socket.outbox.notify.notify_waiters();
+                }
+                (true, "5") => return true,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let upgraded = tokio::time::timeout(inner.config.upgrade_timeout, probe)
+        .await
+        .unwrap_or(false);
+    if !upgraded || socket.is_closed() {
+        socket.upgrading.store(false, Ordering::Release);
+        let _ = ws.close(None).await;
+        return;
+    }
+    socket.set_transport(Transport::Websocket);
+    socket.upgrading.store(false, Ordering::Release);
+    // Wake a poll that might still be waiting: it answers noop.
+    socket.outbox.notify.notify_waiters();
+    tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
+    run(&inner, ws, &session).await;
+}
+
+fn to_ws(frame: Frame, out: &mut Vec<WsMessage>) {
+    match frame {
+        Frame::Text(t) => out.push(WsMessage::Text(t)),
+        Frame::Binary(b) => out.push(WsMessage::Binary(b)),
+        Frame::WithAttachments(t, bins) => {
+            out.push(WsMessage::Text(t));
+            out.extend(bins.iter().cloned().map(WsMessage::Binary));
+        }
+    }
+}
+
+/// The connection loop: one task reads the socket and drains the outbox.
+async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
+    let socket = &session.socket;
+    let mut frames = Vec::new();
+    let mut msgs = Vec::new();
+    loop {
+        let notified = socket.outbox.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        socket.outbox.drain_into(&mut frames);
+        if !frames.is_empty() {
+            for f in frames.drain(..) {
+                to_ws(f, &mut msgs);
+            }
+            let mut failed = false;
+            for m in msgs.drain(..) {
+                if ws.feed(m).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || ws.flush().await.is_err() {
+                socket.close(CloseReason::TransportError);
+                break;
+            }
+            continue;
+        }
+        if socket.is_closed() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            msg = ws.next() => {
+                let keep = match msg {
+                    Some(Ok(WsMessage::Text(t))) => {
+                        let _guard = session.inbound.lock().await;
+                        !socket.is_closed() && dispatch_text(inner, session, t.as_str())
+                    }
+                    Some(Ok(WsMessage::Binary(b))) => {
+                        let _guard = session.inbound.lock().await;
+                        if !socket.is_closed() {
+                            inner.handler.on_message(&session.conn, Message::Binary(b));
+                        }
+                        true
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        socket.close(CloseReason::TransportClose);
+                        false
+                    }
+                    Some(Ok(_)) => true,
+                    Some(Err(e)) => {
+                        tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
+                        socket.close(CloseReason::TransportError);
+                        false
+                    }
+                };
+                if !keep {
+                    // Flush what is queued (a close, a disconnect packet), then stop.
+                    socket.outbox.drain_into(&mut frames);
+                    for f in frames.drain(..) {
+                        to_ws(f, &mut msgs);
+                    }
+                    for m in msgs.drain(..) {
+                        let _ = ws.feed(m).await;
+                    }
+                    break;
+                }
+            }
+            _ = notified => {}
+        }
+    }
+    let _ = ws.close(None).await;
+}
