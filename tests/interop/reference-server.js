@@ -13,6 +13,12 @@
 //   - sessions are not one-shot: a restored snapshot stays in the session map
 //     and can be restored again;
 //   - a CONNECT with a pid and no offset never recovers.
+//
+// REFERENCE_STRICT=1 patches those three gaps (heartbeat probe of a live
+// holder bounded at 2 s, one-shot sessions, pid-without-offset replays
+// everything since the socket connected). It is not the reference any more:
+// it only exists to check that the Tether-only tests are themselves right,
+// e.g. `REFERENCE_STRICT=1 RUN_ALL=1 TARGET=reference bash run.sh`.
 "use strict";
 
 const http = require("node:http");
@@ -73,7 +79,27 @@ function setup(nsp, windowMs) {
     next();
   });
 
-  nsp.on("connection", (socket) => {
+  nsp.on("connection", (rawSocket) => {
+    // Every handler is guarded: a hostile payload (say, a 20000-deep array
+    // echoed back) makes socket.io's encoder overflow the stack, which would
+    // otherwise crash the process.
+    const socket = new Proxy(rawSocket, {
+      get(target, prop) {
+        if (prop === "on") {
+          return (event, handler) =>
+            target.on(event, (...args) => {
+              try {
+                handler(...args);
+              } catch (e) {
+                console.error(`reference-server: handler ${event} failed: ${e && e.message}`);
+                target.conn.close();
+              }
+            });
+        }
+        const v = target[prop];
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
     socket.on("echo", (...args) => {
       if (args.length && isFn(args[args.length - 1])) {
         const ack = args.pop();
@@ -89,7 +115,7 @@ function setup(nsp, windowMs) {
         id: socket.id,
         nsp: nsp.name,
         recovered: !!socket.recovered,
-        middlewareRan: middlewareRan.has(socket),
+        middlewareRan: middlewareRan.has(rawSocket),
         rooms: roomsOf(socket),
         data: socket.data,
         transport: socket.conn.transport.name,
@@ -169,7 +195,86 @@ function setup(nsp, windowMs) {
   });
 }
 
-for (const [name, windowMs] of Object.entries(WINDOWS)) setup(io.of(name), windowMs);
+for (const [name, windowMs] of Object.entries(WINDOWS)) {
+  const nsp = io.of(name);
+  setup(nsp, windowMs);
+  if (process.env.REFERENCE_STRICT === "1") strict(nsp);
+}
+
+// ---------------------------------------------------------------------------
+// REFERENCE_STRICT=1: the three §4.4 behaviours the reference lacks.
+
+function strict(nsp) {
+  const { Socket } = require("socket.io");
+  const adapter = nsp.adapter;
+  // pid -> id of the last stored packet when the socket connected (null: none)
+  const startIds = new Map();
+
+  nsp.on("connection", (socket) => {
+    if (!socket.recovered) {
+      const last = adapter.packets[adapter.packets.length - 1];
+      startIds.set(socket.pid, last ? last.id : null);
+    }
+  });
+
+  const probe = (conn, ms) =>
+    new Promise((resolve) => {
+      if (conn.readyState !== "open") return resolve(false);
+      const ok = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        conn.off("heartbeat", ok);
+        resolve(false);
+      }, ms);
+      conn.once("heartbeat", ok);
+      conn.sendPacket("ping");
+    });
+
+  const included = (rooms, opts) =>
+    (opts.rooms.size === 0 || rooms.some((r) => opts.rooms.has(r))) && rooms.every((r) => !opts.except.has(r));
+
+  const restore = (pid, offset) => {
+    const session = adapter.sessions.get(pid);
+    if (!session) return null;
+    if (session.disconnectedAt + adapter.maxDisconnectionDuration < Date.now()) {
+      adapter.sessions.delete(pid);
+      return null;
+    }
+    let start;
+    if (offset === undefined) {
+      if (!startIds.has(pid)) return null;
+      const startId = startIds.get(pid);
+      start = startId === null ? 0 : adapter.packets.findIndex((p) => p.id === startId) + 1;
+      if (startId !== null && start === 0) return null;
+    } else {
+      const i = adapter.packets.findIndex((p) => p.id === offset);
+      if (i === -1) return null;
+      start = i + 1;
+    }
+    const missedPackets = adapter.packets
+      .slice(start)
+      .filter((p) => included(session.rooms, p.opts))
+      .map((p) => p.data);
+    adapter.sessions.delete(pid); // one-shot
+    return { ...session, missedPackets };
+  };
+
+  nsp._createSocket = async function (client, auth) {
+    const { pid, offset } = auth || {};
+    if (typeof pid === "string" && pid && (typeof offset === "string" || offset === undefined)) {
+      const holder = [...nsp.sockets.values()].find((s) => s.pid === pid);
+      if (holder) {
+        if (await probe(holder.conn, 2000)) return new Socket(nsp, client, auth);
+        holder.conn.close(true); // "forced close": recoverable, persists the session
+      }
+      const session = restore(pid, offset);
+      if (session) return new Socket(nsp, client, auth, session);
+    }
+    return new Socket(nsp, client, auth);
+  };
+}
 
 httpServer.listen(PORT, HOST, () => {
   console.log(`listening on http://${HOST}:${PORT}`);

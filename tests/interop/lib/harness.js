@@ -30,6 +30,8 @@ const RUN_ALL = process.env.RUN_ALL === "1";
 const START_TIMEOUT_MS = Number(process.env.SERVER_START_TIMEOUT_MS || 120000);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// a sleep that does not keep the process alive
+const sleepUnref = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 function withTimeout(promise, ms, what) {
   let timer;
@@ -127,10 +129,10 @@ async function startServer() {
   const stop = async () => {
     if (exited) return exited;
     killGroup(child.pid, "SIGTERM");
-    const r = await Promise.race([exitP, sleep(5000).then(() => null)]);
+    const r = await Promise.race([exitP, sleepUnref(5000).then(() => null)]);
     if (!r) {
       killGroup(child.pid, "SIGKILL");
-      await Promise.race([exitP, sleep(2000)]);
+      await Promise.race([exitP, sleepUnref(2000)]);
     }
     // the shell may be gone while a grandchild still runs
     killGroup(child.pid, "SIGKILL");
@@ -418,7 +420,7 @@ class TcpProxy {
 
   _onConn(client) {
     const upstream = net.connect({ host: this.targetHost, port: this.targetPort });
-    const c = { client, upstream, blackholed: false, cut: false, bytesDropped: 0 };
+    const c = { client, upstream, blackholed: !!this.blackholing, cut: false, bytesDropped: 0 };
     this.conns.add(c);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
@@ -452,7 +454,9 @@ class TcpProxy {
   // Stop forwarding in both directions but keep both TCP sockets open: no
   // FIN, no RST. Bytes that arrive are read and dropped, so neither side
   // sees back-pressure either.
+  // Connections accepted afterwards are blackholed as well.
   blackholeAll() {
+    this.blackholing = true;
     for (const c of this.conns) c.blackholed = true;
   }
 
@@ -479,12 +483,15 @@ class TcpProxy {
 
 // Start one server for the test file. Returns an object whose `url` is set
 // once the `before` hook ran.
-function useServer() {
+// `onStart(ctx)` runs right after the server is up (root-level before hooks
+// of node:test 20 do not wait for one another, so put extra setup there).
+function useServer({ onStart } = {}) {
   const ctx = { url: null, port: null, server: null };
   before(async () => {
     ctx.server = await startServer();
     ctx.url = ctx.server.url;
     ctx.port = ctx.server.port;
+    if (onStart) await onStart(ctx);
   }, { timeout: START_TIMEOUT_MS + 10000 });
   afterEach(() => closeAllClients());
   after(async () => {

@@ -1,0 +1,942 @@
+//! The public API: [`ClientBuilder`], [`Client`], [`SocketBuilder`], events and handlers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{EngineOptions, Transport};
+use crate::manager::{Cmd, Dispatch, Manager, NewNamespace};
+use crate::url::{self, Endpoint};
+use crate::{Error, Payload, Reconnection, Result};
+
+/// A handler of events: it gets the namespace's client (to emit, or to look at its state)
+/// and the event.
+///
+/// Handlers run one at a time, in the order the events arrived, on a task of their
+/// namespace: do not block in them; spawn a task for slow or async work.
+pub type EventHandler = Arc<dyn Fn(Client, Event) + Send + Sync + 'static>;
+
+/// A handler of [`Lifecycle`] events.
+pub type LifecycleHandler = Arc<dyn Fn(Client, Lifecycle) + Send + Sync + 'static>;
+
+/// A function that computes the `auth` data on every connection attempt.
+pub type AuthFn = Arc<dyn Fn() -> Value + Send + Sync + 'static>;
+
+/// An event the server sent.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The event name (a numeric name is given as its decimal string).
+    pub name: String,
+    /// The arguments. The connection state recovery offset is never among them.
+    pub payload: Payload,
+    /// Present when the server asked for an acknowledgement.
+    pub ack: Option<AckSender>,
+}
+
+impl Event {
+    /// The JSON arguments (binary values are placeholders, see [`Payload`]).
+    pub fn args(&self) -> &[Value] {
+        &self.payload.args
+    }
+}
+
+/// Acknowledges one event of the server. Only the first [`send`](AckSender::send) of an
+/// event's ack (and of its clones) goes out.
+///
+/// ```no_run
+/// # async fn f() -> tether_client::Result<()> {
+/// use tether_client::ClientBuilder;
+/// use serde_json::json;
+/// let client = ClientBuilder::new("http://localhost:3000")
+///     .on("question", |_client, ev| {
+///         if let Some(ack) = ev.ack {
+///             let _ = ack.send(json!({"answer": 42}));
+///         }
+///     })
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AckSender {
+    tx: mpsc::WeakUnboundedSender<Cmd>,
+    nsp: String,
+    id: u64,
+    sent: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for AckSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckSender")
+            .field("nsp", &self.nsp)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl AckSender {
+    pub(crate) fn new(tx: mpsc::WeakUnboundedSender<Cmd>, nsp: String, id: u64) -> Self {
+        AckSender {
+            tx,
+            nsp,
+            id,
+            sent: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The ack id the server chose.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends the acknowledgement with these arguments. Does nothing if this ack was
+    /// already sent; fails with [`Error::Closed`] if the client is gone.
+    pub fn send(&self, payload: impl Into<Payload>) -> Result<()> {
+        if self.sent.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let tx = self.tx.upgrade().ok_or(Error::Closed)?;
+        tx.send(Cmd::Ack {
+            nsp: self.nsp.clone(),
+            id: self.id,
+            payload: payload.into(),
+        })
+        .map_err(|_| Error::Closed)
+    }
+}
+
+/// Why a namespace got disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The server disconnected the socket (`socket.disconnect()` on the server). No
+    /// reconnection follows.
+    IoServerDisconnect,
+    /// [`Client::disconnect`] or [`Client::close`]. No reconnection follows.
+    IoClientDisconnect,
+    /// The server sent no ping within `pingInterval + pingTimeout`.
+    PingTimeout,
+    /// The server closed the connection.
+    TransportClose,
+    /// The network failed.
+    TransportError(String),
+    /// The server sent a packet that could not be decoded.
+    ParseError(String),
+}
+
+impl DisconnectReason {
+    /// The reason as the JavaScript client names it (`"transport close"`...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DisconnectReason::IoServerDisconnect => "io server disconnect",
+            DisconnectReason::IoClientDisconnect => "io client disconnect",
+            DisconnectReason::PingTimeout => "ping timeout",
+            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportError(_) => "transport error",
+            DisconnectReason::ParseError(_) => "parse error",
+        }
+    }
+
+    /// Whether the client reconnects after this (if reconnection is enabled).
+    pub fn will_reconnect(&self) -> bool {
+        !matches!(
+            self,
+            DisconnectReason::IoServerDisconnect | DisconnectReason::IoClientDisconnect
+        )
+    }
+}
+
+/// The connection's life, as the JavaScript client's `connect`, `connect_error`,
+/// `disconnect` and Manager `reconnect*` events tell it.
+///
+/// The Manager events (`Reconnect*`) go to every namespace of the connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// The namespace is connected (again). `recovered` tells whether the server restored
+    /// the session (connection state recovery), see [`Client::recovered`].
+    Connect {
+        /// Whether the session was recovered.
+        recovered: bool,
+    },
+    /// The server refused the namespace (after a reconnection; the first refusal is the
+    /// error of `connect()`). The namespace is closed.
+    ConnectError(Error),
+    /// The namespace got disconnected.
+    Disconnect(DisconnectReason),
+    /// Reconnection attempt `n` (from 1) starts.
+    ReconnectAttempt(u32),
+    /// Attempt `n` succeeded; the namespaces connect again.
+    Reconnect(u32),
+    /// An attempt failed.
+    ReconnectError(Error),
+    /// The last allowed attempt failed; the client is closed.
+    ReconnectFailed,
+}
+
+#[derive(Clone)]
+pub(crate) enum Auth {
+    None,
+    Static(serde_json::Map<String, Value>),
+    Fn(AuthFn),
+}
+
+impl Auth {
+    /// The auth data for one attempt.
+    pub(crate) fn eval(&self) -> serde_json::Map<String, Value> {
+        match self {
+            Auth::None => serde_json::Map::new(),
+            Auth::Static(m) => m.clone(),
+            Auth::Fn(f) => match f() {
+                Value::Object(m) => m,
+                Value::Null => serde_json::Map::new(),
+                other => {
+                    tracing::warn!(?other, "auth function returned a non-object; ignored");
+                    serde_json::Map::new()
+                }
+            },
+        }
+    }
+}
+
+/// Handlers of one namespace.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    pub events: HashMap<String, EventHandler>,
+    pub any: Vec<EventHandler>,
+    pub lifecycle: Vec<LifecycleHandler>,
+}
+
+/// What a [`Client`] can see of its namespace.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Status {
+    pub active: bool,
+    pub connected: bool,
+    pub sid: Option<String>,
+    pub pid: Option<String>,
+    pub recovered: bool,
+}
+
+pub(crate) struct NsShared {
+    pub nsp: String,
+    pub status: Mutex<Status>,
+    pub handlers: RwLock<Handlers>,
+}
+
+impl NsShared {
+    pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct ManagerShared {
+    pub transport: Mutex<Option<Transport>>,
+    /// The connection timeout, the default of [`SocketBuilder::timeout`].
+    pub timeout: Duration,
+}
+
+impl ManagerShared {
+    pub(crate) fn set_transport(&self, t: Option<Transport>) {
+        *self.transport.lock().unwrap_or_else(PoisonError::into_inner) = t;
+    }
+}
+
+/// Settings of the connection (the JavaScript client's Manager options).
+#[derive(Clone)]
+pub(crate) struct ManagerConfig {
+    pub engine: Arc<EngineOptions>,
+    pub reconnection: Reconnection,
+    pub timeout: Duration,
+}
+
+/// Settings of one namespace (the JavaScript client's Socket options) and its handlers.
+#[derive(Clone)]
+struct NsConfig {
+    auth: Auth,
+    retries: u32,
+    ack_timeout: Option<Duration>,
+    handlers: Vec<(String, EventHandler)>,
+    any: Vec<EventHandler>,
+    lifecycle: Vec<LifecycleHandler>,
+    error: Option<Error>,
+}
+
+impl Default for NsConfig {
+    fn default() -> Self {
+        NsConfig {
+            auth: Auth::None,
+            retries: 0,
+            ack_timeout: None,
+            handlers: Vec::new(),
+            any: Vec::new(),
+            lifecycle: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+impl NsConfig {
+    fn auth(&mut self, v: Value) {
+        match v {
+            Value::Object(m) => self.auth = Auth::Static(m),
+            Value::Null => self.auth = Auth::None,
+            _ => self.error = Some(Error::Config("auth must be a JSON object".into())),
+        }
+    }
+}
+
+macro_rules! namespace_options {
+    () => {
+        /// Sets the `auth` data sent with the namespace's `CONNECT` (a JSON object;
+        /// `null` for none). On a reconnection with connection state recovery, `pid` and
+        /// `offset` are added to it.
+        pub fn auth(mut self, auth: Value) -> Self {
+            self.ns.auth(auth);
+            self
+        }
+
+        /// Computes the `auth` data on every connection attempt (for example a fresh
+        /// token). A returned value that is not an object is ignored.
+        pub fn auth_fn(mut self, f: impl Fn() -> Value + Send + Sync + 'static) -> Self {
+            self.ns.auth = Auth::Fn(Arc::new(f));
+            self
+        }
+
+        /// Handles the event `event` (one handler per name; a later one replaces it).
+        pub fn on(
+            mut self,
+            event: impl Into<String>,
+            handler: impl Fn(Client, Event) + Send + Sync + 'static,
+        ) -> Self {
+            self.ns.handlers.push((event.into(), Arc::new(handler)));
+            self
+        }
+
+        /// Handles every event, before its own handler (the JavaScript client's `onAny`).
+        pub fn on_any(mut self, handler: impl Fn(Client, Event) + Send + Sync + 'static) -> Self {
+            self.ns.any.push(Arc::new(handler));
+            self
+        }
+
+        /// Handles the namespace's [`Lifecycle`] events.
+        pub fn on_lifecycle(
+            mut self,
+            handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static,
+        ) -> Self {
+            self.ns.lifecycle.push(Arc::new(handler));
+            self
+        }
+
+        /// At-least-once sending (the JavaScript client's `retries`): every non-volatile
+        /// emit is queued, sent one at a time with an ack id, and sent again (up to
+        /// `retries` more times) when its ack does not come within
+        /// [`ack_timeout`](Self::ack_timeout) or the connection drops. The server's handler
+        /// must call its acknowledgement for the emit to count as delivered. 0 (the
+        /// default) turns it off.
+        pub fn retries(mut self, retries: u32) -> Self {
+            self.ns.retries = retries;
+            self
+        }
+
+        /// How long to wait for each acknowledgement of a [`retries`](Self::retries) emit
+        /// (the JavaScript client's `ackTimeout`). Without it a queued emit is only sent
+        /// again after a reconnection.
+        pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+            self.ns.ack_timeout = Some(timeout);
+            self
+        }
+    };
+}
+
+/// Configures a connection and its first namespace, then connects.
+///
+/// ```no_run
+/// # async fn f() -> tether_client::Result<()> {
+/// use std::time::Duration;
+/// use tether_client::{ClientBuilder, Reconnection, Transport};
+/// use serde_json::json;
+///
+/// let client = ClientBuilder::new("http://localhost:3000")
+///     .namespace("/chat")
+///     .auth(json!({"token": "abc"}))
+///     .transports([Transport::Polling, Transport::Websocket])
+///     .reconnection(Reconnection::default().attempts(10))
+///     .on("message", |_client, ev| println!("message: {:?}", ev.args()))
+///     .on_any(|_client, ev| println!("any: {}", ev.name))
+///     .connect()
+///     .await?;
+/// client.emit("message", json!("hello"))?;
+/// let answer = client
+///     .emit_with_ack("sum", vec![json!(1), json!(2)], Duration::from_secs(5))
+///     .await?;
+/// println!("{:?}", answer.args);
+/// # Ok(()) }
+/// ```
+pub struct ClientBuilder {
+    url: String,
+    namespace: Option<String>,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    transports: Vec<Transport>,
+    upgrade: bool,
+    reconnection: Reconnection,
+    timeout: Duration,
+    ns: NsConfig,
+}
+
+impl ClientBuilder {
+    /// Starts configuring a client of the server at `url` (`http://host:port` or
+    /// `ws://host:port`). As in the JavaScript client, a path in the URL names the
+    /// namespace (`http://host/admin`), and its query is sent with every request.
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientBuilder {
+            url: url.into(),
+            namespace: None,
+            path: "/socket.io/".into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            transports: vec![Transport::Polling, Transport::Websocket],
+            upgrade: true,
+            reconnection: Reconnection::default(),
+            timeout: Duration::from_secs(20),
+            ns: NsConfig::default(),
+        }
+    }
+
+    /// The namespace to connect (default: the URL's path, else `/`).
+    pub fn namespace(mut self, nsp: impl Into<String>) -> Self {
+        self.namespace = Some(nsp.into());
+        self
+    }
+
+    /// The Engine.IO path on the server (default `/socket.io/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Adds a query parameter to every Engine.IO request (`socket.handshake.query` on the
+    /// server).
+    pub fn query(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds a header to every HTTP request and to the WebSocket handshake.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The transports to use, in order: `[Polling, Websocket]` (the default) connects
+    /// with polling and upgrades to WebSocket; `[Websocket]` connects with WebSocket only;
+    /// `[Polling]` never upgrades.
+    pub fn transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
+        self.transports = transports.into_iter().collect();
+        self
+    }
+
+    /// Whether to upgrade from polling to WebSocket when both are enabled (default true).
+    pub fn upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
+    }
+
+    /// How to reconnect after the connection is lost.
+    pub fn reconnection(mut self, r: Reconnection) -> Self {
+        self.reconnection = r;
+        self
+    }
+
+    /// How long a connection attempt may take: the Engine.IO handshake, and for
+    /// [`connect`](Self::connect) also the namespace's `CONNECT` (default 20 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    namespace_options!();
+
+    /// Connects and returns once the namespace is connected.
+    ///
+    /// Fails with the error of the first attempt (no retries before the first success;
+    /// [`Reconnection`] applies once connected): [`Error::ConnectError`] if the server
+    /// refuses the namespace, [`Error::Timeout`], [`Error::ProtocolVersion`],
+    /// [`Error::Transport`]...
+    pub async fn connect(self) -> Result<Client> {
+        if let Some(e) = self.ns.error.clone() {
+            return Err(e);
+        }
+        let parsed = url::parse(&self.url)?;
+        let mut query = parsed.query;
+        for (k, v) in &self.query {
+            query.push(format!(
+                "{}={}",
+                url::encode_component(k),
+                url::encode_component(v)
+            ));
+        }
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &self.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| Error::Config(format!("invalid header name {k:?}")))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|_| Error::Config(format!("invalid header value for {k:?}")))?;
+            headers.append(name, value);
+        }
+        if self.transports.is_empty() {
+            return Err(Error::Config("no transport enabled".into()));
+        }
+        let engine = EngineOptions {
+            endpoint: Endpoint {
+                authority: parsed.authority,
+                path: url::normalise_path(&self.path),
+                query,
+            },
+            headers,
+            transports: self.transports,
+            upgrade: self.upgrade,
+        };
+        let cfg = ManagerConfig {
+            engine: Arc::new(engine),
+            reconnection: self.reconnection,
+            timeout: self.timeout,
+        };
+        let nsp = normalise_namespace(self.namespace.as_deref().unwrap_or(&parsed.namespace));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mgr = Arc::new(ManagerShared {
+            transport: Mutex::new(None),
+            timeout: cfg.timeout,
+        });
+        let (ns, client) = new_namespace(&tx, &mgr, nsp, self.ns);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        Manager::spawn(cfg.clone(), rx, tx.downgrade(), mgr, ns, reply_tx);
+        match tokio::time::timeout(cfg.timeout, reply_rx).await {
+            Ok(Ok(Ok(()))) => Ok(client),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let _ = tx.send(Cmd::Close { reply: None });
+                Err(Error::Timeout)
+            }
+        }
+    }
+}
+
+/// Configures another namespace on an existing connection (the JavaScript client's
+/// `manager.socket(nsp)`), from [`Client::socket`].
+///
+/// ```no_run
+/// # async fn f(client: tether_client::Client) -> tether_client::Result<()> {
+/// use serde_json::json;
+/// let admin = client
+///     .socket("/admin")
+///     .auth(json!({"token": "secret"}))
+///     .on("stats", |_c, ev| println!("{:?}", ev.args()))
+///     .connect()
+///     .await?;
+/// admin.emit("refresh", ())?;
+/// # Ok(()) }
+/// ```
+pub struct SocketBuilder {
+    tx: mpsc::UnboundedSender<Cmd>,
+    mgr: Arc<ManagerShared>,
+    nsp: String,
+    timeout: Duration,
+    ns: NsConfig,
+}
+
+impl SocketBuilder {
+    namespace_options!();
+
+    /// How long to wait for the namespace's `CONNECT` reply (default: the client's
+    /// connection timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects the namespace over the shared connection, and returns once connected.
+    /// Fails with [`Error::ConnectError`] if the server refuses it, with
+    /// [`Error::Config`] if this namespace is already open on the connection, and with
+    /// the connection's error if the connection fails before the namespace connected.
+    pub async fn connect(self) -> Result<Client> {
+        if let Some(e) = self.ns.error.clone() {
+            return Err(e);
+        }
+        let (ns, client) = new_namespace(&self.tx, &self.mgr, self.nsp, self.ns);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::AddNamespace {
+                ns,
+                reply: reply_tx,
+            })
+            .map_err(|_| Error::Closed)?;
+        match tokio::time::timeout(self.timeout, reply_rx).await {
+            Ok(Ok(Ok(()))) => Ok(client),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let (tx, _rx) = oneshot::channel();
+                let _ = self.tx.send(Cmd::Disconnect {
+                    nsp: client.namespace().to_owned(),
+                    reply: tx,
+                });
+                Err(Error::Timeout)
+            }
+        }
+    }
+}
+
+fn normalise_namespace(nsp: &str) -> String {
+    if nsp.starts_with('/') {
+        nsp.to_owned()
+    } else {
+        format!("/{nsp}")
+    }
+}
+
+fn new_namespace(
+    tx: &mpsc::UnboundedSender<Cmd>,
+    mgr: &Arc<ManagerShared>,
+    nsp: String,
+    cfg: NsConfig,
+) -> (NewNamespace, Client) {
+    let mut handlers = Handlers {
+        events: HashMap::new(),
+        any: cfg.any,
+        lifecycle: cfg.lifecycle,
+    };
+    for (name, h) in cfg.handlers {
+        handlers.events.insert(name, h);
+    }
+    let shared = Arc::new(NsShared {
+        nsp: nsp.clone(),
+        status: Mutex::new(Status {
+            active: true,
+            ..Status::default()
+        }),
+        handlers: RwLock::new(handlers),
+    });
+    let (dtx, drx) = mpsc::unbounded_channel();
+    tokio::spawn(dispatch_loop(drx, tx.downgrade(), shared.clone(), mgr.clone()));
+    let ns = NewNamespace {
+        shared: shared.clone(),
+        auth: cfg.auth,
+        retries: cfg.retries,
+        ack_timeout: cfg.ack_timeout,
+        dispatch: dtx,
+    };
+    let client = Client {
+        tx: tx.clone(),
+        ns: shared,
+        mgr: mgr.clone(),
+    };
+    (ns, client)
+}
+
+/// Runs a namespace's handlers, one event at a time.
+async fn dispatch_loop(
+    mut rx: mpsc::UnboundedReceiver<Dispatch>,
+    tx: mpsc::WeakUnboundedSender<Cmd>,
+    ns: Arc<NsShared>,
+    mgr: Arc<ManagerShared>,
+) {
+    while let Some(d) = rx.recv().await {
+        let Some(tx) = tx.upgrade() else { return };
+        let client = Client {
+            tx,
+            ns: ns.clone(),
+            mgr: mgr.clone(),
+        };
+        match d {
+            Dispatch::Event(ev) => {
+                let (any, specific) = {
+                    let h = ns.handlers.read().unwrap_or_else(PoisonError::into_inner);
+                    (h.any.clone(), h.events.get(&ev.name).cloned())
+                };
+                for h in any {
+                    h(client.clone(), ev.clone());
+                }
+                if let Some(h) = specific {
+                    h(client, ev);
+                } else {
+                    tracing::trace!(event = %ev.name, "no handler");
+                }
+            }
+            Dispatch::Lifecycle(l) => {
+                let hs = ns
+                    .handlers
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .lifecycle
+                    .clone();
+                for h in hs {
+                    h(client.clone(), l.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A connected namespace: emit events, and look at its state.
+///
+/// Cheap to clone. Every namespace of one connection shares its Engine.IO connection;
+/// the connection closes when every namespace is disconnected, when
+/// [`close`](Client::close) is called, or when every `Client` handle is dropped.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::UnboundedSender<Cmd>,
+    ns: Arc<NsShared>,
+    mgr: Arc<ManagerShared>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("namespace", &self.ns.nsp)
+            .field("status", &*self.ns.status())
+            .finish()
+    }
+}
+
+impl Client {
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.ns.nsp
+    }
+
+    /// The socket id the server gave (`socket.id` on the server), while connected.
+    pub fn id(&self) -> Option<String> {
+        self.ns.status().sid.clone()
+    }
+
+    /// Whether the namespace is connected now.
+    pub fn connected(&self) -> bool {
+        self.ns.status().connected
+    }
+
+    /// Whether the namespace is still in use: connected, or waiting to reconnect.
+    pub fn active(&self) -> bool {
+        self.ns.status().active
+    }
+
+    /// Whether the last (re)connection restored the previous session: the server knew
+    /// our `pid`, kept our socket id and rooms, and sent the events we missed.
+    pub fn recovered(&self) -> bool {
+        self.ns.status().recovered
+    }
+
+    /// The private session id for connection state recovery, if the server has it on.
+    pub fn pid(&self) -> Option<String> {
+        self.ns.status().pid.clone()
+    }
+
+    /// The Engine.IO transport in use, if the connection is open.
+    pub fn transport(&self) -> Option<Transport> {
+        *self
+            .mgr
+            .transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds or replaces the handler of `event`.
+    pub fn on(&self, event: impl Into<String>, handler: impl Fn(Client, Event) + Send + Sync + 'static) {
+        self.ns
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            .insert(event.into(), Arc::new(handler));
+    }
+
+    /// Removes the handler of `event`.
+    pub fn off(&self, event: &str) {
+        self.ns
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            .remove(event);
+    }
+
+    /// Adds a handler of every event.
+    pub fn on_any(&self, handler: impl Fn(Client, Event) + Send + Sync + 'static) {
+        self.ns
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .any
+            .push(Arc::new(handler));
+    }
+
+    /// Adds a handler of [`Lifecycle`] events.
+    pub fn on_lifecycle(&self, handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static) {
+        self.ns
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lifecycle
+            .push(Arc::new(handler));
+    }
+
+    fn check(&self, event: &str) -> Result<()> {
+        if tether_proto::sio::RESERVED_EVENTS.contains(&event) {
+            return Err(Error::ReservedEvent(event.to_owned()));
+        }
+        if !self.active() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn send_emit(
+        &self,
+        event: &str,
+        payload: Payload,
+        volatile: bool,
+        ack: Option<(Duration, oneshot::Sender<Result<Payload>>)>,
+    ) -> Result<()> {
+        self.check(event)?;
+        self.tx
+            .send(Cmd::Emit {
+                nsp: self.ns.nsp.clone(),
+                event: event.to_owned(),
+                payload,
+                volatile,
+                ack,
+            })
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Emits an event. While disconnected, it is buffered and sent once the namespace
+    /// connects again (with [`retries`](ClientBuilder::retries), it is queued for
+    /// at-least-once delivery instead).
+    ///
+    /// Fails at once for a reserved event name, or if the client is closed.
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<()> {
+        self.send_emit(event, payload.into(), false, None)
+    }
+
+    /// Emits a volatile event: it is dropped, not buffered, unless the namespace is
+    /// connected now. Volatile events bypass the [`retries`](ClientBuilder::retries) queue.
+    pub fn emit_volatile(&self, event: &str, payload: impl Into<Payload>) -> Result<()> {
+        self.send_emit(event, payload.into(), true, None)
+    }
+
+    /// Emits an event and waits for the server's acknowledgement.
+    ///
+    /// Fails with [`Error::Timeout`] if it does not come within `timeout` (the event is
+    /// then removed from the send buffer if it was still there), and with
+    /// [`Error::Disconnected`] if the connection drops after the event was sent. With
+    /// [`retries`](ClientBuilder::retries), `timeout` applies to each try, and the error
+    /// comes after the last one.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Payload> {
+        let (tx, rx) = oneshot::channel();
+        self.send_emit(event, payload.into(), false, Some((timeout, tx)))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Connects another namespace over the same connection.
+    pub fn socket(&self, nsp: impl AsRef<str>) -> SocketBuilder {
+        SocketBuilder {
+            tx: self.tx.clone(),
+            mgr: self.mgr.clone(),
+            nsp: normalise_namespace(nsp.as_ref()),
+            timeout: self.mgr.timeout,
+            ns: NsConfig::default(),
+        }
+    }
+
+    /// Leaves the namespace (sends a `DISCONNECT`; no reconnection). Pending
+    /// acknowledgements fail with [`Error::Closed`]. When the last namespace leaves, the
+    /// connection closes; this returns once it did.
+    pub async fn disconnect(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Cmd::Disconnect {
+                nsp: self.ns.nsp.clone(),
+                reply: tx,
+            })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Leaves every namespace and closes the connection.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Close { reply: Some(tx) }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn auth_evaluation() {
+        assert!(Auth::None.eval().is_empty());
+        let mut cfg = NsConfig::default();
+        cfg.auth(json!({"a": 1}));
+        assert_eq!(cfg.auth.eval()["a"], 1);
+        cfg.auth(json!(3));
+        assert!(cfg.error.is_some());
+        let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n2 = n.clone();
+        let f = Auth::Fn(Arc::new(move || json!({"n": n2.fetch_add(1, Ordering::SeqCst)})));
+        assert_eq!(f.eval()["n"], 0);
+        assert_eq!(f.eval()["n"], 1);
+        assert!(Auth::Fn(Arc::new(|| json!("x"))).eval().is_empty());
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(DisconnectReason::TransportClose.as_str(), "transport close");
+        assert!(DisconnectReason::PingTimeout.will_reconnect());
+        assert!(!DisconnectReason::IoServerDisconnect.will_reconnect());
+        assert_eq!(normalise_namespace("admin"), "/admin");
+        assert_eq!(normalise_namespace("/"), "/");
+    }
+
+    #[tokio::test]
+    async fn builder_rejects_bad_input() {
+        let e = ClientBuilder::new("http://127.0.0.1:1")
+            .auth(json!([1]))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)));
+        let e = ClientBuilder::new("wss://example.com").connect().await.unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)));
+        let e = ClientBuilder::new("http://127.0.0.1:1")
+            .header("bad header", "x")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)));
+        let e = ClientBuilder::new("http://127.0.0.1:1")
+            .transports([])
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)));
+    }
+}

@@ -1,0 +1,172 @@
+//! The arguments of an event or an acknowledgement.
+
+use bytes::Bytes;
+use serde_json::Value;
+use tether_proto::sio;
+
+/// The arguments of an event or of an acknowledgement: JSON values plus binary attachments.
+///
+/// Binary data travels the Socket.IO way: in `args`, each binary value is a placeholder
+/// `{"_placeholder":true,"num":N}` that stands for `attachments[N]`. Placeholders can sit
+/// anywhere in the arguments, also nested in objects and arrays; [`Payload::binary`] adds
+/// one as a top-level argument, and [`Payload::bytes_of`] resolves one.
+///
+/// The event name is not part of the payload.
+///
+/// ```
+/// use tether_client::Payload;
+/// use serde_json::json;
+///
+/// let p = Payload::new().arg(json!({"id": 1})).arg("text").binary(vec![1u8, 2, 3]);
+/// assert_eq!(p.args.len(), 3);
+/// assert_eq!(p.binary_at(2).unwrap().as_ref(), &[1, 2, 3]);
+/// assert_eq!(p.binary_at(0), None);
+///
+/// // Conversions used by `emit`:
+/// let one: Payload = json!([1, 2]).into(); // one argument, an array
+/// assert_eq!(one.args, vec![json!([1, 2])]);
+/// let two: Payload = vec![json!(1), json!(2)].into(); // two arguments
+/// assert_eq!(two.args.len(), 2);
+/// let none: Payload = ().into();
+/// assert!(none.args.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payload {
+    /// The JSON arguments, with placeholders for binary values.
+    pub args: Vec<Value>,
+    /// The binary attachments that the placeholders refer to.
+    pub attachments: Vec<Bytes>,
+}
+
+impl Payload {
+    /// An empty payload.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a JSON argument.
+    pub fn arg(mut self, v: impl Into<Value>) -> Self {
+        self.args.push(v.into());
+        self
+    }
+
+    /// Appends a binary argument (an attachment and its placeholder).
+    pub fn binary(mut self, b: impl Into<Bytes>) -> Self {
+        let v = self.push_attachment(b);
+        self.args.push(v);
+        self
+    }
+
+    /// Stores an attachment and returns the placeholder to put where it belongs, for
+    /// binary values nested in a JSON argument.
+    ///
+    /// ```
+    /// use tether_client::Payload;
+    /// use serde_json::json;
+    /// let mut p = Payload::new();
+    /// let file = p.push_attachment(vec![0u8; 4]);
+    /// p.args.push(json!({"name": "a.bin", "content": file}));
+    /// assert_eq!(p.bytes_of(&p.args[0]["content"]).unwrap().len(), 4);
+    /// ```
+    pub fn push_attachment(&mut self, b: impl Into<Bytes>) -> Value {
+        self.attachments.push(b.into());
+        sio::placeholder(self.attachments.len() - 1)
+    }
+
+    /// If `v` is a placeholder, the attachment it stands for.
+    pub fn bytes_of(&self, v: &Value) -> Option<&Bytes> {
+        sio::as_placeholder(v).and_then(|n| self.attachments.get(n))
+    }
+
+    /// If argument `index` is a binary value, its bytes.
+    pub fn binary_at(&self, index: usize) -> Option<&Bytes> {
+        self.args.get(index).and_then(|v| self.bytes_of(v))
+    }
+
+    /// Whether the payload carries binary attachments.
+    pub fn is_binary(&self) -> bool {
+        !self.attachments.is_empty()
+    }
+
+    /// Number of arguments.
+    pub fn len(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.args.is_empty()
+    }
+}
+
+impl From<()> for Payload {
+    fn from(_: ()) -> Self {
+        Payload::new()
+    }
+}
+
+/// Each element is one argument.
+impl From<Vec<Value>> for Payload {
+    fn from(args: Vec<Value>) -> Self {
+        Payload {
+            args,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// One argument (an array stays one argument).
+impl From<Value> for Payload {
+    fn from(v: Value) -> Self {
+        Payload::new().arg(v)
+    }
+}
+
+/// One string argument.
+impl From<&str> for Payload {
+    fn from(v: &str) -> Self {
+        Payload::new().arg(v)
+    }
+}
+
+/// One string argument.
+impl From<String> for Payload {
+    fn from(v: String) -> Self {
+        Payload::new().arg(v)
+    }
+}
+
+/// One binary argument.
+impl From<Bytes> for Payload {
+    fn from(v: Bytes) -> Self {
+        Payload::new().binary(v)
+    }
+}
+
+/// One binary argument.
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload::new().binary(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_resolve() {
+        let mut p = Payload::new().binary(vec![9u8]).arg(1);
+        let ph = p.push_attachment(Bytes::from_static(b"xy"));
+        p.args.push(json!([ph]));
+        assert!(p.is_binary());
+        assert_eq!(p.binary_at(0).map(|b| b.to_vec()), Some(vec![9]));
+        assert_eq!(p.binary_at(1), None);
+        assert_eq!(p.binary_at(7), None);
+        assert_eq!(p.bytes_of(&p.args[2][0]).map(|b| b.to_vec()), Some(b"xy".to_vec()));
+        // A placeholder pointing past the attachments resolves to nothing.
+        assert_eq!(p.bytes_of(&sio::placeholder(5)), None);
+        assert_eq!(p.len(), 3);
+    }
+}

@@ -1,0 +1,201 @@
+//! One Engine.IO connection and the namespaces multiplexed on it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tether_engine::{CloseReason, EngineSocket, Message};
+use tether_proto::sio::{count_placeholders, Packet, PacketType};
+
+use crate::server::ServerInner;
+use crate::socket::SocketRef;
+use crate::{encode, DisconnectReason};
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+/// One Engine.IO connection, as the Socket.IO layer sees it.
+#[doc(hidden)]
+pub struct Client {
+    pub(crate) engine: Arc<EngineSocket>,
+    server: Arc<ServerInner>,
+    sockets: Mutex<Vec<(String, SocketRef)>>,
+    connecting: Mutex<Vec<String>>,
+    partial: Mutex<Option<Partial>>,
+}
+
+impl Client {
+    pub(crate) fn new(engine: Arc<EngineSocket>, server: Arc<ServerInner>) -> Arc<Self> {
+        let client = Arc::new(Client {
+            engine,
+            server,
+            sockets: Mutex::new(Vec::new()),
+            connecting: Mutex::new(Vec::new()),
+            partial: Mutex::new(None),
+        });
+        // A connection that joins no namespace in time is closed.
+        let weak = Arc::downgrade(&client);
+        let timeout = client.server.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(c) = weak.upgrade() {
+                let idle = c.lock_sockets().is_empty() && c.lock_connecting().is_empty();
+                if idle {
+                    c.engine.close(CloseReason::ForcedClose);
+                }
+            }
+        });
+        client
+    }
+
+    fn lock_sockets(&self) -> std::sync::MutexGuard<'_, Vec<(String, SocketRef)>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_connecting(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.connecting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn socket(&self, nsp: &str) -> Option<SocketRef> {
+        self.lock_sockets()
+            .iter()
+            .find(|(n, _)| n == nsp)
+            .map(|(_, s)| s.clone())
+    }
+
+    pub(crate) fn add_socket(&self, nsp: &str, socket: SocketRef) {
+        self.lock_connecting().retain(|n| n != nsp);
+        let mut sockets = self.lock_sockets();
+        sockets.retain(|(n, _)| n != nsp);
+        sockets.push((nsp.to_owned(), socket));
+    }
+
+    pub(crate) fn connect_done(&self, nsp: &str) {
+        self.lock_connecting().retain(|n| n != nsp);
+    }
+
+    pub(crate) fn remove_socket(&self, nsp: &str, socket: &SocketRef) {
+        self.lock_sockets()
+            .retain(|(n, s)| !(n == nsp && Arc::ptr_eq(s, socket)));
+    }
+
+    pub(crate) fn on_message(self: &Arc<Self>, msg: Message<'_>) {
+        match msg {
+            Message::Text(text) => match Packet::decode(text) {
+                Ok(p) if p.ty.is_binary() && p.attachments > 0 => self.start_binary(p),
+                Ok(p) => self.on_packet(p, Vec::new()),
+                Err(e) => self.parse_error(&e.to_string()),
+            },
+            Message::Binary(bytes) => {
+                let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(p) = partial.as_mut() else {
+                    drop(partial);
+                    return self.parse_error("unexpected binary message");
+                };
+                p.attachments.push(bytes);
+                if p.attachments.len() == p.packet.attachments {
+                    if let Some(done) = partial.take() {
+                        drop(partial);
+                        self.on_packet(done.packet, done.attachments);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_binary(self: &Arc<Self>, packet: Packet) {
+        let max = self.server.config.max_attachments;
+        let placeholders_ok = packet
+            .data
+            .as_ref()
+            .is_some_and(|d| count_placeholders(d, packet.attachments).is_ok());
+        if packet.attachments > max || !placeholders_ok {
+            return self.parse_error("invalid attachments");
+        }
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if partial.is_some() {
+            drop(partial);
+            return self.parse_error("binary packet interleaved");
+        }
+        *partial = Some(Partial {
+            packet,
+            attachments: Vec::new(),
+        });
+    }
+
+    fn parse_error(&self, why: &str) {
+        tracing::debug!(sid = %self.engine.sid(), "parse error: {why}");
+        self.engine.close(CloseReason::ParseError);
+    }
+
+    fn on_packet(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {
+        match packet.ty {
+            PacketType::Connect => self.on_connect(packet),
+            PacketType::Disconnect => {
+                if let Some(s) = self.socket(&packet.nsp) {
+                    s.ns.remove_socket(&s, DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                if let (Some(s), Some(Value::Array(args))) = (self.socket(&packet.nsp), packet.data) {
+                    s.handle_event(packet.id, args, attachments);
+                }
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                if let (Some(s), Some(id), Some(Value::Array(args))) =
+                    (self.socket(&packet.nsp), packet.id, packet.data)
+                {
+                    s.handle_ack(id, args, attachments);
+                }
+            }
+            PacketType::ConnectError => self.parse_error("CONNECT_ERROR from a client"),
+        }
+    }
+
+    fn on_connect(self: &Arc<Self>, packet: Packet) {
+        let nsp = packet.nsp;
+        if self.socket(&nsp).is_some() {
+            return;
+        }
+        {
+            let mut connecting = self.lock_connecting();
+            if connecting.contains(&nsp) {
+                return;
+            }
+            connecting.push(nsp.clone());
+        }
+        let Some(ns) = self.server.namespace_for(&nsp, packet.data.as_ref()) else {
+            self.connect_done(&nsp);
+            let err = serde_json::json!({ "message": "Invalid namespace" });
+            let _ = self.engine.send(encode::simple(PacketType::ConnectError, &nsp, Some(&err)));
+            return;
+        };
+        // Run the connect inline when it does not wait (no middleware, no probe): the
+        // common case keeps its order with the packets that follow. Otherwise, a task.
+        let mut fut = Box::pin(ns.connect(self.clone(), packet.data));
+        let waker = futures_util::task::noop_waker();
+        if let Poll::Pending = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+            tokio::spawn(fut);
+        }
+    }
+
+    pub(crate) fn on_close(&self, reason: CloseReason) {
+        let sockets = std::mem::take(&mut *self.lock_sockets());
+        for (_, s) in sockets {
+            s.ns.remove_socket(&s, reason.into());
+        }
+        self.partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+/// Bounds the future type so the spawn above stays `Send`.
+#[allow(dead_code)]
+fn assert_send<F: Future + Send>(_: &F) {}

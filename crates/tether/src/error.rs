@@ -1,0 +1,72 @@
+use serde_json::Value;
+
+/// The errors of the Socket.IO server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No answer came before the timeout.
+    #[error("operation timed out")]
+    Timeout,
+    /// The socket disconnected before it answered.
+    #[error("socket disconnected")]
+    Disconnected,
+    /// The socket's outgoing buffer is full or the socket is closed.
+    #[error("could not send: {0}")]
+    Send(#[from] tether_engine::SendError),
+    /// An I/O error, while binding or serving.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+}
+
+/// A middleware's refusal, sent to the client as CONNECT_ERROR `{message, data}`.
+///
+/// ```
+/// use tether::ConnectError;
+/// let e = ConnectError::new("not authorized").with_data(serde_json::json!({"retry": false}));
+/// assert_eq!(e.message, "not authorized");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// The message the client sees as `err.message`.
+    pub message: String,
+    /// Extra data the client sees as `err.data`.
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Attaches data.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        let mut v = serde_json::json!({ "message": self.message });
+        if let (Some(d), Some(o)) = (&self.data, v.as_object_mut()) {
+            o.insert("data".into(), d.clone());
+        }
+        v
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {}

@@ -1,0 +1,584 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tether_engine::{CloseReason, Sid};
+use tether_proto::sio::PacketType;
+
+use crate::client::Client;
+use crate::operators::{BroadcastOperator, BroadcastOptions};
+use crate::recovery::{
+    self, MemoryStore, RecoveryConfig, RecoveryMetrics, RecoveryMetricsSnapshot, RecoveryStore,
+    Room, SessionRecord, StoredPacket, Target,
+};
+use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED, PENDING};
+use crate::{encode, ConnectError, DisconnectReason, Payload};
+
+/// How long a half-open socket may take to answer the probe that decides whether its pid
+/// can be taken over.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type Middleware =
+    Arc<dyn Fn(SocketRef, Option<Value>) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
+pub(crate) type ConnectionHandler = Arc<dyn Fn(&SocketRef) + Send + Sync>;
+
+/// Middlewares and the connection handler, shared by a dynamic namespace's children.
+#[derive(Default)]
+pub(crate) struct NsHandlers {
+    pub middlewares: RwLock<Vec<Middleware>>,
+    pub on_connection: RwLock<Option<ConnectionHandler>>,
+}
+
+impl NsHandlers {
+    pub(crate) fn add_middleware<F, Fut>(&self, f: F)
+    where
+        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        let mw: Middleware = Arc::new(move |s, auth| Box::pin(f(s, auth)));
+        self.middlewares
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mw);
+    }
+
+    pub(crate) fn set_on_connection<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef) + Send + Sync + 'static,
+    {
+        *self
+            .on_connection
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+    }
+}
+
+/// Recovery state of one namespace.
+pub(crate) struct Recovery {
+    pub config: RecoveryConfig,
+    pub store: Arc<dyn RecoveryStore>,
+    pub metrics: RecoveryMetrics,
+    last_purge: Mutex<Instant>,
+}
+
+/// A namespace: its sockets, rooms, middlewares and, when enabled, recovery.
+///
+/// ```no_run
+/// # async fn f(io: tether::Server) {
+/// let chat = io.of("/chat");
+/// chat.use_middleware(|_socket, auth| async move {
+///     match auth.and_then(|a| a.get("token").cloned()) {
+///         Some(_) => Ok(()),
+///         None => Err(tether::ConnectError::new("no token")),
+///     }
+/// });
+/// chat.on_connection(|socket| {
+///     socket.on("say", |socket, payload, _ack| {
+///         let _ = socket.broadcast().emit("said", payload);
+///     });
+/// });
+/// # }
+/// ```
+pub struct Namespace {
+    name: String,
+    pub(crate) handlers: Arc<NsHandlers>,
+    recovery: RwLock<Option<Arc<Recovery>>>,
+    /// Orders recoverable emits: offset, log and delivery happen under it.
+    emit_lock: Mutex<()>,
+    pub(crate) sockets: RwLock<HashMap<Sid, SocketRef>>,
+    pub(crate) rooms: RwLock<HashMap<Room, HashMap<Sid, SocketRef>>>,
+    live: Mutex<HashMap<String, Weak<Socket>>>,
+    ack_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &self.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(
+        name: String,
+        handlers: Arc<NsHandlers>,
+        recovery: Option<RecoveryConfig>,
+    ) -> Arc<Self> {
+        let ns = Namespace {
+            name,
+            handlers,
+            recovery: RwLock::new(None),
+            emit_lock: Mutex::new(()),
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            ack_ids: AtomicU64::new(0),
+        };
+        ns.set_recovery(recovery);
+        Arc::new(ns)
+    }
+
+    /// The namespace's name, such as `/` or `/chat`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a connect middleware. Middlewares run in order for every CONNECT (except a
+    /// recovered one when `skip_middlewares` is on); an error is sent to the client as
+    /// CONNECT_ERROR `{message, data}`. `auth` is the CONNECT payload.
+    pub fn use_middleware<F, Fut>(&self, f: F)
+    where
+        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.handlers.add_middleware(f);
+    }
+
+    /// Sets the connection handler. It runs before the CONNECT reply is written, so the
+    /// event handlers it registers see every event the client sends afterwards.
+    pub fn on_connection<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef) + Send + Sync + 'static,
+    {
+        self.handlers.set_on_connection(f);
+    }
+
+    /// Enables (or with `None` disables) connection state recovery here, overriding the
+    /// server's default. Set it before clients connect.
+    pub fn set_recovery(&self, config: Option<RecoveryConfig>) {
+        let store: Option<Arc<dyn RecoveryStore>> = config
+            .as_ref()
+            .map(|c| Arc::new(MemoryStore::new(c)) as Arc<dyn RecoveryStore>);
+        self.set_recovery_store(config.zip(store));
+    }
+
+    /// Enables recovery with a store of your own (see [`RecoveryStore`]).
+    pub fn set_recovery_store(&self, recovery: Option<(RecoveryConfig, Arc<dyn RecoveryStore>)>) {
+        *self.recovery.write().unwrap_or_else(|e| e.into_inner()) =
+            recovery.map(|(config, store)| {
+                Arc::new(Recovery {
+                    config,
+                    store,
+                    metrics: RecoveryMetrics::default(),
+                    last_purge: Mutex::new(Instant::now()),
+                })
+            });
+    }
+
+    pub(crate) fn recovery(&self) -> Option<Arc<Recovery>> {
+        self.recovery
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Recovery counters, when recovery is on.
+    pub fn recovery_metrics(&self) -> Option<RecoveryMetricsSnapshot> {
+        self.recovery()
+            .map(|r| r.metrics.snapshot(r.store.usage()))
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An operator on the whole namespace, to chain `except`, `volatile`, `timeout`...
+    pub fn operator(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// Targets a room (or a socket id).
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(room)
+    }
+
+    /// Leaves out the members of a room (or a socket id).
+    pub fn except(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(room)
+    }
+
+    /// Marks the next emit as volatile: no offset, never stored, may be lost.
+    pub fn volatile(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).volatile()
+    }
+
+    /// Sets the timeout of the next `emit_with_ack`.
+    pub fn timeout(self: &Arc<Self>, timeout: Duration) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).timeout(timeout)
+    }
+
+    /// Emits to every socket of the namespace.
+    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) {
+        BroadcastOperator::new(self.clone()).emit(event, payload)
+    }
+
+    /// The connected sockets of this namespace (on this server).
+    pub fn sockets(&self) -> Vec<SocketRef> {
+        self.sockets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A connected socket by id.
+    pub fn get_socket(&self, id: Sid) -> Option<SocketRef> {
+        self.sockets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Calls `f` for every connected socket that `opts` targets.
+    pub(crate) fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
+        let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let members = |room: &Room, out: &mut Vec<SocketRef>| {
+            if let Some(m) = rooms.get(room) {
+                out.extend(m.values().cloned());
+            } else if let Some(s) = Sid::parse(room).and_then(|id| sockets.get(&id)) {
+                out.push(s.clone());
+            }
+        };
+        let mut excluded: Vec<SocketRef> = Vec::new();
+        for r in &opts.except {
+            members(r, &mut excluded);
+        }
+        let is_excluded = |s: &SocketRef| excluded.iter().any(|e| e.id() == s.id());
+        if opts.rooms.is_empty() {
+            for s in sockets.values() {
+                if !is_excluded(s) {
+                    f(s);
+                }
+            }
+        } else if opts.rooms.len() == 1 {
+            let mut targets = Vec::new();
+            members(&opts.rooms[0], &mut targets);
+            for s in targets.iter().filter(|s| !is_excluded(s)) {
+                f(s);
+            }
+        } else {
+            let mut targets = Vec::new();
+            for r in &opts.rooms {
+                members(r, &mut targets);
+            }
+            let mut seen = std::collections::HashSet::new();
+            for s in targets.iter().filter(|s| !is_excluded(s)) {
+                if seen.insert(s.id()) {
+                    f(s);
+                }
+            }
+        }
+    }
+
+    /// Emits an event to the targets of `opts`. With recovery on and the emit not
+    /// volatile, the packet gets an offset, goes into the log, and is delivered, all under
+    /// the emit lock so that every socket sees the log's order.
+    pub(crate) fn emit_to(&self, opts: &BroadcastOptions, event: &str, payload: &Payload) {
+        let attachments = crate::socket::attachments(payload);
+        match self.recovery().filter(|_| !opts.volatile) {
+            Some(rec) => {
+                let target = Target {
+                    rooms: opts.rooms.clone(),
+                    except: opts.except.clone(),
+                };
+                let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let packet = rec.store.append(target, &mut |offset| StoredPacket {
+                    message: encode::event(&self.name, None, event, payload, Some(offset)),
+                    attachments: attachments.clone(),
+                });
+                self.for_each_target(opts, |s| deliver(s, &packet));
+            }
+            None => {
+                let packet = StoredPacket {
+                    message: encode::event(&self.name, None, event, payload, None),
+                    attachments,
+                };
+                self.for_each_target(opts, |s| {
+                    let _ = s.send(packet.message.clone(), packet.attachments.clone());
+                });
+            }
+        }
+    }
+
+    pub(crate) fn join(&self, socket: &SocketRef, room: Room) {
+        let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if socket.state.load(Ordering::Acquire) == CLOSED || rooms.contains(&room) {
+            return;
+        }
+        rooms.push(room.clone());
+        if socket.registered.load(Ordering::Acquire) {
+            map.entry(room).or_default().insert(socket.id(), socket.clone());
+        }
+    }
+
+    pub(crate) fn leave(&self, socket: &SocketRef, room: &str) {
+        let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.retain(|r| &**r != room);
+        remove_member(&mut map, room, socket);
+    }
+
+    pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pid)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Handles a CONNECT: recovery attempt, middlewares, connection handler, commit.
+    pub(crate) async fn connect(self: Arc<Self>, client: Arc<Client>, auth: Option<Value>) {
+        let rec = self.recovery();
+        let mut attempt = rec
+            .as_ref()
+            .and_then(|_| recovery::parse_attempt(auth.as_ref()));
+        if let (Some(rec), Some((pid, _))) = (&rec, &attempt) {
+            if let Some(old) = self.live_socket(pid) {
+                // The pid's socket is still here. Alive: refuse. Silent: take over.
+                if old.engine.probe(PROBE_TIMEOUT).await {
+                    tracing::debug!(pid = recovery::redact(pid), "pid is live, new session");
+                    rec.metrics.failed(recovery::RecoveryFailure::StillConnected);
+                    attempt = None;
+                } else {
+                    tracing::debug!(pid = recovery::redact(pid), "taking over a half-open socket");
+                    old.engine.close(CloseReason::PingTimeout);
+                    self.remove_socket(&old, DisconnectReason::PingTimeout);
+                }
+            }
+        }
+        let restored = match (&rec, attempt) {
+            (Some(rec), Some((pid, offset))) => {
+                match rec.store.take_session(&pid, offset.as_deref()) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::debug!(pid = recovery::redact(&pid), "recovery failed: {e}");
+                        rec.metrics.failed(e);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let restored_id = restored.as_ref().and_then(|r| Sid::parse(&r.session.sid));
+        let origin = match (restored, restored_id) {
+            (Some(r), Some(id)) => Origin {
+                id,
+                pid: Some(r.session.pid),
+                rooms: r.session.rooms,
+                data: r.session.data,
+                start: r.position_after,
+                recovered: true,
+            },
+            _ => Origin {
+                id: Sid::random(),
+                pid: rec.as_ref().map(|_| recovery::new_pid()),
+                rooms: Vec::new(),
+                data: Value::Object(Default::default()),
+                start: rec.as_ref().map_or(0, |r| r.store.position()),
+                recovered: false,
+            },
+        };
+        let socket = Socket::new(self.clone(), &client, origin);
+        let skip = socket.recovered() && rec.as_ref().is_some_and(|r| r.config.skip_middlewares);
+        if !skip {
+            let middlewares = self
+                .handlers
+                .middlewares
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for mw in middlewares {
+                if let Err(err) = mw(socket.clone(), auth.clone()).await {
+                    if let (Some(rec), true) = (&rec, socket.recovered()) {
+                        // A refused attempt consumes nothing.
+                        rec.store.keep_session(
+                            session_record(&socket),
+                            rec.config.max_disconnection_duration,
+                        );
+                    }
+                    socket.state.store(CLOSED, Ordering::Release);
+                    client.connect_done(&self.name);
+                    let msg = encode::simple(PacketType::ConnectError, &self.name, Some(&err.to_json()));
+                    let _ = client.engine.send(msg);
+                    return;
+                }
+            }
+        }
+        let on_connection = self
+            .handlers
+            .on_connection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(h) = on_connection {
+            h(&socket);
+        }
+        self.commit(&client, &socket, rec.as_deref());
+    }
+
+    /// Makes a socket live: CONNECT reply, replay of what it missed, then the messages
+    /// it emitted while connecting, then registration, all under the emit lock.
+    fn commit(self: &Arc<Self>, client: &Arc<Client>, socket: &SocketRef, rec: Option<&Recovery>) {
+        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
+            client.connect_done(&self.name);
+            if let (Some(rec), true) = (rec, socket.recovered()) {
+                rec.store.keep_session(session_record(socket), rec.config.max_disconnection_duration);
+            }
+            socket.state.store(CLOSED, Ordering::Release);
+            return;
+        }
+        let replay = match rec {
+            Some(rec) => match rec.store.read_after(socket.start, socket.id().as_str(), &socket.rooms()) {
+                Ok(p) => p,
+                Err(e) if socket.recovered() => {
+                    // Packets it needs were evicted while middlewares ran: no silent gap.
+                    rec.metrics.failed(e);
+                    socket.state.store(CLOSED, Ordering::Release);
+                    client.connect_done(&self.name);
+                    client.engine.close(CloseReason::ForcedClose);
+                    return;
+                }
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        client.add_socket(&self.name, socket.clone());
+        let mut reply = serde_json::Map::new();
+        reply.insert("sid".into(), Value::String(socket.id().to_string()));
+        if let Some(pid) = socket.pid() {
+            reply.insert("pid".into(), Value::String(pid.to_owned()));
+        }
+        let msg = encode::simple(PacketType::Connect, &self.name, Some(&Value::Object(reply)));
+        socket.engine.send_unbounded(msg, None);
+        for p in &replay {
+            socket
+                .engine
+                .send_unbounded(p.message.clone(), p.attachments.clone());
+        }
+        {
+            // Lock order everywhere: sockets, rooms, then the socket's own rooms.
+            let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            for r in rooms.iter() {
+                map.entry(r.clone())
+                    .or_default()
+                    .insert(socket.id(), socket.clone());
+            }
+            sockets.insert(socket.id(), socket.clone());
+            socket.registered.store(true, Ordering::Release);
+        }
+        {
+            let mut early = socket.early.lock().unwrap_or_else(|e| e.into_inner());
+            socket.state.store(CONNECTED, Ordering::Release);
+            for (m, a) in early.drain(..) {
+                socket.engine.send_unbounded(m, a);
+            }
+        }
+        if let (Some(rec), Some(pid)) = (rec, socket.pid()) {
+            self.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pid.to_owned(), Arc::downgrade(socket));
+            if socket.recovered() {
+                rec.metrics.recovered(replay.len());
+            }
+        }
+    }
+
+    /// Takes a socket out of the namespace; keeps its session if the reason is recoverable.
+    pub(crate) fn remove_socket(self: &Arc<Self>, socket: &SocketRef, reason: DisconnectReason) {
+        let prev = socket.state.swap(CLOSED, Ordering::AcqRel);
+        if prev == CLOSED {
+            return;
+        }
+        if prev == CONNECTED {
+            socket.run_disconnecting(reason);
+        }
+        let rec = self.recovery();
+        {
+            let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+            {
+                let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+                let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+                let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                for r in rooms.iter() {
+                    remove_member(&mut map, r, socket);
+                }
+                if sockets.get(&socket.id()).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+                    sockets.remove(&socket.id());
+                }
+                socket.registered.store(false, Ordering::Release);
+            }
+            if let (Some(rec), Some(pid)) = (&rec, socket.pid()) {
+                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                if live
+                    .get(pid)
+                    .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(socket)))
+                {
+                    live.remove(pid);
+                }
+                drop(live);
+                if prev == CONNECTED && reason.is_recoverable() {
+                    rec.store
+                        .keep_session(session_record(socket), rec.config.max_disconnection_duration);
+                    rec.metrics.kept();
+                    self.maybe_purge(rec);
+                }
+            }
+        }
+        if let Some(client) = socket.client.upgrade() {
+            client.remove_socket(&self.name, socket);
+        }
+        if prev == CONNECTED {
+            socket.run_disconnect(reason);
+        }
+    }
+
+    fn maybe_purge(&self, rec: &Recovery) {
+        let mut last = rec.last_purge.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() > Duration::from_secs(1) {
+            *last = Instant::now();
+            rec.store.purge();
+        }
+    }
+}
+
+fn deliver(socket: &SocketRef, packet: &StoredPacket) {
+    let _ = match &packet.attachments {
+        Some(a) => socket
+            .engine
+            .send_with_attachments(packet.message.clone(), a.clone()),
+        None => socket.engine.send(packet.message.clone()),
+    };
+}
+
+fn remove_member(map: &mut HashMap<Room, HashMap<Sid, SocketRef>>, room: &str, socket: &SocketRef) {
+    if let Some(members) = map.get_mut(room) {
+        if members.get(&socket.id()).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+            members.remove(&socket.id());
+        }
+        if members.is_empty() {
+            map.remove(room);
+        }
+    }
+}
+
+fn session_record(socket: &SocketRef) -> SessionRecord {
+    SessionRecord {
+        sid: socket.id().to_string(),
+        pid: socket.pid().unwrap_or_default().to_owned(),
+        rooms: socket.rooms(),
+        data: socket.data(),
+        start: socket.start,
+    }
+}

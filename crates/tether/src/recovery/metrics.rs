@@ -1,0 +1,100 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::RecoveryFailure;
+
+/// Recovery counters of one namespace.
+#[derive(Debug, Default)]
+pub struct RecoveryMetrics {
+    kept: AtomicU64,
+    recovered: AtomicU64,
+    failed_unknown_session: AtomicU64,
+    failed_unknown_offset: AtomicU64,
+    failed_evicted: AtomicU64,
+    failed_still_connected: AtomicU64,
+    replayed: AtomicU64,
+}
+
+/// A copy of the counters at one moment, plus the store's usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryMetricsSnapshot {
+    /// Sessions kept on a recoverable disconnect.
+    pub sessions_kept: u64,
+    /// Sessions restored.
+    pub sessions_recovered: u64,
+    /// Attempts whose pid named no kept session.
+    pub failed_unknown_session: u64,
+    /// Attempts whose offset was unknown.
+    pub failed_unknown_offset: u64,
+    /// Attempts that needed evicted packets.
+    pub failed_evicted: u64,
+    /// Attempts whose pid belonged to a live socket.
+    pub failed_still_connected: u64,
+    /// Packets replayed.
+    pub packets_replayed: u64,
+    /// Sessions held now.
+    pub sessions_held: u64,
+    /// Bytes in the packet log now.
+    pub log_bytes: u64,
+}
+
+impl RecoveryMetrics {
+    pub(crate) fn kept(&self) {
+        self.kept.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn recovered(&self, replayed: usize) {
+        self.recovered.fetch_add(1, Ordering::Relaxed);
+        self.replayed.fetch_add(replayed as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, why: RecoveryFailure) {
+        let c = match why {
+            RecoveryFailure::UnknownSession => &self.failed_unknown_session,
+            RecoveryFailure::UnknownOffset => &self.failed_unknown_offset,
+            RecoveryFailure::Evicted => &self.failed_evicted,
+            RecoveryFailure::StillConnected => &self.failed_still_connected,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, usage: (usize, usize)) -> RecoveryMetricsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RecoveryMetricsSnapshot {
+            sessions_kept: g(&self.kept),
+            sessions_recovered: g(&self.recovered),
+            failed_unknown_session: g(&self.failed_unknown_session),
+            failed_unknown_offset: g(&self.failed_unknown_offset),
+            failed_evicted: g(&self.failed_evicted),
+            failed_still_connected: g(&self.failed_still_connected),
+            packets_replayed: g(&self.replayed),
+            sessions_held: usage.0 as u64,
+            log_bytes: usage.1 as u64,
+        }
+    }
+}
+
+impl RecoveryMetricsSnapshot {
+    /// The counters in the Prometheus text format, labelled with the namespace.
+    pub fn to_prometheus(&self, nsp: &str, out: &mut String) {
+        use std::fmt::Write as _;
+        let nsp = nsp.replace('\\', "\\\\").replace('"', "\\\"");
+        let rows: [(&str, &str, u64); 9] = [
+            ("tether_recovery_sessions_kept_total", "", self.sessions_kept),
+            ("tether_recovery_sessions_recovered_total", "", self.sessions_recovered),
+            ("tether_recovery_failed_total", "unknown_session", self.failed_unknown_session),
+            ("tether_recovery_failed_total", "unknown_offset", self.failed_unknown_offset),
+            ("tether_recovery_failed_total", "evicted", self.failed_evicted),
+            ("tether_recovery_failed_total", "still_connected", self.failed_still_connected),
+            ("tether_recovery_packets_replayed_total", "", self.packets_replayed),
+            ("tether_recovery_sessions_held", "", self.sessions_held),
+            ("tether_recovery_log_bytes", "", self.log_bytes),
+        ];
+        for (name, reason, v) in rows {
+            if reason.is_empty() {
+                let _ = writeln!(out, "{name}{{nsp=\"{nsp}\"}} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{nsp=\"{nsp}\",reason=\"{reason}\"}} {v}");
+            }
+        }
+    }
+}

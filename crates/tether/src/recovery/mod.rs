@@ -1,0 +1,284 @@
+//! Connection state recovery: everything that lets a client that dropped for a moment
+//! come back with the same socket id, rooms and data, and get the events it missed.
+//!
+//! - [`RecoveryConfig`]: the options (`max_disconnection_duration`, `skip_middlewares`,
+//!   and the packet log's byte budget).
+//! - [`RecoveryStore`]: the small trait that keeps sessions and the packet log. Every
+//!   store (in memory here; Redis, PostgreSQL, NATS later) implements it and passes the
+//!   same [`conformance`] suite.
+//! - [`MemoryStore`]: the in-memory store, bounded by age and by bytes.
+//! - [`RecoveryMetrics`]: counters a user can scrape.
+//!
+//! The namespace drives it (see `namespace.rs`): it appends every recoverable event
+//! under its emit lock, so that offsets, the log and delivery share one order; it keeps a
+//! [`SessionRecord`] on a recoverable disconnect; and on a CONNECT whose auth carries a
+//! `pid` it takes the session and replays what the socket missed before anything newer.
+
+mod log;
+mod memory;
+mod metrics;
+
+pub mod conformance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::RngCore as _;
+use serde_json::Value;
+use tether_engine::TextMessage;
+
+pub use log::PacketLog;
+pub use memory::MemoryStore;
+pub use metrics::{RecoveryMetrics, RecoveryMetricsSnapshot};
+
+/// A room name.
+pub type Room = Arc<str>;
+
+/// Connection state recovery options. Off unless enabled, like the reference.
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::RecoveryConfig;
+/// let csr = RecoveryConfig {
+///     max_disconnection_duration: Duration::from_secs(30),
+///     ..RecoveryConfig::default()
+/// };
+/// assert!(csr.skip_middlewares);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecoveryConfig {
+    /// How long a session and the packets it may need are kept after a disconnection
+    /// (2 minutes).
+    pub max_disconnection_duration: Duration,
+    /// Whether a recovered socket skips the connect middlewares (true).
+    pub skip_middlewares: bool,
+    /// The packet log's budget in bytes (64 MiB). When it evicts a packet that a session
+    /// still needs, that session's recovery fails cleanly: `recovered` false, no gap.
+    pub max_log_bytes: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            max_disconnection_duration: Duration::from_secs(120),
+            skip_middlewares: true,
+            max_log_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Whom a logged packet was sent to: the rooms (empty: the whole namespace; a socket id
+/// counts as a room) minus the `except` rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// The rooms; empty means every socket of the namespace.
+    pub rooms: Vec<Room>,
+    /// Rooms whose members are left out.
+    pub except: Vec<Room>,
+}
+
+impl Target {
+    /// Whether a socket with this id and these rooms was a recipient.
+    pub fn matches(&self, sid: &str, rooms: &[Room]) -> bool {
+        let member = |r: &Room| &**r == sid || rooms.contains(r);
+        (self.rooms.is_empty() || self.rooms.iter().any(member)) && !self.except.iter().any(member)
+    }
+
+    /// The approximate heap size, for the log's budget.
+    pub(crate) fn size(&self) -> usize {
+        self.rooms.iter().chain(&self.except).map(|r| r.len() + 16).sum()
+    }
+}
+
+/// One packet in the log: encoded once, with its offset inside, shared by every
+/// recipient and every replay.
+#[derive(Debug, Clone)]
+pub struct StoredPacket {
+    /// The encoded Engine.IO message.
+    pub message: TextMessage,
+    /// Binary attachments that follow the message.
+    pub attachments: Option<Arc<[Bytes]>>,
+}
+
+impl StoredPacket {
+    pub(crate) fn size(&self) -> usize {
+        self.message.payload().len()
+            + self
+                .attachments
+                .as_ref()
+                .map_or(0, |a| a.iter().map(|b| b.len()).sum())
+    }
+}
+
+/// What a recoverable disconnection keeps: the socket's identity, rooms and data, and
+/// where in the log it started (to replay everything to a client that never got an
+/// offset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    /// The socket id.
+    pub sid: String,
+    /// The private session id.
+    pub pid: String,
+    /// The rooms, without the socket's own id.
+    pub rooms: Vec<Room>,
+    /// `socket.data`.
+    pub data: Value,
+    /// The log position when the socket first connected.
+    pub start: u64,
+}
+
+/// Why a recovery attempt failed. The client then gets a normal new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecoveryFailure {
+    /// No session is kept under this pid (unknown, expired, consumed, another namespace).
+    #[error("unknown session")]
+    UnknownSession,
+    /// The offset is not one this namespace issued.
+    #[error("unknown offset")]
+    UnknownOffset,
+    /// A packet that the session needs was evicted from the log.
+    #[error("missed packets were evicted")]
+    Evicted,
+    /// The pid belongs to a socket that is still connected and answered a probe.
+    #[error("session still connected")]
+    StillConnected,
+}
+
+/// A session taken for restoration, with the packets it missed, oldest first.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The session.
+    pub session: SessionRecord,
+    /// The log position the replay starts after (the offset's, or the session's start).
+    pub position_after: u64,
+    /// The missed packets.
+    pub missed: Vec<StoredPacket>,
+}
+
+/// Keeps sessions and the packet log for one namespace.
+///
+/// The four operations of recovery. Calls come under the namespace's emit lock, so an
+/// implementation sees appends, takes and reads in one order.
+pub trait RecoveryStore: Send + Sync + 'static {
+    /// Assigns the next offset, builds the packet with it, stores it for `target`, and
+    /// returns it for delivery.
+    fn append(
+        &self,
+        target: Target,
+        build: &mut dyn FnMut(&str) -> StoredPacket,
+    ) -> StoredPacket;
+
+    /// Keeps a session for `ttl`.
+    fn keep_session(&self, session: SessionRecord, ttl: Duration);
+
+    /// Takes the session named by `pid`, with the packets after `offset` (or after the
+    /// session's start when `offset` is `None`) that match it. One-shot: a success
+    /// consumes the session. A failure leaves it in place.
+    fn take_session(&self, pid: &str, offset: Option<&str>) -> Result<Restored, RecoveryFailure>;
+
+    /// The packets after log position `after` that match the socket.
+    fn read_after(
+        &self,
+        after: u64,
+        sid: &str,
+        rooms: &[Room],
+    ) -> Result<Vec<StoredPacket>, RecoveryFailure>;
+
+    /// The position of the newest packet (0 before the first).
+    fn position(&self) -> u64;
+
+    /// Drops expired sessions and packets.
+    fn purge(&self);
+
+    /// How many sessions are kept and how many bytes the log holds.
+    fn usage(&self) -> (usize, usize);
+}
+
+/// A private session id: 144 bits from the CSPRNG, 24 URL-safe characters.
+pub(crate) fn new_pid() -> String {
+    let mut raw = [0u8; 18];
+    rand::rng().fill_bytes(&mut raw);
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Reads `{pid, offset}` from a CONNECT's auth. Anything malformed is no attempt at all.
+pub(crate) fn parse_attempt(auth: Option<&Value>) -> Option<(String, Option<String>)> {
+    let obj = auth?.as_object()?;
+    let pid = obj.get("pid")?.as_str()?;
+    if pid.is_empty() || pid.len() > 64 {
+        return None;
+    }
+    let offset = match obj.get("offset") {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s.clone()),
+        Some(_) => return None,
+    };
+    Some((pid.to_owned(), offset))
+}
+
+/// The first characters of a pid, for logs (never the whole secret).
+pub(crate) fn redact(pid: &str) -> &str {
+    pid.get(..4).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn attempts() {
+        assert_eq!(
+            parse_attempt(Some(&json!({"pid":"abc","offset":"o"}))),
+            Some(("abc".into(), Some("o".into())))
+        );
+        assert_eq!(parse_attempt(Some(&json!({"pid":"abc"}))), Some(("abc".into(), None)));
+        for bad in [
+            json!({"pid": 1, "offset": "o"}),
+            json!({"pid": null}),
+            json!({"pid": {}}),
+            json!({"pid": []}),
+            json!({"pid": ""}),
+            json!({"pid": "x".repeat(10_000)}),
+            json!({"pid": "abc", "offset": 5}),
+            json!({"pid": "abc", "offset": ""}),
+            json!({"pid": "abc", "offset": "x".repeat(10_000)}),
+            json!({"pid": "abc", "offset": null}),
+        ] {
+            assert_eq!(parse_attempt(Some(&bad)), None, "{bad}");
+        }
+        assert_eq!(parse_attempt(None), None);
+    }
+
+    #[test]
+    fn pids_are_long_and_distinct() {
+        let a = new_pid();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, new_pid());
+    }
+
+    #[test]
+    fn targets() {
+        let r: Room = "r".into();
+        let t = Target::default();
+        assert!(t.matches("s", &[]));
+        let t = Target {
+            rooms: vec![r.clone()],
+            except: vec![],
+        };
+        assert!(t.matches("s", &[r.clone()]));
+        assert!(!t.matches("s", &[]));
+        let t = Target {
+            rooms: vec!["s".into()],
+            except: vec![],
+        };
+        assert!(t.matches("s", &[]));
+        let t = Target {
+            rooms: vec![],
+            except: vec![r.clone()],
+        };
+        assert!(!t.matches("s", &[r]));
+    }
+}

@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
+
+use crate::client::Client;
+use crate::namespace::{Namespace, NsHandlers};
+use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
+
+type Predicate = Arc<dyn Fn(&str, Option<&Value>) -> bool + Send + Sync>;
+
+struct Dynamic {
+    predicate: Predicate,
+    handlers: Arc<NsHandlers>,
+    recovery: Option<RecoveryConfig>,
+}
+
+pub(crate) struct ServerInner {
+    pub(crate) config: ServerConfig,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    dynamic: RwLock<Vec<Dynamic>>,
+}
+
+impl ServerInner {
+    /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
+    pub(crate) fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Some(ns.clone());
+        }
+        let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+        let parent = dynamic.iter().find(|d| (d.predicate)(name, auth))?;
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        Some(
+            map.entry(name.to_owned())
+                .or_insert_with(|| {
+                    Namespace::new(
+                        name.to_owned(),
+                        parent.handlers.clone(),
+                        parent.recovery.clone(),
+                    )
+                })
+                .clone(),
+        )
+    }
+}
+
+/// The engine handler that turns Engine.IO sessions into Socket.IO clients.
+#[doc(hidden)]
+pub struct SioHandler {
+    inner: Arc<ServerInner>,
+}
+
+impl Handler for SioHandler {
+    type Conn = Arc<Client>;
+
+    fn on_open(&self, socket: &Arc<EngineSocket>) -> Arc<Client> {
+        Client::new(socket.clone(), self.inner.clone())
+    }
+
+    fn on_message(&self, conn: &Arc<Client>, msg: Message<'_>) {
+        conn.on_message(msg);
+    }
+
+    fn on_close(&self, conn: &Arc<Client>, reason: CloseReason) {
+        conn.on_close(reason);
+    }
+}
+
+/// The Socket.IO server. Cheap to clone.
+///
+/// ```no_run
+/// use tether::{Server, ServerConfig, RecoveryConfig};
+///
+/// # async fn run() -> Result<(), tether::Error> {
+/// let io = Server::new(ServerConfig {
+///     recovery: Some(RecoveryConfig::default()),
+///     ..ServerConfig::default()
+/// });
+/// io.of("/").on_connection(|socket| {
+///     socket.on("echo", |_socket, payload, ack| {
+///         if let Some(ack) = ack {
+///             ack.send(payload);
+///         }
+///     });
+/// });
+/// io.listen("127.0.0.1:3000".parse().unwrap()).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+    engine: Engine<SioHandler>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("config", &self.inner.config).finish()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server::new(ServerConfig::default())
+    }
+}
+
+impl Server {
+    /// A server with these options. The main namespace `/` exists from the start.
+    pub fn new(config: ServerConfig) -> Self {
+        let inner = Arc::new(ServerInner {
+            config,
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: RwLock::new(Vec::new()),
+        });
+        let engine = Engine::new(
+            inner.config.engine.clone(),
+            SioHandler {
+                inner: inner.clone(),
+            },
+        );
+        let server = Server { inner, engine };
+        server.of("/");
+        server
+    }
+
+    /// The options in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The namespace with this name, created on first use.
+    pub fn of(&self, name: &str) -> Arc<Namespace> {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        let mut map = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(name.clone())
+            .or_insert_with(|| {
+                Namespace::new(
+                    name,
+                    Arc::new(NsHandlers::default()),
+                    self.inner.config.recovery.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Dynamic namespaces: every CONNECT to a namespace that does not exist yet and that
+    /// `predicate` accepts creates it, sharing the middlewares and connection handler set
+    /// on the returned handle.
+    ///
+    /// ```no_run
+    /// # fn f(io: tether::Server) {
+    /// let workspaces = io.of_dynamic(|name, _auth| name.starts_with("/workspace-"));
+    /// workspaces.on_connection(|socket| {
+    ///     let _ = socket.emit("hello", socket.nsp());
+    /// });
+    /// # }
+    /// ```
+    pub fn of_dynamic<F>(&self, predicate: F) -> DynamicNamespace
+    where
+        F: Fn(&str, Option<&Value>) -> bool + Send + Sync + 'static,
+    {
+        let handlers = Arc::new(NsHandlers::default());
+        self.inner
+            .dynamic
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Dynamic {
+                predicate: Arc::new(predicate),
+                handlers: handlers.clone(),
+                recovery: self.inner.config.recovery.clone(),
+            });
+        DynamicNamespace { handlers }
+    }
+
+    /// The Engine.IO service, to mount in hyper or axum (see [`crate::layer`]).
+    pub fn service(&self) -> Engine<SioHandler> {
+        self.engine.clone()
+    }
+
+    /// Serves on `addr` (accept backlog 1024) until the process ends.
+    pub async fn listen(&self, addr: SocketAddr) -> Result<(), crate::Error> {
+        let listener = tether_engine::bind(addr)?;
+        tether_engine::serve(listener, self.engine.clone()).await?;
+        Ok(())
+    }
+
+    /// Serves on a bound listener until `shutdown` completes, then closes every
+    /// connection as [`DisconnectReason::ServerShutdown`](crate::DisconnectReason)
+    /// (recoverable) and returns.
+    pub async fn serve_with_shutdown(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), crate::Error> {
+        tether_engine::serve_with_shutdown(listener, self.engine.clone(), shutdown).await?;
+        self.close().await;
+        Ok(())
+    }
+
+    /// Closes every connection (recoverable: "server shutting down") and waits up to
+    /// 5 s for them to flush.
+    pub async fn close(&self) {
+        self.engine.shutdown(Duration::from_secs(5)).await;
+    }
+
+    /// Recovery counters of every namespace, in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let map = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<_> = map.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            if let Some(m) = map.get(&name).and_then(|ns| ns.recovery_metrics()) {
+                m.to_prometheus(&name, &mut out);
+            }
+        }
+        out
+    }
+
+    /// How many Engine.IO connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.engine.session_count()
+    }
+}
+
+/// The handle on a family of dynamic namespaces.
+#[derive(Clone)]
+pub struct DynamicNamespace {
+    handlers: Arc<NsHandlers>,
+}
+
+impl std::fmt::Debug for DynamicNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DynamicNamespace")
+    }
+}
+
+impl DynamicNamespace {
+    /// Adds a connect middleware to every child namespace.
+    pub fn use_middleware<F, Fut>(&self, f: F)
+    where
+        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.handlers.add_middleware(f);
+    }
+
+    /// Sets the connection handler of every child namespace.
+    pub fn on_connection<F>(&self, f: F)
+    where
+        F: Fn(&SocketRef) + Send + Sync + 'static,
+    {
+        self.handlers.set_on_connection(f);
+    }
+}

@@ -1,0 +1,67 @@
+//! The server of `shared/bench/CONTRACT.md`: `echo`, `join`, `broadcast`, `storm` on `/`.
+#![forbid(unsafe_code)]
+
+use serde_json::Value;
+use tether::{Payload, RecoveryConfig, Server, ServerConfig};
+
+fn main() -> std::io::Result<()> {
+    tether_servers::init_tracing();
+    let csr = std::env::var("CSR").as_deref() == Ok("1");
+    let addr = tether_servers::listen_addr();
+    tether_servers::runtime()?.block_on(async move {
+        let io = Server::new(ServerConfig {
+            recovery: csr.then(RecoveryConfig::default),
+            ..ServerConfig::default()
+        });
+        io.of("/").on_connection(|socket| {
+            socket.on("echo", |_s, payload, ack| {
+                if let Some(ack) = ack {
+                    ack.send(payload);
+                }
+            });
+            socket.on("join", |socket, p, ack| {
+                if let Some(room) = p.first().and_then(Value::as_str) {
+                    socket.join(room);
+                }
+                if let Some(ack) = ack {
+                    ack.send(());
+                }
+            });
+            socket.on("broadcast", |socket, mut p, ack| {
+                let room = p.first().and_then(Value::as_str).map(str::to_owned);
+                let payload = if p.args.len() > 1 { p.args.swap_remove(1) } else { Value::Null };
+                let ns = socket.namespace();
+                let op = match room {
+                    Some(r) => ns.to(r),
+                    None => ns.operator(),
+                };
+                op.emit("tick", Payload::from_args(vec![payload]));
+                if let Some(ack) = ack {
+                    ack.send(());
+                }
+            });
+            socket.on("storm", |socket, p, ack| {
+                let room = p.first().and_then(Value::as_str).map(str::to_owned);
+                let n = p.args.get(1).and_then(Value::as_u64).unwrap_or(0);
+                let size = p.args.get(2).and_then(Value::as_u64).unwrap_or(0) as usize;
+                let pad = "x".repeat(size);
+                let ns = socket.namespace();
+                for i in 0..n {
+                    let op = match &room {
+                        Some(r) => ns.to(r.as_str()),
+                        None => ns.operator(),
+                    };
+                    op.emit("tick", Payload::from_args(vec![Value::String(format!("{i}:{pad}"))]));
+                }
+                if let Some(ack) = ack {
+                    ack.send(());
+                }
+            });
+        });
+        let listener = tether::bind(addr)?;
+        println!("bench-server listening on http://{addr} (CSR {})", if csr { "on" } else { "off" });
+        io.serve_with_shutdown(listener, tether_servers::shutdown_signal())
+            .await
+            .map_err(std::io::Error::other)
+    })
+}

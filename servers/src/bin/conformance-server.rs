@@ -1,0 +1,198 @@
+//! The server of `shared/conformance/CONTRACT.md`.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tether::{ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
+
+#[derive(Clone, Copy)]
+struct MiddlewareRan;
+
+fn sorted_rooms(socket: &SocketRef) -> Value {
+    let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
+    rooms.sort();
+    json!(rooms)
+}
+
+fn on_connection(socket: &SocketRef, node_id: &str) {
+    socket.on("echo", |socket, payload, ack| match ack {
+        Some(ack) => ack.send(payload),
+        None => {
+            let _ = socket.emit("echo", payload);
+        }
+    });
+    socket.on("whoami", |socket, _p, ack| {
+        let Some(ack) = ack else { return };
+        let ran = socket.extensions(|e| e.get::<MiddlewareRan>().is_some());
+        ack.send(json!({
+            "id": socket.id().to_string(),
+            "nsp": socket.nsp(),
+            "recovered": socket.recovered(),
+            "middlewareRan": ran,
+            "rooms": sorted_rooms(socket),
+            "data": socket.data(),
+            "transport": socket.transport(),
+        }));
+    });
+    socket.on("join", |socket, p, ack| {
+        if let Some(room) = p.first().and_then(Value::as_str) {
+            socket.join(room);
+        }
+        if let Some(ack) = ack {
+            ack.send(sorted_rooms(socket));
+        }
+    });
+    socket.on("leave", |socket, p, ack| {
+        if let Some(room) = p.first().and_then(Value::as_str) {
+            socket.leave(room);
+        }
+        if let Some(ack) = ack {
+            ack.send(sorted_rooms(socket));
+        }
+    });
+    socket.on("set-data", |socket, p, ack| {
+        let data = socket.with_data(|data| {
+            if let (Some(Value::Object(add)), Some(d)) = (p.first(), data.as_object_mut()) {
+                for (k, v) in add {
+                    d.insert(k.clone(), v.clone());
+                }
+            }
+            data.clone()
+        });
+        if let Some(ack) = ack {
+            ack.send(data);
+        }
+    });
+    socket.on("emit-to-self", |socket, p, ack| {
+        let payload = Payload {
+            args: p.args.into_iter().take(1).collect(),
+            attachments: p.attachments,
+        };
+        let _ = socket.emit("self", payload);
+        if let Some(ack) = ack {
+            ack.send(());
+        }
+    });
+    socket.on("emit-numbered", |socket, p, ack| {
+        let opts = p.first().cloned().unwrap_or(Value::Null);
+        let count = opts.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let tag = opts.get("tag").cloned().unwrap_or(Value::Null);
+        let to = opts.get("to").and_then(Value::as_str).map(str::to_owned);
+        let volatile = opts.get("volatile").and_then(Value::as_bool).unwrap_or(false);
+        let binary = opts.get("binary").and_then(Value::as_bool).unwrap_or(false);
+        let interval = opts.get("intervalMs").and_then(Value::as_u64).unwrap_or(0);
+        let ns = socket.namespace().clone();
+        let emit_one = move |i: u64| {
+            let mut op = match &to {
+                Some(room) => ns.to(room.as_str()),
+                None => ns.operator(),
+            };
+            if volatile {
+                op = op.volatile();
+            }
+            let payload = if binary {
+                let bytes = Bytes::from(vec![(i % 256) as u8, ((i + 1) % 256) as u8, ((i + 2) % 256) as u8]);
+                let mut p = Payload::new().binary(bytes);
+                let placeholder = p.args.remove(0);
+                p.args.push(json!({ "tag": tag, "i": i, "bin": placeholder }));
+                p
+            } else {
+                Payload::new().arg(json!({ "tag": tag, "i": i }))
+            };
+            op.emit("numbered", payload);
+        };
+        if interval == 0 {
+            for i in 1..=count {
+                emit_one(i);
+            }
+            if let Some(ack) = ack {
+                ack.send(json!({ "emitted": count }));
+            }
+        } else {
+            tokio::spawn(async move {
+                for i in 1..=count {
+                    if i > 1 {
+                        tokio::time::sleep(Duration::from_millis(interval)).await;
+                    }
+                    emit_one(i);
+                }
+                if let Some(ack) = ack {
+                    ack.send(json!({ "emitted": count }));
+                }
+            });
+        }
+    });
+    socket.on("room-members", |socket, p, ack| {
+        let Some(ack) = ack else { return };
+        let room = p.first().and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut ids: Vec<String> = socket
+            .namespace()
+            .to(room)
+            .fetch_sockets()
+            .iter()
+            .map(|s| s.id().to_string())
+            .collect();
+        ids.sort();
+        ack.send(json!(ids));
+    });
+    socket.on("kill-transport", |socket, _p, _ack| socket.close_transport());
+    socket.on("server-disconnect", |socket, _p, _ack| socket.disconnect());
+    let node_id = node_id.to_owned();
+    socket.on("node-id", move |_socket, _p, ack| {
+        if let Some(ack) = ack {
+            ack.send(json!(node_id));
+        }
+    });
+}
+
+fn main() -> std::io::Result<()> {
+    tether_servers::init_tracing();
+    match std::env::var("ADAPTER").as_deref() {
+        Err(_) | Ok("") | Ok("memory") => {}
+        Ok(other) => {
+            eprintln!(
+                "conformance-server: ADAPTER={other:?} is not supported by this build \
+                 (only the in-memory adapter exists yet; set ADAPTER=memory or unset it)"
+            );
+            std::process::exit(2);
+        }
+    }
+    let addr = tether_servers::listen_addr();
+    tether_servers::runtime()?.block_on(async move {
+        let io = Server::new(ServerConfig {
+            recovery: Some(RecoveryConfig::default()),
+            ..ServerConfig::default()
+        });
+        let node_id = format!(
+            "{}:{}:{}:{}",
+            std::env::var("NODE_NAME").unwrap_or_else(|_| "tether".into()),
+            addr.port(),
+            std::process::id(),
+            tether::Sid::random()
+        );
+        for (name, window) in [("/", 120_000), ("/custom", 120_000), ("/short", 2_000)] {
+            let ns = io.of(name);
+            ns.set_recovery(Some(RecoveryConfig {
+                max_disconnection_duration: Duration::from_millis(window),
+                skip_middlewares: true,
+                ..RecoveryConfig::default()
+            }));
+            ns.use_middleware(|socket, auth| async move {
+                if auth.as_ref().and_then(|a| a.get("deny")).and_then(Value::as_bool) == Some(true) {
+                    return Err(ConnectError::new("denied"));
+                }
+                socket.extensions(|e| e.insert(MiddlewareRan));
+                Ok(())
+            });
+            let node_id = node_id.clone();
+            ns.on_connection(move |socket| on_connection(socket, &node_id));
+        }
+        let listener = tether::bind(addr)?;
+        println!("conformance-server listening on http://{addr}");
+        io.serve_with_shutdown(listener, tether_servers::shutdown_signal())
+            .await
+            .map_err(std::io::Error::other)
+    })
+}
