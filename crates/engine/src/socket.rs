@@ -145,7 +145,6 @@ impl Outbox {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         out.extend(q.drain(..));
     }
-
 }
 
 /// The request that opened a session, as the layer above may want to see it.

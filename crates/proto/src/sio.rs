@@ -232,7 +232,9 @@ pub fn as_placeholder(v: &Value) -> Option<usize> {
 /// Counts the placeholders in `v`, and checks that each one names an attachment below `max`.
 pub fn count_placeholders(v: &Value, max: usize) -> Result<usize, Error> {
     match v {
-        Value::Array(a) => a.iter().try_fold(0, |n, x| Ok(n + count_placeholders(x, max)?)),
+        Value::Array(a) => a
+            .iter()
+            .try_fold(0, |n, x| Ok(n + count_placeholders(x, max)?)),
         Value::Object(o) => {
             if let Some(num) = as_placeholder(v) {
                 if num < max {
@@ -344,7 +346,10 @@ mod tests {
     #[test]
     fn placeholders() {
         assert_eq!(as_placeholder(&placeholder(3)), Some(3));
-        assert_eq!(as_placeholder(&json!({"_placeholder": false, "num": 1})), None);
+        assert_eq!(
+            as_placeholder(&json!({"_placeholder": false, "num": 1})),
+            None
+        );
         assert_eq!(as_placeholder(&json!({"num": 1})), None);
     }
 }

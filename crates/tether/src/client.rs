@@ -1,8 +1,8 @@
 //! One Engine.IO connection and the namespaces multiplexed on it.
 
-use std::future::Future;
+use std::future::Future as _;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -142,7 +142,8 @@ impl Client {
                 }
             }
             PacketType::Event | PacketType::BinaryEvent => {
-                if let (Some(s), Some(Value::Array(args))) = (self.socket(&packet.nsp), packet.data) {
+                if let (Some(s), Some(Value::Array(args))) = (self.socket(&packet.nsp), packet.data)
+                {
                     s.handle_event(packet.id, args, attachments);
                 }
             }
@@ -172,14 +173,20 @@ impl Client {
         let Some(ns) = self.server.namespace_for(&nsp, packet.data.as_ref()) else {
             self.connect_done(&nsp);
             let err = serde_json::json!({ "message": "Invalid namespace" });
-            let _ = self.engine.send(encode::simple(PacketType::ConnectError, &nsp, Some(&err)));
+            let _ = self
+                .engine
+                .send(encode::simple(PacketType::ConnectError, &nsp, Some(&err)));
             return;
         };
         // Run the connect inline when it does not wait (no middleware, no probe): the
         // common case keeps its order with the packets that follow. Otherwise, a task.
         let mut fut = Box::pin(ns.connect(self.clone(), packet.data));
         let waker = futures_util::task::noop_waker();
-        if let Poll::Pending = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+        if fut
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+        {
             tokio::spawn(fut);
         }
     }
@@ -195,7 +202,3 @@ impl Client {
             .take();
     }
 }
-
-/// Bounds the future type so the spawn above stays `Send`.
-#[allow(dead_code)]
-fn assert_send<F: Future + Send>(_: &F) {}

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn events_and_acks() {
         let p = Payload::from_args(vec![json!("x"), json!({"a":1})]);
-        assert_eq!(event("/", None, "ev", &p, None).payload(), r#"2["ev","x",{"a":1}]"#);
+        assert_eq!(
+            event("/", None, "ev", &p, None).payload(),
+            r#"2["ev","x",{"a":1}]"#
+        );
         assert_eq!(
             event("/n", Some(3), "ev", &p, Some("o1")).payload(),
             r#"2/n,3["ev","x",{"a":1},"o1"]"#
@@ -90,7 +93,10 @@ mod tests {
             r#"51-["f",{"_placeholder":true,"num":0},"o"]"#
         );
         assert_eq!(ack("/", 7, &p).payload(), r#"37["x",{"a":1}]"#);
-        assert_eq!(ack("/a", 7, &b).payload(), r#"61-/a,7[{"_placeholder":true,"num":0}]"#);
+        assert_eq!(
+            ack("/a", 7, &b).payload(),
+            r#"61-/a,7[{"_placeholder":true,"num":0}]"#
+        );
         assert_eq!(
             simple(PacketType::Connect, "/", Some(&json!({"sid":"s"}))).payload(),
             r#"0{"sid":"s"}"#

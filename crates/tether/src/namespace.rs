@@ -98,7 +98,9 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &self.name).finish()
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -178,8 +180,7 @@ impl Namespace {
 
     /// Recovery counters, when recovery is on.
     pub fn recovery_metrics(&self) -> Option<RecoveryMetricsSnapshot> {
-        self.recovery()
-            .map(|r| r.metrics.snapshot(r.store.usage()))
+        self.recovery().map(|r| r.metrics.snapshot(r.store.usage()))
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {
@@ -315,7 +316,9 @@ impl Namespace {
         }
         rooms.push(room.clone());
         if socket.registered.load(Ordering::Acquire) {
-            map.entry(room).or_default().insert(socket.id(), socket.clone());
+            map.entry(room)
+                .or_default()
+                .insert(socket.id(), socket.clone());
         }
     }
 
@@ -345,10 +348,14 @@ impl Namespace {
                 // The pid's socket is still here. Alive: refuse. Silent: take over.
                 if old.engine.probe(PROBE_TIMEOUT).await {
                     tracing::debug!(pid = recovery::redact(pid), "pid is live, new session");
-                    rec.metrics.failed(recovery::RecoveryFailure::StillConnected);
+                    rec.metrics
+                        .failed(recovery::RecoveryFailure::StillConnected);
                     attempt = None;
                 } else {
-                    tracing::debug!(pid = recovery::redact(pid), "taking over a half-open socket");
+                    tracing::debug!(
+                        pid = recovery::redact(pid),
+                        "taking over a half-open socket"
+                    );
                     old.engine.close(CloseReason::PingTimeout);
                     self.remove_socket(&old, DisconnectReason::PingTimeout);
                 }
@@ -406,7 +413,8 @@ impl Namespace {
                     }
                     socket.state.store(CLOSED, Ordering::Release);
                     client.connect_done(&self.name);
-                    let msg = encode::simple(PacketType::ConnectError, &self.name, Some(&err.to_json()));
+                    let msg =
+                        encode::simple(PacketType::ConnectError, &self.name, Some(&err.to_json()));
                     let _ = client.engine.send(msg);
                     return;
                 }
@@ -431,24 +439,32 @@ impl Namespace {
         if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
             client.connect_done(&self.name);
             if let (Some(rec), true) = (rec, socket.recovered()) {
-                rec.store.keep_session(session_record(socket), rec.config.max_disconnection_duration);
+                rec.store.keep_session(
+                    session_record(socket),
+                    rec.config.max_disconnection_duration,
+                );
             }
             socket.state.store(CLOSED, Ordering::Release);
             return;
         }
         let replay = match rec {
-            Some(rec) => match rec.store.read_after(socket.start, socket.id().as_str(), &socket.rooms()) {
-                Ok(p) => p,
-                Err(e) if socket.recovered() => {
-                    // Packets it needs were evicted while middlewares ran: no silent gap.
-                    rec.metrics.failed(e);
-                    socket.state.store(CLOSED, Ordering::Release);
-                    client.connect_done(&self.name);
-                    client.engine.close(CloseReason::ForcedClose);
-                    return;
+            Some(rec) => {
+                match rec
+                    .store
+                    .read_after(socket.start, socket.id().as_str(), &socket.rooms())
+                {
+                    Ok(p) => p,
+                    Err(e) if socket.recovered() => {
+                        // Packets it needs were evicted while middlewares ran: no silent gap.
+                        rec.metrics.failed(e);
+                        socket.state.store(CLOSED, Ordering::Release);
+                        client.connect_done(&self.name);
+                        client.engine.close(CloseReason::ForcedClose);
+                        return;
+                    }
+                    Err(_) => Vec::new(),
                 }
-                Err(_) => Vec::new(),
-            },
+            }
             None => Vec::new(),
         };
         client.add_socket(&self.name, socket.clone());
@@ -514,7 +530,10 @@ impl Namespace {
                 for r in rooms.iter() {
                     remove_member(&mut map, r, socket);
                 }
-                if sockets.get(&socket.id()).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+                if sockets
+                    .get(&socket.id())
+                    .is_some_and(|s| Arc::ptr_eq(s, socket))
+                {
                     sockets.remove(&socket.id());
                 }
                 socket.registered.store(false, Ordering::Release);
@@ -529,8 +548,10 @@ impl Namespace {
                 }
                 drop(live);
                 if prev == CONNECTED && reason.is_recoverable() {
-                    rec.store
-                        .keep_session(session_record(socket), rec.config.max_disconnection_duration);
+                    rec.store.keep_session(
+                        session_record(socket),
+                        rec.config.max_disconnection_duration,
+                    );
                     rec.metrics.kept();
                     self.maybe_purge(rec);
                 }
@@ -564,7 +585,10 @@ fn deliver(socket: &SocketRef, packet: &StoredPacket) {
 
 fn remove_member(map: &mut HashMap<Room, HashMap<Sid, SocketRef>>, room: &str, socket: &SocketRef) {
     if let Some(members) = map.get_mut(room) {
-        if members.get(&socket.id()).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+        if members
+            .get(&socket.id())
+            .is_some_and(|s| Arc::ptr_eq(s, socket))
+        {
             members.remove(&socket.id());
         }
         if members.is_empty() {

@@ -103,7 +103,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("config", &self.inner.config).finish()
+        f.debug_struct("Server")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 

@@ -21,6 +21,8 @@ pub type SocketRef = Arc<Socket>;
 /// asked for an answer.
 pub type EventHandler = Arc<dyn Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync>;
 
+/// A message waiting for the CONNECT reply.
+pub(crate) type Queued = (TextMessage, Option<Arc<[Bytes]>>);
 type DisconnectHandler = Box<dyn FnOnce(&SocketRef, DisconnectReason) + Send + Sync>;
 type DisconnectingHandler = Box<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 
@@ -52,7 +54,7 @@ pub struct Socket {
     on_disconnecting: Mutex<Vec<DisconnectingHandler>>,
     pub(crate) acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     /// Messages emitted before the socket is connected (without recovery).
-    pub(crate) early: Mutex<Vec<(TextMessage, Option<Arc<[Bytes]>>)>>,
+    pub(crate) early: Mutex<Vec<Queued>>,
     extensions: Mutex<http::Extensions>,
 }
 
@@ -336,7 +338,12 @@ impl Socket {
         self.engine.close(CloseReason::ForcedClose);
     }
 
-    pub(crate) fn handle_event(self: &Arc<Self>, id: Option<u64>, mut args: Vec<Value>, attachments: Vec<Bytes>) {
+    pub(crate) fn handle_event(
+        self: &Arc<Self>,
+        id: Option<u64>,
+        mut args: Vec<Value>,
+        attachments: Vec<Bytes>,
+    ) {
         let Some(Value::String(event)) = args.first().cloned() else {
             return;
         };
@@ -375,7 +382,12 @@ impl Socket {
     }
 
     pub(crate) fn run_disconnecting(self: &Arc<Self>, reason: DisconnectReason) {
-        let handlers = std::mem::take(&mut *self.on_disconnecting.lock().unwrap_or_else(|e| e.into_inner()));
+        let handlers = std::mem::take(
+            &mut *self
+                .on_disconnecting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for h in &handlers {
             h(self, reason);
         }
@@ -383,11 +395,15 @@ impl Socket {
 
     pub(crate) fn run_disconnect(self: &Arc<Self>, reason: DisconnectReason) {
         self.acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let handlers = std::mem::take(&mut *self.on_disconnect.lock().unwrap_or_else(|e| e.into_inner()));
+        let handlers =
+            std::mem::take(&mut *self.on_disconnect.lock().unwrap_or_else(|e| e.into_inner()));
         for h in handlers {
             h(self, reason);
         }
-        self.handlers.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         *self.any.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }

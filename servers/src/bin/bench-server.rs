@@ -29,7 +29,11 @@ fn main() -> std::io::Result<()> {
             });
             socket.on("broadcast", |socket, mut p, ack| {
                 let room = p.first().and_then(Value::as_str).map(str::to_owned);
-                let payload = if p.args.len() > 1 { p.args.swap_remove(1) } else { Value::Null };
+                let payload = if p.args.len() > 1 {
+                    p.args.swap_remove(1)
+                } else {
+                    Value::Null
+                };
                 let ns = socket.namespace();
                 let op = match room {
                     Some(r) => ns.to(r),
@@ -51,7 +55,10 @@ fn main() -> std::io::Result<()> {
                         Some(r) => ns.to(r.as_str()),
                         None => ns.operator(),
                     };
-                    op.emit("tick", Payload::from_args(vec![Value::String(format!("{i}:{pad}"))]));
+                    op.emit(
+                        "tick",
+                        Payload::from_args(vec![Value::String(format!("{i}:{pad}"))]),
+                    );
                 }
                 if let Some(ack) = ack {
                     ack.send(());
@@ -59,7 +66,10 @@ fn main() -> std::io::Result<()> {
             });
         });
         let listener = tether::bind(addr)?;
-        println!("bench-server listening on http://{addr} (CSR {})", if csr { "on" } else { "off" });
+        println!(
+            "bench-server listening on http://{addr} (CSR {})",
+            if csr { "on" } else { "off" }
+        );
         io.serve_with_shutdown(listener, tether_servers::shutdown_signal())
             .await
             .map_err(std::io::Error::other)

@@ -80,7 +80,10 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         let count = opts.get("count").and_then(Value::as_u64).unwrap_or(0);
         let tag = opts.get("tag").cloned().unwrap_or(Value::Null);
         let to = opts.get("to").and_then(Value::as_str).map(str::to_owned);
-        let volatile = opts.get("volatile").and_then(Value::as_bool).unwrap_or(false);
+        let volatile = opts
+            .get("volatile")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let binary = opts.get("binary").and_then(Value::as_bool).unwrap_or(false);
         let interval = opts.get("intervalMs").and_then(Value::as_u64).unwrap_or(0);
         let ns = socket.namespace().clone();
@@ -93,10 +96,15 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
                 op = op.volatile();
             }
             let payload = if binary {
-                let bytes = Bytes::from(vec![(i % 256) as u8, ((i + 1) % 256) as u8, ((i + 2) % 256) as u8]);
+                let bytes = Bytes::from(vec![
+                    (i % 256) as u8,
+                    ((i + 1) % 256) as u8,
+                    ((i + 2) % 256) as u8,
+                ]);
                 let mut p = Payload::new().binary(bytes);
                 let placeholder = p.args.remove(0);
-                p.args.push(json!({ "tag": tag, "i": i, "bin": placeholder }));
+                p.args
+                    .push(json!({ "tag": tag, "i": i, "bin": placeholder }));
                 p
             } else {
                 Payload::new().arg(json!({ "tag": tag, "i": i }))
@@ -126,7 +134,11 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
     });
     socket.on("room-members", |socket, p, ack| {
         let Some(ack) = ack else { return };
-        let room = p.first().and_then(Value::as_str).unwrap_or_default().to_owned();
+        let room = p
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let mut ids: Vec<String> = socket
             .namespace()
             .to(room)
@@ -137,7 +149,9 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         ids.sort();
         ack.send(json!(ids));
     });
-    socket.on("kill-transport", |socket, _p, _ack| socket.close_transport());
+    socket.on("kill-transport", |socket, _p, _ack| {
+        socket.close_transport()
+    });
     socket.on("server-disconnect", |socket, _p, _ack| socket.disconnect());
     let node_id = node_id.to_owned();
     socket.on("node-id", move |_socket, _p, ack| {
@@ -180,7 +194,12 @@ fn main() -> std::io::Result<()> {
                 ..RecoveryConfig::default()
             }));
             ns.use_middleware(|socket, auth| async move {
-                if auth.as_ref().and_then(|a| a.get("deny")).and_then(Value::as_bool) == Some(true) {
+                if auth
+                    .as_ref()
+                    .and_then(|a| a.get("deny"))
+                    .and_then(Value::as_bool)
+                    == Some(true)
+                {
                     return Err(ConnectError::new("denied"));
                 }
                 socket.extensions(|e| e.insert(MiddlewareRan));

@@ -9,7 +9,11 @@ use crate::engine::{Handler, Inner, Message, Session};
 use crate::CloseReason;
 
 /// Handles one text packet from a client. Returns `false` if the session must close.
-pub(crate) fn dispatch_text<H: Handler>(inner: &Inner<H>, session: &Session<H>, text: &str) -> bool {
+pub(crate) fn dispatch_text<H: Handler>(
+    inner: &Inner<H>,
+    session: &Session<H>,
+    text: &str,
+) -> bool {
     dispatch(inner, session, Packet::decode(text))
 }
 

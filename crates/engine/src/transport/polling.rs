@@ -64,9 +64,7 @@ pub(crate) async fn get<H: Handler>(
         if !frames.is_empty() || socket.is_closed() {
             break;
         }
-        if socket.upgrading.load(Ordering::Acquire)
-            || socket.transport() != Transport::Polling
-        {
+        if socket.upgrading.load(Ordering::Acquire) || socket.transport() != Transport::Polling {
             return text("6".to_owned());
         }
         notified.await;
@@ -169,10 +167,8 @@ where
                 }
                 if ok || socket.close_reason() == Some(CloseReason::TransportClose) {
                     let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html"),
-                    );
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
                     r
                 } else {
                     crate::ProtocolError::BadRequest.response()

@@ -59,7 +59,10 @@ impl PacketLog {
 
     /// The position and offset string the next packet will get.
     pub fn next_offset(&self) -> (u64, String) {
-        (self.next_seq, format!("{:x}.{:x}", self.epoch, self.next_seq))
+        (
+            self.next_seq,
+            format!("{:x}.{:x}", self.epoch, self.next_seq),
+        )
     }
 
     /// Stores a packet under the position returned by [`next_offset`](Self::next_offset).

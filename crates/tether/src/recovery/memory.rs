@@ -37,11 +37,7 @@ impl MemoryStore {
 }
 
 impl RecoveryStore for MemoryStore {
-    fn append(
-        &self,
-        target: Target,
-        build: &mut dyn FnMut(&str) -> StoredPacket,
-    ) -> StoredPacket {
+    fn append(&self, target: Target, build: &mut dyn FnMut(&str) -> StoredPacket) -> StoredPacket {
         let mut inner = self.lock();
         let (_, offset) = inner.log.next_offset();
         let packet = build(&offset);
@@ -127,6 +123,6 @@ mod tests {
 
     #[test]
     fn passes_the_store_conformance_suite() {
-        super::super::conformance::run(|config| MemoryStore::new(config));
+        super::super::conformance::run(MemoryStore::new);
     }
 }

@@ -79,13 +79,41 @@ impl RecoveryMetricsSnapshot {
         use std::fmt::Write as _;
         let nsp = nsp.replace('\\', "\\\\").replace('"', "\\\"");
         let rows: [(&str, &str, u64); 9] = [
-            ("tether_recovery_sessions_kept_total", "", self.sessions_kept),
-            ("tether_recovery_sessions_recovered_total", "", self.sessions_recovered),
-            ("tether_recovery_failed_total", "unknown_session", self.failed_unknown_session),
-            ("tether_recovery_failed_total", "unknown_offset", self.failed_unknown_offset),
-            ("tether_recovery_failed_total", "evicted", self.failed_evicted),
-            ("tether_recovery_failed_total", "still_connected", self.failed_still_connected),
-            ("tether_recovery_packets_replayed_total", "", self.packets_replayed),
+            (
+                "tether_recovery_sessions_kept_total",
+                "",
+                self.sessions_kept,
+            ),
+            (
+                "tether_recovery_sessions_recovered_total",
+                "",
+                self.sessions_recovered,
+            ),
+            (
+                "tether_recovery_failed_total",
+                "unknown_session",
+                self.failed_unknown_session,
+            ),
+            (
+                "tether_recovery_failed_total",
+                "unknown_offset",
+                self.failed_unknown_offset,
+            ),
+            (
+                "tether_recovery_failed_total",
+                "evicted",
+                self.failed_evicted,
+            ),
+            (
+                "tether_recovery_failed_total",
+                "still_connected",
+                self.failed_still_connected,
+            ),
+            (
+                "tether_recovery_packets_replayed_total",
+                "",
+                self.packets_replayed,
+            ),
             ("tether_recovery_sessions_held", "", self.sessions_held),
             ("tether_recovery_log_bytes", "", self.log_bytes),
         ];

@@ -87,7 +87,11 @@ impl Target {
 
     /// The approximate heap size, for the log's budget.
     pub(crate) fn size(&self) -> usize {
-        self.rooms.iter().chain(&self.except).map(|r| r.len() + 16).sum()
+        self.rooms
+            .iter()
+            .chain(&self.except)
+            .map(|r| r.len() + 16)
+            .sum()
     }
 }
 
@@ -163,11 +167,7 @@ pub struct Restored {
 pub trait RecoveryStore: Send + Sync + 'static {
     /// Assigns the next offset, builds the packet with it, stores it for `target`, and
     /// returns it for delivery.
-    fn append(
-        &self,
-        target: Target,
-        build: &mut dyn FnMut(&str) -> StoredPacket,
-    ) -> StoredPacket;
+    fn append(&self, target: Target, build: &mut dyn FnMut(&str) -> StoredPacket) -> StoredPacket;
 
     /// Keeps a session for `ttl`.
     fn keep_session(&self, session: SessionRecord, ttl: Duration);
@@ -234,7 +234,10 @@ mod tests {
             parse_attempt(Some(&json!({"pid":"abc","offset":"o"}))),
             Some(("abc".into(), Some("o".into())))
         );
-        assert_eq!(parse_attempt(Some(&json!({"pid":"abc"}))), Some(("abc".into(), None)));
+        assert_eq!(
+            parse_attempt(Some(&json!({"pid":"abc"}))),
+            Some(("abc".into(), None))
+        );
         for bad in [
             json!({"pid": 1, "offset": "o"}),
             json!({"pid": null}),
@@ -268,7 +271,7 @@ mod tests {
             rooms: vec![r.clone()],
             except: vec![],
         };
-        assert!(t.matches("s", &[r.clone()]));
+        assert!(t.matches("s", std::slice::from_ref(&r)));
         assert!(!t.matches("s", &[]));
         let t = Target {
             rooms: vec!["s".into()],
