@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -55,7 +55,7 @@ pub(crate) fn accept<H: Handler, B>(
         config.max_message_size = Some(inner.config.max_payload);
         config.max_frame_size = Some(inner.config.max_payload);
         config.read_buffer_size = 4096;
-        config.write_buffer_size = 0;
+        config.write_buffer_size = 64 * 1024;
         config.max_write_buffer_size = usize::MAX;
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
@@ -138,7 +138,41 @@ fn to_ws(frame: Frame, out: &mut Vec<WsMessage>) {
     }
 }
 
-/// The connection loop: one task reads the socket and drains the outbox.
+/// Handles one frame from the client. Returns `false` when the connection must end.
+fn on_frame<H: Handler>(
+    inner: &Inner<H>,
+    session: &Session<H>,
+    msg: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+) -> bool {
+    let socket = &session.socket;
+    match msg {
+        Some(Ok(WsMessage::Text(t))) => {
+            !socket.is_closed() && dispatch_text(inner, session, t.as_str())
+        }
+        Some(Ok(WsMessage::Binary(b))) => {
+            if !socket.is_closed() {
+                inner.handler.on_message(&session.conn, Message::Binary(b));
+            }
+            true
+        }
+        Some(Ok(WsMessage::Close(_))) | None => {
+            socket.close(CloseReason::TransportClose);
+            false
+        }
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
+            tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
+            socket.close(CloseReason::TransportError);
+            false
+        }
+    }
+}
+
+/// How many already-buffered frames are handled before queued output is flushed.
+const READ_BATCH: usize = 64;
+
+/// The connection loop: one task reads the socket and drains the outbox. Frames that
+/// arrive together are handled together, so their answers leave in one write.
 async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let socket = &session.socket;
     let mut frames = Vec::new();
@@ -171,29 +205,16 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         tokio::select! {
             biased;
             msg = ws.next() => {
-                let keep = match msg {
-                    Some(Ok(WsMessage::Text(t))) => {
-                        let _guard = session.inbound.lock().await;
-                        !socket.is_closed() && dispatch_text(inner, session, t.as_str())
+                let _guard = session.inbound.lock().await;
+                let mut keep = on_frame(inner, session, msg);
+                let mut n = 1;
+                while keep && n < READ_BATCH {
+                    match ws.next().now_or_never() {
+                        Some(msg) => keep = on_frame(inner, session, msg),
+                        None => break,
                     }
-                    Some(Ok(WsMessage::Binary(b))) => {
-                        let _guard = session.inbound.lock().await;
-                        if !socket.is_closed() {
-                            inner.handler.on_message(&session.conn, Message::Binary(b));
-                        }
-                        true
-                    }
-                    Some(Ok(WsMessage::Close(_))) | None => {
-                        socket.close(CloseReason::TransportClose);
-                        false
-                    }
-                    Some(Ok(_)) => true,
-                    Some(Err(e)) => {
-                        tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
-                        socket.close(CloseReason::TransportError);
-                        false
-                    }
-                };
+                    n += 1;
+                }
                 if !keep {
                     // Flush what is queued (a close, a disconnect packet), then stop.
                     socket.outbox.drain_into(&mut frames);
@@ -203,6 +224,7 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
                     for m in msgs.drain(..) {
                         let _ = ws.feed(m).await;
                     }
+                    let _ = ws.flush().await;
                     break;
                 }
             }
