@@ -94,7 +94,7 @@ impl Reconnection {
         let base = self.delay.as_secs_f64() * 2f64.powi(n.min(64) as i32);
         let deviation = r * self.randomization_factor * base;
         // Like the JavaScript client: half of the draws shorten, half lengthen.
-        let secs = if (r * 10.0) as u64 % 2 == 0 {
+        let secs = if (r * 10.0) as u64 & 1 == 0 {
             base - deviation
         } else {
             base + deviation
@@ -104,6 +104,7 @@ impl Reconnection {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -124,6 +125,9 @@ mod tests {
         }
         let fixed = r.clone().randomization_factor(0.0);
         assert_eq!(fixed.jittered_delay(1, 0.37), Duration::from_secs(2));
-        assert_eq!(r.clone().randomization_factor(7.0).randomization_factor, 1.0);
+        assert_eq!(
+            r.clone().randomization_factor(7.0).randomization_factor,
+            1.0
+        );
     }
 }

@@ -19,13 +19,13 @@ use crate::{Error, Payload, Reconnection, Result};
 ///
 /// Handlers run one at a time, in the order the events arrived, on a task of their
 /// namespace: do not block in them; spawn a task for slow or async work.
-pub type EventHandler = Arc<dyn Fn(Client, Event) + Send + Sync + 'static>;
+pub(crate) type EventHandler = Arc<dyn Fn(Client, Event) + Send + Sync + 'static>;
 
 /// A handler of [`Lifecycle`] events.
-pub type LifecycleHandler = Arc<dyn Fn(Client, Lifecycle) + Send + Sync + 'static>;
+pub(crate) type LifecycleHandler = Arc<dyn Fn(Client, Lifecycle) + Send + Sync + 'static>;
 
 /// A function that computes the `auth` data on every connection attempt.
-pub type AuthFn = Arc<dyn Fn() -> Value + Send + Sync + 'static>;
+pub(crate) type AuthFn = Arc<dyn Fn() -> Value + Send + Sync + 'static>;
 
 /// An event the server sent.
 #[derive(Debug, Clone)]
@@ -242,7 +242,10 @@ pub(crate) struct ManagerShared {
 
 impl ManagerShared {
     pub(crate) fn set_transport(&self, t: Option<Transport>) {
-        *self.transport.lock().unwrap_or_else(PoisonError::into_inner) = t;
+        *self
+            .transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = t;
     }
 }
 
@@ -308,6 +311,12 @@ macro_rules! namespace_options {
         }
 
         /// Handles the event `event` (one handler per name; a later one replaces it).
+        ///
+        /// A handler gets the namespace's [`Client`] (to emit, or to look at its state) and
+        /// the [`Event`], whose [`ack`](Event::ack) is set when the server asked for an
+        /// acknowledgement. The handlers of a namespace run one at a time, in the order the
+        /// events arrived, on a task of their own: do not block in them; spawn a task for
+        /// slow or async work.
         pub fn on(
             mut self,
             event: impl Into<String>,
@@ -625,7 +634,12 @@ fn new_namespace(
         handlers: RwLock::new(handlers),
     });
     let (dtx, drx) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch_loop(drx, tx.downgrade(), shared.clone(), mgr.clone()));
+    tokio::spawn(dispatch_loop(
+        drx,
+        tx.downgrade(),
+        shared.clone(),
+        mgr.clone(),
+    ));
     let ns = NewNamespace {
         shared: shared.clone(),
         auth: cfg.auth,
@@ -748,7 +762,11 @@ impl Client {
     }
 
     /// Adds or replaces the handler of `event`.
-    pub fn on(&self, event: impl Into<String>, handler: impl Fn(Client, Event) + Send + Sync + 'static) {
+    pub fn on(
+        &self,
+        event: impl Into<String>,
+        handler: impl Fn(Client, Event) + Send + Sync + 'static,
+    ) {
         self.ns
             .handlers
             .write()
@@ -887,6 +905,7 @@ impl Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -901,7 +920,9 @@ mod tests {
         assert!(cfg.error.is_some());
         let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let n2 = n.clone();
-        let f = Auth::Fn(Arc::new(move || json!({"n": n2.fetch_add(1, Ordering::SeqCst)})));
+        let f = Auth::Fn(Arc::new(
+            move || json!({"n": n2.fetch_add(1, Ordering::SeqCst)}),
+        ));
         assert_eq!(f.eval()["n"], 0);
         assert_eq!(f.eval()["n"], 1);
         assert!(Auth::Fn(Arc::new(|| json!("x"))).eval().is_empty());
@@ -924,7 +945,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Config(_)));
-        let e = ClientBuilder::new("wss://example.com").connect().await.unwrap_err();
+        let e = ClientBuilder::new("wss://example.com")
+            .connect()
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)));
         let e = ClientBuilder::new("http://127.0.0.1:1")
             .header("bad header", "x")

@@ -221,12 +221,16 @@ struct Http {
 
 impl Http {
     fn new(headers: http::HeaderMap) -> Self {
-        let client =
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
         Http { client, headers }
     }
 
-    async fn request(&self, method: http::Method, url: &str, body: Option<String>) -> Result<String> {
+    async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<String> {
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in &self.headers {
             req = req.header(k, v);
@@ -308,7 +312,11 @@ async fn connect_ws(opts: &EngineOptions, sid: Option<&str>) -> Result<Ws> {
 /// Returns the handle, the events, and the handshake.
 pub(crate) async fn connect(
     opts: Arc<EngineOptions>,
-) -> Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>, Handshake)> {
+) -> Result<(
+    EngineHandle,
+    mpsc::UnboundedReceiver<EngineEvent>,
+    Handshake,
+)> {
     let first = opts
         .transports
         .first()
@@ -329,9 +337,8 @@ pub(crate) async fn connect(
             };
             // Anything after the open packet is handled once the task runs.
             let rest: Vec<String> = body
-                .splitn(2, eio::SEPARATOR)
-                .nth(1)
-                .map(|s| vec![s.to_owned()])
+                .split_once(eio::SEPARATOR)
+                .map(|(_, rest)| vec![rest.to_owned()])
                 .unwrap_or_default();
             let (stop_tx, stop_rx) = watch::channel(false);
             let url = opts.endpoint.polling_url(Some(&hs.sid));
@@ -428,7 +435,9 @@ async fn probe(opts: &EngineOptions, sid: &str) -> Result<Ws> {
                 Some(Ok(Message::Text(t))) if t.as_str() == "3probe" => return Ok(ws),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(other)) => {
-                    return Err(Error::Protocol(format!("unexpected probe answer {other:?}")))
+                    return Err(Error::Protocol(format!(
+                        "unexpected probe answer {other:?}"
+                    )))
                 }
                 Some(Err(e)) => return Err(Error::transport(e)),
                 None => return Err(Error::transport_msg("WebSocket closed during the probe")),
@@ -708,7 +717,8 @@ impl EngineTask {
         match p {
             Packet::Ping(data) => {
                 self.ping_deadline = Instant::now() + self.heartbeat;
-                self.queue.push_back(Frame::Text(Packet::Pong(data).encode()));
+                self.queue
+                    .push_back(Frame::Text(Packet::Pong(data).encode()));
                 self.flush();
             }
             Packet::Message(m) => self.deliver(EngineEvent::Text(m.to_owned())),
@@ -810,40 +820,60 @@ impl EngineTask {
                 let deadline = Instant::now() + Duration::from_secs(1);
                 // The server refuses overlapping POSTs: let the one in flight finish.
                 if *post_in_flight {
-                    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.t_rx.recv()).await {
+                    while let Ok(Some(ev)) =
+                        tokio::time::timeout_at(deadline, self.t_rx.recv()).await
+                    {
                         if matches!(ev, TEvent::PostDone(_)) {
                             break;
                         }
                     }
                 }
+                // What is queued goes in its own POST before the close packet: the
+                // Node.js server handles a Socket.IO packet a tick later than an
+                // Engine.IO close in the same payload, so a `DISCONNECT` sharing a POST
+                // with the close would be lost.
                 let mut body = String::new();
                 for f in self.queue.drain(..) {
+                    if !body.is_empty() {
+                        body.push(eio::SEPARATOR);
+                    }
                     match f {
                         Frame::Text(s) => body.push_str(&s),
                         Frame::Binary(b) => eio::encode_binary_into(&b, &mut body),
                     }
-                    body.push(eio::SEPARATOR);
                 }
-                Packet::Close.encode_into(&mut body);
-                let _ = tokio::time::timeout_at(
-                    deadline,
-                    self.http
-                        .request(http::Method::POST, &self.post_url, Some(body)),
-                )
+                let http = &self.http;
+                let url = &self.post_url;
+                let _ = tokio::time::timeout_at(deadline, async {
+                    if !body.is_empty() {
+                        http.request(http::Method::POST, url, Some(body)).await?;
+                    }
+                    http.request(http::Method::POST, url, Some(Packet::Close.encode()))
+                        .await
+                })
                 .await;
             }
             Tr::Ws { .. } => {
                 self.flush();
-                let Tr::Ws { out } = &self.transport else { return };
-                // Let the writer flush what is queued, then close.
+                let Tr::Ws { out } = &self.transport else {
+                    return;
+                };
+                // The writer sends what is queued, then the close frame; wait (a little)
+                // for the server's close frame in answer.
                 let _ = out.send(Message::Close(None));
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.t_rx.recv()).await {
+                    if matches!(ev, TEvent::WsClosed | TEvent::WsError(_)) {
+                        break;
+                    }
+                }
             }
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -870,7 +900,10 @@ mod tests {
     fn recognises_other_protocol_versions() {
         assert!(bad_handshake(r#"96:0{"sid":"x"}2:40"#).is_protocol_version());
         assert!(bad_handshake("hello").is_protocol());
-        let e = http_error(400, br#"{"code":5,"message":"Unsupported protocol version"}"#);
+        let e = http_error(
+            400,
+            br#"{"code":5,"message":"Unsupported protocol version"}"#,
+        );
         assert!(e.is_protocol_version(), "{e}");
         let e = http_error(400, br#"{"code":1,"message":"Session ID unknown"}"#);
         assert!(matches!(e, Error::Http { status: 400, .. }));
@@ -878,7 +911,10 @@ mod tests {
 
     #[test]
     fn binary_frames_count_their_base64_size() {
-        assert_eq!(Frame::Binary(Bytes::from_static(&[1, 2, 3])).polling_len(), 5);
+        assert_eq!(
+            Frame::Binary(Bytes::from_static(&[1, 2, 3])).polling_len(),
+            5
+        );
         assert_eq!(Frame::Binary(Bytes::from_static(&[1])).polling_len(), 5);
         assert_eq!(Frame::Text("4ab".into()).polling_len(), 3);
     }

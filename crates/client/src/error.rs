@@ -61,7 +61,7 @@ pub enum Error {
         body: String,
     },
     /// The network failed (connection refused, reset, closed...).
-    #[error("transport error: {0}")]
+    #[error("transport error: {}", chain(.0.as_ref()))]
     Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The namespace was disconnected while the operation was pending (an
     /// acknowledgement whose packet had already been sent).
@@ -139,6 +139,21 @@ impl Error {
     }
 }
 
+/// An error and its sources, `a: b: c` (hyper's errors say little without their sources).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let text = src.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = src.source();
+    }
+    s
+}
+
 /// A plain message used as the source of a transport error.
 #[derive(Debug)]
 struct Message(String);
@@ -152,6 +167,7 @@ impl std::fmt::Display for Message {
 impl std::error::Error for Message {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,100 @@
-//! placeholder
+//! A Socket.IO v5 client (Engine.IO v4), async on tokio, sharing its codecs with the
+//! Tether server (`tether-proto`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tether_client::{json, ClientBuilder, Lifecycle};
+//!
+//! # async fn run() -> tether_client::Result<()> {
+//! let client = ClientBuilder::new("http://localhost:3000")
+//!     .auth(json!({"token": "abc"}))
+//!     .on("chat", |_client, ev| println!("chat: {:?}", ev.args()))
+//!     .on("ping?", |_client, ev| {
+//!         // The server asked for an acknowledgement.
+//!         if let Some(ack) = ev.ack {
+//!             let _ = ack.send(json!("pong"));
+//!         }
+//!     })
+//!     .on_lifecycle(|_client, l| {
+//!         if let Lifecycle::Disconnect(reason) = l {
+//!             eprintln!("disconnected: {}", reason.as_str());
+//!         }
+//!     })
+//!     .connect()
+//!     .await?;
+//!
+//! client.emit("chat", json!("hello"))?;
+//! let reply = client
+//!     .emit_with_ack("sum", vec![json!(1), json!(2)], Duration::from_secs(5))
+//!     .await?;
+//! println!("sum = {}", reply.args[0]);
+//! # Ok(()) }
+//! ```
+//!
+//! # What it does
+//!
+//! - **Transports.** Polling, WebSocket, or polling then upgrade (the default), chosen
+//!   with [`ClientBuilder::transports`]. The client answers the server's pings and
+//!   reconnects when no ping came within `pingInterval + pingTimeout`. Extra headers and
+//!   query parameters go with every request ([`ClientBuilder::header`],
+//!   [`ClientBuilder::query`]).
+//! - **Namespaces.** Each [`Client`] is one namespace; [`Client::socket`] connects
+//!   another one over the same Engine.IO connection (the JavaScript client's Manager).
+//! - **Events.** [`Client::emit`], [`Client::emit_with_ack`] (with a timeout),
+//!   [`Client::emit_volatile`]; handlers per event name ([`ClientBuilder::on`]) and a
+//!   catch-all ([`ClientBuilder::on_any`]), which get an [`AckSender`] when the server
+//!   asked for an acknowledgement. Binary data travels both ways, see [`Payload`].
+//! - **Reconnection** as in the JavaScript client: attempts, exponential delay with a
+//!   maximum and randomisation ([`Reconnection`]), [`Lifecycle`] events for attempts and
+//!   failures, a send buffer while disconnected, and optional at-least-once sending
+//!   ([`ClientBuilder::retries`], [`ClientBuilder::ack_timeout`]).
+//! - **Errors** are one type, [`Error`], with predicates such as
+//!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
+//!
+//! # Connection state recovery
+//!
+//! When the server has connection state recovery on, its `CONNECT` reply carries a
+//! private session id, `{"sid": ..., "pid": ...}`, and it appends an *offset* (a string)
+//! as the last argument of every event it stores for replay. The client keeps the `pid`
+//! and the last offset it received, and on reconnection sends `{pid, offset}` merged
+//! into the `auth` data (the auth's own keys win). If the server restores the session, it
+//! replies with the same `pid` (then [`Client::recovered`] is true and
+//! [`Lifecycle::Connect`] says `recovered: true`), keeps the socket id and rooms, and
+//! sends the missed events, which the handlers get once and in order.
+//!
+//! Unlike the JavaScript client, the offset is **not** handed to the handlers as an
+//! argument: the client takes it off the event.
+//!
+//! ## Which trailing string is an offset
+//!
+//! Nothing on the wire marks the offset: it is a plain string at the end of the event's
+//! argument array, so an event whose own last argument is a string looks exactly the
+//! same. The server does not append one to every event either: not to events that ask
+//! for an acknowledgement, nor to volatile events. The client therefore applies this rule:
+//!
+//! > While the namespace holds a `pid`, the last argument of an event **without** an ack
+//! > id is the offset if it is a string (and not the event name itself).
+//!
+//! Consequences:
+//!
+//! - With a server without recovery (no `pid`), nothing is ever taken off.
+//! - Events with an ack id are never touched (the server never stores them).
+//! - A **volatile** event (or any other event that the server sends without storing it)
+//!   whose last argument is a string **loses that argument**, and the string is taken for
+//!   the offset. The next recovery then sends an offset that the server does not know,
+//!   so the session is not recovered (the namespace connects as a new socket, and
+//!   [`Client::recovered`] is false). Avoid a trailing string argument in volatile
+//!   events sent to a client with recovery on, for example by adding a non-string last
+//!   argument.
+//! - If no stored event arrived before the connection dropped, there is no offset yet;
+//!   the client sends the `pid` alone, and the Node.js server does not recover without an
+//!   offset.
+//!
+//! # Not done
+//!
+//! TLS (`https://`, `wss://`), cookies, permessage-deflate, the msgpack parser, the
+//! `compress` flag, and retrying the very first connection (the first attempt's error is
+//! returned by [`ClientBuilder::connect`]; [`Reconnection`] applies once connected).
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -11,11 +107,13 @@ mod url;
 
 pub use backoff::Reconnection;
 pub use client::{
-    AckSender, AuthFn, Client, ClientBuilder, DisconnectReason, Event, EventHandler, Lifecycle,
-    LifecycleHandler, SocketBuilder,
+    AckSender, Client, ClientBuilder, DisconnectReason, Event, Lifecycle, SocketBuilder,
 };
 pub use engine::Transport;
 pub use error::{Error, Result};
 pub use payload::Payload;
+
+/// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;
+/// Re-exported: JSON values and the `json!` macro.
 pub use serde_json::{json, Value};

@@ -170,7 +170,13 @@ impl Ns {
     }
 }
 
-type Connecting = JoinHandle<Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>, Handshake)>>;
+type Connecting = JoinHandle<
+    Result<(
+        EngineHandle,
+        mpsc::UnboundedReceiver<EngineEvent>,
+        Handshake,
+    )>,
+>;
 
 pub(crate) struct Manager {
     cfg: ManagerConfig,
@@ -201,7 +207,11 @@ async fn next_engine_event(
 
 async fn join_connecting(
     c: &mut Option<Connecting>,
-) -> Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>, Handshake)> {
+) -> Result<(
+    EngineHandle,
+    mpsc::UnboundedReceiver<EngineEvent>,
+    Handshake,
+)> {
     match c {
         Some(h) => {
             let r = h.await;
@@ -399,7 +409,11 @@ impl Manager {
 
     fn on_attempt_done(
         &mut self,
-        r: Result<(EngineHandle, mpsc::UnboundedReceiver<EngineEvent>, Handshake)>,
+        r: Result<(
+            EngineHandle,
+            mpsc::UnboundedReceiver<EngineEvent>,
+            Handshake,
+        )>,
     ) {
         match r {
             Ok((handle, rx, hs)) => {
@@ -476,10 +490,13 @@ impl Manager {
         for (_, mut ns) in std::mem::take(&mut self.nsps) {
             if ns.connected {
                 if let Some((e, _)) = &engine {
-                    write(e, &Out {
-                        packet: sio::Packet::new(PacketType::Disconnect, ns.nsp()),
-                        attachments: Vec::new(),
-                    });
+                    write(
+                        e,
+                        &Out {
+                            packet: sio::Packet::new(PacketType::Disconnect, ns.nsp()),
+                            attachments: Vec::new(),
+                        },
+                    );
                 }
                 ns.lifecycle(Lifecycle::Disconnect(DisconnectReason::IoClientDisconnect));
             }
@@ -533,8 +550,12 @@ impl Manager {
                 }
             }
             Cmd::Ack { nsp, id, payload } => {
-                let Some((engine, _)) = &self.engine else { return };
-                let Some(ns) = self.nsps.get(&nsp) else { return };
+                let Some((engine, _)) = &self.engine else {
+                    return;
+                };
+                let Some(ns) = self.nsps.get(&nsp) else {
+                    return;
+                };
                 if !ns.connected {
                     return;
                 }
@@ -578,10 +599,13 @@ impl Manager {
                 };
                 if ns.connected {
                     if let Some((engine, _)) = &self.engine {
-                        write(engine, &Out {
-                            packet: sio::Packet::new(PacketType::Disconnect, nsp),
-                            attachments: Vec::new(),
-                        });
+                        write(
+                            engine,
+                            &Out {
+                                packet: sio::Packet::new(PacketType::Disconnect, nsp),
+                                attachments: Vec::new(),
+                            },
+                        );
                     }
                     ns.lifecycle(Lifecycle::Disconnect(DisconnectReason::IoClientDisconnect));
                 }
@@ -598,8 +622,12 @@ impl Manager {
             Cmd::AckTimeout { nsp, id } => {
                 let engine = self.engine.as_ref().map(|(e, _)| e);
                 let weak = &self.weak;
-                let Some(ns) = self.nsps.get_mut(&nsp) else { return };
-                let Some(ack) = ns.acks.remove(&id) else { return };
+                let Some(ns) = self.nsps.get_mut(&nsp) else {
+                    return;
+                };
+                let Some(ack) = ns.acks.remove(&id) else {
+                    return;
+                };
                 ns.send_buffer.retain(|o| o.packet.id != Some(id));
                 debug!(id, nsp = %nsp, "ack timed out");
                 resolve_ack(engine, weak, ns, ack.kind, Err(Error::Timeout));
@@ -774,7 +802,13 @@ impl Manager {
                 if let Some(t) = ack.timer {
                     t.abort();
                 }
-                resolve_ack(engine, &weak, ns, ack.kind, Ok(payload_of(p.data, attachments)));
+                resolve_ack(
+                    engine,
+                    &weak,
+                    ns,
+                    ack.kind,
+                    Ok(payload_of(p.data, attachments)),
+                );
             }
             PacketType::Disconnect => {
                 if let Some(mut ns) = self.nsps.remove(&p.nsp) {
@@ -804,10 +838,13 @@ fn send_connect(engine: &EngineHandle, ns: &mut Ns) {
     let data = connect_data(ns.auth.eval(), ns.pid.as_deref(), ns.offset.as_deref());
     let mut packet = sio::Packet::new(PacketType::Connect, ns.nsp());
     packet.data = data;
-    write(engine, &Out {
-        packet,
-        attachments: Vec::new(),
-    });
+    write(
+        engine,
+        &Out {
+            packet,
+            attachments: Vec::new(),
+        },
+    );
 }
 
 /// Sends (or buffers) one event, registering its ack.
@@ -862,7 +899,9 @@ fn drain_queue(
         return;
     }
     let ack_timeout = ns.ack_timeout;
-    let Some(head) = ns.queue.front_mut() else { return };
+    let Some(head) = ns.queue.front_mut() else {
+        return;
+    };
     if head.pending && !force {
         return;
     }
@@ -897,7 +936,9 @@ fn resolve_ack(
         }
         AckKind::Queue(seq) => {
             let retries = ns.retries;
-            let Some(head) = ns.queue.front_mut() else { return };
+            let Some(head) = ns.queue.front_mut() else {
+                return;
+            };
             if head.seq != seq {
                 return;
             }
@@ -948,6 +989,7 @@ fn clear_acks(weak: &mpsc::WeakUnboundedSender<Cmd>, ns: &mut Ns) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -956,7 +998,10 @@ mod tests {
     fn offsets_are_taken_off_only_when_a_pid_is_held() {
         let d = || Some(json!(["ev", 1, "off-1"]));
         let (name, args, off) = split_event(d(), false, true).unwrap();
-        assert_eq!((name.as_str(), args, off.as_deref()), ("ev", vec![json!(1)], Some("off-1")));
+        assert_eq!(
+            (name.as_str(), args, off.as_deref()),
+            ("ev", vec![json!(1)], Some("off-1"))
+        );
         let (_, args, off) = split_event(d(), false, false).unwrap();
         assert_eq!(args, vec![json!(1), json!("off-1")]);
         assert_eq!(off, None);

@@ -151,6 +151,7 @@ impl From<Vec<u8>> for Payload {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -164,7 +165,10 @@ mod tests {
         assert_eq!(p.binary_at(0).map(|b| b.to_vec()), Some(vec![9]));
         assert_eq!(p.binary_at(1), None);
         assert_eq!(p.binary_at(7), None);
-        assert_eq!(p.bytes_of(&p.args[2][0]).map(|b| b.to_vec()), Some(b"xy".to_vec()));
+        assert_eq!(
+            p.bytes_of(&p.args[2][0]).map(|b| b.to_vec()),
+            Some(b"xy".to_vec())
+        );
         // A placeholder pointing past the attachments resolves to nothing.
         assert_eq!(p.bytes_of(&sio::placeholder(5)), None);
         assert_eq!(p.len(), 3);

@@ -43,7 +43,9 @@ pub(crate) fn parse(url: &str) -> Result<ParsedUrl> {
         .as_str()
         .to_owned();
     if authority.contains('@') {
-        return Err(Error::Config("user info in the URL is not supported".into()));
+        return Err(Error::Config(
+            "user info in the URL is not supported".into(),
+        ));
     }
     let path = uri.path();
     let namespace = if path.is_empty() { "/" } else { path };
@@ -121,6 +123,7 @@ impl Endpoint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

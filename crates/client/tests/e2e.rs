@@ -19,7 +19,11 @@ use tokio::sync::mpsc;
 const WS: &[Transport] = &[Transport::Websocket];
 const POLLING: &[Transport] = &[Transport::Polling];
 const UPGRADE: &[Transport] = &[Transport::Polling, Transport::Websocket];
-const MODES: [(&str, &[Transport]); 3] = [("websocket", WS), ("polling", POLLING), ("upgrade", UPGRADE)];
+const MODES: [(&str, &[Transport]); 3] = [
+    ("websocket", WS),
+    ("polling", POLLING),
+    ("upgrade", UPGRADE),
+];
 
 const T: Duration = Duration::from_secs(5);
 
@@ -92,9 +96,17 @@ async fn echo_ack_and_binary_on_every_transport() {
             wait_for_upgrade(&c).await;
         }
         let who = whoami(&c).await;
-        let expected = if transports == POLLING { "polling" } else { "websocket" };
+        let expected = if transports == POLLING {
+            "polling"
+        } else {
+            "websocket"
+        };
         assert_eq!(who["transport"], expected, "{mode}");
-        assert_eq!(c.transport().map(Transport::as_str), Some(expected), "{mode}");
+        assert_eq!(
+            c.transport().map(Transport::as_str),
+            Some(expected),
+            "{mode}"
+        );
 
         // JSON with an ack.
         let args = vec![json!(1), json!("two"), json!({"three": [3]}), Value::Null];
@@ -107,12 +119,17 @@ async fn echo_ack_and_binary_on_every_transport() {
         p.args.push(json!({"inner": nested}));
         let ack = c.emit_with_ack("echo", p, T).await.unwrap();
         assert_eq!(ack.args[0], "file");
-        assert_eq!(ack.binary_at(1).unwrap().as_ref(), &[0, 1, 2, 255], "{mode}");
+        assert_eq!(
+            ack.binary_at(1).unwrap().as_ref(),
+            &[0, 1, 2, 255],
+            "{mode}"
+        );
         assert_eq!(ack.bytes_of(&ack.args[2]["inner"]).unwrap().len(), 1000);
 
         // Plain emit; the server emits it back: the arguments come back exactly, without
         // the recovery offset that the server appends.
-        c.emit("echo", vec![json!("a"), json!("last string")]).unwrap();
+        c.emit("echo", vec![json!("a"), json!("last string")])
+            .unwrap();
         let ev = recv(&mut rec.events, 5, "echo event").await;
         assert_eq!(ev.name, "echo");
         assert_eq!(ev.args(), &[json!("a"), json!("last string")], "{mode}");
@@ -179,11 +196,21 @@ async fn namespaces_share_one_connection() {
         // Events go to their own namespace.
         admin.emit("echo", json!("to admin")).unwrap();
         root.emit("echo", json!("to root")).unwrap();
-        assert_eq!(recv(&mut admin_events, 5, "admin").await.args(), &[json!("to admin")]);
-        assert_eq!(recv(&mut root_rec.events, 5, "root").await.args(), &[json!("to root")]);
+        assert_eq!(
+            recv(&mut admin_events, 5, "admin").await.args(),
+            &[json!("to admin")]
+        );
+        assert_eq!(
+            recv(&mut root_rec.events, 5, "root").await.args(),
+            &[json!("to root")]
+        );
 
         // The same namespace twice is refused; a bad token is a connect error.
-        let e = root.socket("/admin").auth(json!({"token": "secret"})).connect().await;
+        let e = root
+            .socket("/admin")
+            .auth(json!({"token": "secret"}))
+            .connect()
+            .await;
         assert!(matches!(e, Err(Error::Config(_))), "{e:?}");
         let e = root.socket("admin2").connect().await;
         assert!(e.is_err(), "unknown namespace");
@@ -204,16 +231,26 @@ async fn connect_errors_carry_message_and_data() {
     let server = TestServer::start().await;
     for (mode, transports) in MODES {
         let (b, _) = builder(&server.url(), transports);
-        let e = b.auth(json!({"reject": "go away"})).connect().await.unwrap_err();
+        let e = b
+            .auth(json!({"reject": "go away"}))
+            .connect()
+            .await
+            .unwrap_err();
         assert!(e.is_connect_error(), "{mode}: {e:?}");
-        let Error::ConnectError { nsp, message, data } = &e else { unreachable!() };
+        let Error::ConnectError { nsp, message, data } = &e else {
+            unreachable!()
+        };
         assert_eq!(nsp, "/");
         assert_eq!(message, "go away");
         assert_eq!(data.as_ref().unwrap()["code"], 401);
 
         let (b, _) = builder(&server.url(), transports);
         let e = b.namespace("/admin").connect().await.unwrap_err();
-        assert_eq!(e.connect_error_data(), Some(&json!({"code": 401})), "{mode}");
+        assert_eq!(
+            e.connect_error_data(),
+            Some(&json!({"code": 401})),
+            "{mode}"
+        );
         // The URL's path names the namespace, as in the JavaScript client.
         let e = ClientBuilder::new(format!("{}/admin", server.url()))
             .transports(transports.iter().copied())
@@ -223,14 +260,21 @@ async fn connect_errors_carry_message_and_data() {
         assert!(e.is_connect_error());
     }
     // An unknown namespace is refused by the server too.
-    let e = ClientBuilder::new(server.url()).namespace("/nope").connect().await.unwrap_err();
+    let e = ClientBuilder::new(server.url())
+        .namespace("/nope")
+        .connect()
+        .await
+        .unwrap_err();
     assert!(e.is_connect_error(), "{e:?}");
 }
 
 #[tokio::test]
 async fn connection_refused_and_timeouts() {
     // Nothing listens there.
-    let e = ClientBuilder::new("http://127.0.0.1:1").connect().await.unwrap_err();
+    let e = ClientBuilder::new("http://127.0.0.1:1")
+        .connect()
+        .await
+        .unwrap_err();
     assert!(e.is_transport(), "{e:?}");
     let e = ClientBuilder::new("http://127.0.0.1:1")
         .transports([Transport::Websocket])
@@ -248,7 +292,10 @@ async fn connection_refused_and_timeouts() {
         .unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     // Still connected and working afterwards.
-    assert_eq!(c.emit_with_ack("echo", json!(1), T).await.unwrap().args, vec![json!(1)]);
+    assert_eq!(
+        c.emit_with_ack("echo", json!(1), T).await.unwrap().args,
+        vec![json!(1)]
+    );
 }
 
 #[tokio::test]
@@ -289,9 +336,12 @@ async fn auth_static_and_computed_per_attempt() {
             .connect()
             .await
             .unwrap();
+        recv(&mut rec.life, 5, "connect").await;
         assert_eq!(whoami(&c).await["auth"], json!({"attempt": 0}), "{mode}");
         // Receive a recoverable event, so that there is an offset to send back.
-        c.emit_with_ack("emit-to-me", json!("hello"), T).await.unwrap();
+        c.emit_with_ack("emit-to-me", json!("hello"), T)
+            .await
+            .unwrap();
         recv(&mut rec.events, 5, "hello").await;
         c.emit("drop", ()).unwrap();
         wait_reconnected(&mut rec).await;
@@ -346,11 +396,20 @@ async fn server_emits_with_ack_answered_by_handlers() {
         c.on("late", |_c, ev| {
             ev.ack.unwrap().send(json!("late answer")).unwrap();
         });
-        let ack = c.emit_with_ack("ask", vec![json!("late"), json!([])], T).await.unwrap();
+        let ack = c
+            .emit_with_ack("ask", vec![json!("late"), json!([])], T)
+            .await
+            .unwrap();
         assert_eq!(ack.args, vec![json!(["late answer"])]);
         c.off("late");
-        let ack = c.emit_with_ack("ask", vec![json!("late"), json!([])], T).await.unwrap();
-        assert!(ack.args[0]["error"].is_string(), "no handler: the server times out");
+        let ack = c
+            .emit_with_ack("ask", vec![json!("late"), json!([])], T)
+            .await
+            .unwrap();
+        assert!(
+            ack.args[0]["error"].is_string(),
+            "no handler: the server times out"
+        );
         c.close().await;
     }
 }
@@ -417,7 +476,10 @@ async fn reconnects_and_recovers_missed_events_once_and_in_order() {
         let room = format!("room-{mode}");
         let (b, mut rec) = builder(&server.url(), transports);
         let c = b.connect().await.unwrap();
-        assert!(matches!(recv(&mut rec.life, 5, "connect").await, Lifecycle::Connect { .. }));
+        assert!(matches!(
+            recv(&mut rec.life, 5, "connect").await,
+            Lifecycle::Connect { .. }
+        ));
         if transports == UPGRADE {
             wait_for_upgrade(&c).await;
         }
@@ -425,12 +487,14 @@ async fn reconnects_and_recovers_missed_events_once_and_in_order() {
         assert!(c.pid().is_some(), "the server has recovery on");
         assert!(!c.recovered());
         c.emit_with_ack("join", json!(room), T).await.unwrap();
-        c.emit("numbered", vec![json!(room), json!(0), json!(5)]).unwrap();
+        c.emit("numbered", vec![json!(room), json!(0), json!(5)])
+            .unwrap();
         for i in 0..5 {
             assert_eq!(recv(&mut rec.events, 5, "live").await.args(), &[json!(i)]);
         }
         // The server closes the transport, then emits 5..10 while we are away.
-        c.emit("drop-then-emit", vec![json!(room), json!(5), json!(5)]).unwrap();
+        c.emit("drop-then-emit", vec![json!(room), json!(5), json!(5)])
+            .unwrap();
         let life = wait_reconnected(&mut rec).await;
         let kinds: Vec<String> = life.iter().map(|l| format!("{l:?}")).collect();
         assert!(
@@ -446,9 +510,14 @@ async fn reconnects_and_recovers_missed_events_once_and_in_order() {
             "{mode}: {kinds:?}"
         );
         assert!(c.recovered(), "{mode}");
-        assert_eq!(c.id().as_deref(), Some(sid.as_str()), "{mode}: same socket id");
+        assert_eq!(
+            c.id().as_deref(),
+            Some(sid.as_str()),
+            "{mode}: same socket id"
+        );
         // Live events after the recovery come after the missed ones.
-        c.emit("numbered", vec![json!(room), json!(10), json!(3)]).unwrap();
+        c.emit("numbered", vec![json!(room), json!(10), json!(3)])
+            .unwrap();
         for i in 5..13 {
             let ev = recv(&mut rec.events, 5, "numbered after recovery").await;
             assert_eq!(ev.name, "numbered");
@@ -496,7 +565,11 @@ async fn send_buffer_and_acks_across_a_reconnection() {
         };
         // Timed out while still buffered: never sent.
         let e = c
-            .emit_with_ack("log", vec![json!(key), json!("expired")], Duration::from_millis(50))
+            .emit_with_ack(
+                "log",
+                vec![json!(key), json!("expired")],
+                Duration::from_millis(50),
+            )
             .await
             .unwrap_err();
         assert!(e.is_timeout());
@@ -522,7 +595,11 @@ async fn retries_send_at_least_once() {
         // The server ignores the first two tries, and acks the third.
         let key = format!("flaky-{mode}");
         let ack = c
-            .emit_with_ack("flaky", vec![json!(key), json!(2)], Duration::from_millis(200))
+            .emit_with_ack(
+                "flaky",
+                vec![json!(key), json!(2)],
+                Duration::from_millis(200),
+            )
             .await
             .unwrap();
         assert_eq!(ack.args, vec![json!(3)], "{mode}");
@@ -535,7 +612,11 @@ async fn retries_send_at_least_once() {
         // Giving up after 1 + retries tries.
         let key3 = format!("flaky-never-{mode}");
         let e = c
-            .emit_with_ack("flaky", vec![json!(key3), json!(100)], Duration::from_millis(100))
+            .emit_with_ack(
+                "flaky",
+                vec![json!(key3), json!(100)],
+                Duration::from_millis(100),
+            )
             .await
             .unwrap_err();
         assert!(e.is_timeout(), "{mode}: {e:?}");
@@ -607,17 +688,30 @@ async fn no_reconnection_when_disabled_or_after_a_server_disconnect() {
     recv(&mut rec.life, 5, "connect").await;
     c.emit("server-disconnect", ()).unwrap();
     let l = recv(&mut rec.life, 5, "disconnect").await;
-    assert!(matches!(l, Lifecycle::Disconnect(DisconnectReason::IoServerDisconnect)), "{l:?}");
+    assert!(
+        matches!(
+            l,
+            Lifecycle::Disconnect(DisconnectReason::IoServerDisconnect)
+        ),
+        "{l:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rec.life.try_recv().is_err(), "no reconnection");
     assert!(!c.active());
 
     let (b, mut rec) = builder(&server.url(), WS);
-    let c = b.reconnection(Reconnection::disabled()).connect().await.unwrap();
+    let c = b
+        .reconnection(Reconnection::disabled())
+        .connect()
+        .await
+        .unwrap();
     recv(&mut rec.life, 5, "connect").await;
     c.emit("drop", ()).unwrap();
     let l = recv(&mut rec.life, 5, "disconnect").await;
-    assert!(matches!(l, Lifecycle::Disconnect(DisconnectReason::TransportClose)), "{l:?}");
+    assert!(
+        matches!(l, Lifecycle::Disconnect(DisconnectReason::TransportClose)),
+        "{l:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rec.life.try_recv().is_err(), "no reconnection");
     assert!(c.emit("echo", ()).unwrap_err().is_closed());
@@ -633,7 +727,10 @@ async fn client_disconnect_reaches_the_server() {
         let id = c.id().unwrap();
         c.disconnect().await;
         let l = recv(&mut rec.life, 5, "disconnect").await;
-        assert!(matches!(l, Lifecycle::Disconnect(DisconnectReason::IoClientDisconnect)));
+        assert!(matches!(
+            l,
+            Lifecycle::Disconnect(DisconnectReason::IoClientDisconnect)
+        ));
         assert!(!c.connected() && !c.active());
 
         let (b, _) = builder(&server.url(), WS);
@@ -682,11 +779,13 @@ async fn volatile_trailing_strings_are_taken_for_offsets() {
     let server = TestServer::start().await;
     let (b, mut rec) = builder(&server.url(), WS);
     let c = b.connect().await.unwrap();
-    c.emit("volatile-to-me", vec![json!("v"), json!(1), json!("str")]).unwrap();
+    c.emit("volatile-to-me", vec![json!("v"), json!(1), json!("str")])
+        .unwrap();
     let ev = recv(&mut rec.events, 5, "volatile").await;
     assert_eq!(ev.args(), &[json!(1)]);
     // A non-string last argument is left alone.
-    c.emit("volatile-to-me", vec![json!("v"), json!("str"), json!(2)]).unwrap();
+    c.emit("volatile-to-me", vec![json!("v"), json!("str"), json!(2)])
+        .unwrap();
     let ev = recv(&mut rec.events, 5, "volatile").await;
     assert_eq!(ev.args(), &[json!("str"), json!(2)]);
 }

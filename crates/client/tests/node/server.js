@@ -90,7 +90,7 @@ function setup(nsp) {
     // ask(event, args, ack): emits `event` with `args` to this client, asking for an ack,
     // and acks with the client's answer (an array) or {error}.
     socket.on("ask", (event, args, ack) => {
-      socket.timeout(5000).emit(event, ...args, (err, ...answer) => {
+      socket.timeout(2000).emit(event, ...args, (err, ...answer) => {
         ack(err ? { error: err.message } : answer);
       });
     });
@@ -115,7 +115,8 @@ function setup(nsp) {
       ack(Buffer.from([0, 255]));
     });
 
-    socket.on("join", (room, ack) => {
+    socket.on("join", (room, ...rest) => {
+      const [, ack] = withAck(rest);
       socket.join(room);
       ack(true);
     });
