@@ -16,16 +16,35 @@ pub(crate) fn event(
     payload: &Payload,
     offset: Option<&str>,
 ) -> TextMessage {
+    event_args(
+        nsp,
+        id,
+        event,
+        &payload.args,
+        payload.attachments.len(),
+        offset,
+    )
+}
+
+/// An EVENT from its parts: `attachments` binary parts follow it.
+pub(crate) fn event_args(
+    nsp: &str,
+    id: Option<u64>,
+    event: &str,
+    args: &[Value],
+    attachments: usize,
+    offset: Option<&str>,
+) -> TextMessage {
     let mut buf = TextMessage::buffer();
-    let ty = if payload.attachments.is_empty() {
+    let ty = if attachments == 0 {
         PacketType::Event
     } else {
         PacketType::BinaryEvent
     };
-    encode_header_into(&mut buf, ty, payload.attachments.len(), nsp, id);
+    encode_header_into(&mut buf, ty, attachments, nsp, id);
     buf.push('[');
     write_str(&mut buf, event);
-    for a in &payload.args {
+    for a in args {
         buf.push(',');
         let _ = write!(buf, "{a}");
     }

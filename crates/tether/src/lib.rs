@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod cluster;
 mod config;
 mod encode;
 mod error;

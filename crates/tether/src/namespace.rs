@@ -10,10 +10,11 @@ use tether_engine::{CloseReason, Sid};
 use tether_proto::sio::PacketType;
 
 use crate::client::Client;
+use crate::cluster::{Broadcast, Cluster, ClusterMessage, ClusterSession, EntryId, SessionOp};
 use crate::operators::{BroadcastOperator, BroadcastOptions};
 use crate::recovery::{
-    self, MemoryStore, RecoveryConfig, RecoveryMetrics, RecoveryMetricsSnapshot, RecoveryStore,
-    Room, SessionRecord, StoredPacket, Target,
+    self, MemoryStore, RecoveryConfig, RecoveryFailure, RecoveryMetrics, RecoveryMetricsSnapshot,
+    RecoveryStore, Room, SessionRecord, StoredPacket, Target,
 };
 use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED, PENDING};
 use crate::{encode, ConnectError, DisconnectReason, Payload};
@@ -94,6 +95,11 @@ pub struct Namespace {
     pub(crate) rooms: RwLock<HashMap<Room, HashMap<Sid, SocketRef>>>,
     live: Mutex<HashMap<String, Weak<Socket>>>,
     ack_ids: AtomicU64,
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Serialises cluster delivery with cluster restores (held across engine reads).
+    cluster_lock: tokio::sync::Mutex<()>,
+    /// The newest cluster entry delivered to this namespace.
+    cluster_position: Mutex<EntryId>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -119,6 +125,9 @@ impl Namespace {
             rooms: RwLock::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             ack_ids: AtomicU64::new(0),
+            cluster: std::sync::OnceLock::new(),
+            cluster_lock: tokio::sync::Mutex::new(()),
+            cluster_position: Mutex::new(EntryId::default()),
         };
         ns.set_recovery(recovery);
         Arc::new(ns)
@@ -278,10 +287,28 @@ impl Namespace {
         }
     }
 
-    /// Emits an event to the targets of `opts`. With recovery on and the emit not
-    /// volatile, the packet gets an offset, goes into the log, and is delivered, all under
-    /// the emit lock so that every socket sees the log's order.
+    /// Emits an event to the targets of `opts`.
+    ///
+    /// - In a cluster (and not `local`): the broadcast goes to the cluster log; every node,
+    ///   this one included, delivers it when it reads it back, in log order.
+    /// - With recovery on and the emit not volatile: the packet gets an offset, goes into
+    ///   the log and is delivered, all under the emit lock, so every socket sees the
+    ///   log's order.
     pub(crate) fn emit_to(&self, opts: &BroadcastOptions, event: &str, payload: &Payload) {
+        if let (Some(cluster), false) = (self.cluster.get(), opts.local) {
+            let mut data = Vec::with_capacity(payload.args.len() + 1);
+            data.push(Value::String(event.to_owned()));
+            data.extend(payload.args.iter().cloned());
+            cluster.publish(ClusterMessage::Broadcast(Broadcast {
+                nsp: self.name.clone(),
+                data,
+                attachments: payload.attachments.clone(),
+                rooms: opts.rooms.clone(),
+                except: opts.except.clone(),
+                volatile: opts.volatile,
+            }));
+            return;
+        }
         let attachments = crate::socket::attachments(payload);
         match self.recovery().filter(|_| !opts.volatile) {
             Some(rec) => {
@@ -308,25 +335,134 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn join(&self, socket: &SocketRef, room: Room) {
-        let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if socket.state.load(Ordering::Acquire) == CLOSED || rooms.contains(&room) {
-            return;
+    /// Encodes a cluster broadcast for this namespace's sockets, with its offset when it
+    /// is recoverable here.
+    fn encode_cluster(&self, id: EntryId, b: &Broadcast) -> Option<StoredPacket> {
+        let event = b.data.first()?.as_str()?;
+        let offset = (self.recovery().is_some() && !b.volatile).then(|| id.to_string());
+        Some(StoredPacket {
+            message: encode::event_args(
+                &self.name,
+                None,
+                event,
+                b.data.get(1..).unwrap_or_default(),
+                b.attachments.len(),
+                offset.as_deref(),
+            ),
+            attachments: (!b.attachments.is_empty()).then(|| Arc::from(b.attachments.clone())),
+        })
+    }
+
+    /// Delivers an entry read from the cluster log to this node's sockets.
+    pub(crate) async fn deliver_cluster(&self, id: EntryId, b: &Broadcast) {
+        let _cluster = self.cluster_lock.lock().await;
+        let packet = self.encode_cluster(id, b);
+        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(packet) = packet {
+            let opts = BroadcastOptions {
+                rooms: b.rooms.clone(),
+                except: b.except.clone(),
+                ..Default::default()
+            };
+            self.for_each_target(&opts, |s| deliver(s, &packet));
         }
-        rooms.push(room.clone());
-        if socket.registered.load(Ordering::Acquire) {
-            map.entry(room)
-                .or_default()
-                .insert(socket.id(), socket.clone());
+        *self.position() = id;
+    }
+
+    fn position(&self) -> std::sync::MutexGuard<'_, EntryId> {
+        self.cluster_position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Another node wants to restore a pid that this node holds: probe the socket; if it
+    /// answers, mark it alive, else close it as a recoverable disconnect.
+    pub(crate) fn answer_probe(self: &Arc<Self>, pid: String) {
+        let Some(socket) = self.live_socket(&pid) else {
+            return;
+        };
+        let ns = self.clone();
+        tokio::spawn(async move {
+            if socket.engine.probe(PROBE_TIMEOUT).await {
+                if let Some(c) = ns.cluster.get() {
+                    c.session_op(SessionOp::MarkAlive {
+                        pid,
+                        ttl: Duration::from_secs(10),
+                    });
+                }
+            } else {
+                socket.engine.close(CloseReason::PingTimeout);
+                ns.remove_socket(&socket, DisconnectReason::PingTimeout);
+            }
+        });
+    }
+
+    /// Waits until every broadcast and session change this node made is stored in the
+    /// cluster and delivered to this node's sockets. Returns at once without a cluster.
+    pub async fn flush(&self) {
+        if let Some(c) = self.cluster.get() {
+            c.flush().await;
         }
     }
 
+    pub(crate) fn attach_cluster(&self, cluster: Arc<Cluster>) {
+        *self.position() = cluster.position();
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// How long a live record lives without a refresh.
+    pub(crate) fn live_ttl(rec: &Recovery) -> Duration {
+        rec.config.max_disconnection_duration + Duration::from_secs(30)
+    }
+
+    /// Writes the live record of a connected socket (cluster and recovery only).
+    pub(crate) fn socket_changed(&self, socket: &SocketRef) {
+        if let (Some(c), Some(rec)) = (self.cluster.get(), self.recovery()) {
+            if socket.registered.load(Ordering::Acquire) {
+                c.session_op(SessionOp::PutLive {
+                    nsp: self.name.clone(),
+                    session: cluster_session(socket),
+                    ttl: Self::live_ttl(&rec),
+                });
+            }
+        }
+    }
+
+    /// The pids of this node's live sockets, for the cluster's refresh of live records.
+    pub(crate) fn live_pids(&self) -> Vec<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn join(&self, socket: &SocketRef, room: Room) {
+        {
+            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            if socket.state.load(Ordering::Acquire) == CLOSED || rooms.contains(&room) {
+                return;
+            }
+            rooms.push(room.clone());
+            if socket.registered.load(Ordering::Acquire) {
+                map.entry(room)
+                    .or_default()
+                    .insert(socket.id(), socket.clone());
+            }
+        }
+        self.socket_changed(socket);
+    }
+
     pub(crate) fn leave(&self, socket: &SocketRef, room: &str) {
-        let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.retain(|r| &**r != room);
-        remove_member(&mut map, room, socket);
+        {
+            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            rooms.retain(|r| &**r != room);
+            remove_member(&mut map, room, socket);
+        }
+        self.socket_changed(socket);
     }
 
     pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
@@ -340,6 +476,7 @@ impl Namespace {
     /// Handles a CONNECT: recovery attempt, middlewares, connection handler, commit.
     pub(crate) async fn connect(self: Arc<Self>, client: Arc<Client>, auth: Option<Value>) {
         let rec = self.recovery();
+        let cluster = self.cluster.get().cloned();
         let mut attempt = rec
             .as_ref()
             .and_then(|_| recovery::parse_attempt(auth.as_ref()));
@@ -348,8 +485,7 @@ impl Namespace {
                 // The pid's socket is still here. Alive: refuse. Silent: take over.
                 if old.engine.probe(PROBE_TIMEOUT).await {
                     tracing::debug!(pid = recovery::redact(pid), "pid is live, new session");
-                    rec.metrics
-                        .failed(recovery::RecoveryFailure::StillConnected);
+                    rec.metrics.failed(RecoveryFailure::StillConnected);
                     attempt = None;
                 } else {
                     tracing::debug!(
@@ -358,38 +494,73 @@ impl Namespace {
                     );
                     old.engine.close(CloseReason::PingTimeout);
                     self.remove_socket(&old, DisconnectReason::PingTimeout);
-                }
-            }
-        }
-        let restored = match (&rec, attempt) {
-            (Some(rec), Some((pid, offset))) => {
-                match rec.store.take_session(&pid, offset.as_deref()) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::debug!(pid = recovery::redact(&pid), "recovery failed: {e}");
-                        rec.metrics.failed(e);
-                        None
+                    if let Some(c) = &cluster {
+                        c.flush().await;
                     }
                 }
             }
-            _ => None,
-        };
-        let restored_id = restored.as_ref().and_then(|r| Sid::parse(&r.session.sid));
+        }
+        let mut restored: Option<Restoring> = None;
+        if let (Some(rec), Some((pid, offset))) = (&rec, attempt) {
+            let outcome = match &cluster {
+                Some(c) => match offset.as_deref().map(EntryId::parse) {
+                    Some(None) => Err(RecoveryFailure::UnknownOffset),
+                    parsed => {
+                        let after = parsed.flatten();
+                        c.take(&self.name, &pid, after).await.map(|s| Restoring {
+                            after: after.or(s.start),
+                            sid: s.sid,
+                            pid: s.pid,
+                            rooms: s.rooms,
+                            data: s.data,
+                            start: 0,
+                        })
+                    }
+                },
+                None => rec
+                    .store
+                    .take_session(&pid, offset.as_deref())
+                    .map(|r| Restoring {
+                        after: None,
+                        sid: r.session.sid,
+                        pid: r.session.pid,
+                        rooms: r.session.rooms,
+                        data: r.session.data,
+                        start: r.position_after,
+                    }),
+            };
+            match outcome {
+                Ok(r) => restored = Some(r),
+                Err(e) => {
+                    tracing::debug!(pid = recovery::redact(&pid), "recovery failed: {e}");
+                    rec.metrics.failed(e);
+                }
+            }
+        }
+        let restored_id = restored.as_ref().and_then(|r| Sid::parse(&r.sid));
+        let mut cluster_after = None;
         let origin = match (restored, restored_id) {
-            (Some(r), Some(id)) => Origin {
-                id,
-                pid: Some(r.session.pid),
-                rooms: r.session.rooms,
-                data: r.session.data,
-                start: r.position_after,
-                recovered: true,
-            },
+            (Some(r), Some(id)) => {
+                cluster_after = Some(r.after);
+                let own = id.to_string();
+                Origin {
+                    id,
+                    pid: Some(r.pid),
+                    rooms: r.rooms.into_iter().filter(|x| **x != *own).collect(),
+                    data: r.data,
+                    start: r.start,
+                    recovered: true,
+                }
+            }
             _ => Origin {
                 id: Sid::random(),
                 pid: rec.as_ref().map(|_| recovery::new_pid()),
                 rooms: Vec::new(),
                 data: Value::Object(Default::default()),
-                start: rec.as_ref().map_or(0, |r| r.store.position()),
+                start: match (&rec, &cluster) {
+                    (Some(r), None) => r.store.position(),
+                    _ => 0,
+                },
                 recovered: false,
             },
         };
@@ -406,10 +577,7 @@ impl Namespace {
                 if let Err(err) = mw(socket.clone(), auth.clone()).await {
                     if let (Some(rec), true) = (&rec, socket.recovered()) {
                         // A refused attempt consumes nothing.
-                        rec.store.keep_session(
-                            session_record(&socket),
-                            rec.config.max_disconnection_duration,
-                        );
+                        self.keep_again(rec, &socket, cluster_after.flatten());
                     }
                     socket.state.store(CLOSED, Ordering::Release);
                     client.connect_done(&self.name);
@@ -429,26 +597,83 @@ impl Namespace {
         if let Some(h) = on_connection {
             h(&socket);
         }
-        self.commit(&client, &socket, rec.as_deref());
+        match (&cluster, rec.as_deref()) {
+            (Some(c), Some(rec)) if socket.recovered() => {
+                self.commit_cluster(c, &client, &socket, rec, cluster_after.flatten())
+                    .await
+            }
+            _ => self.commit(&client, &socket, rec.as_deref()),
+        }
+    }
+
+    /// Puts a taken session back (a refused or aborted restore consumes nothing).
+    fn keep_again(&self, rec: &Recovery, socket: &SocketRef, after: Option<EntryId>) {
+        match self.cluster.get() {
+            Some(c) => {
+                let mut s = cluster_session(socket);
+                s.start = after.or(s.start);
+                c.session_op(SessionOp::Retire {
+                    nsp: self.name.clone(),
+                    pid: s.pid.clone(),
+                    keep: Some((s, rec.config.max_disconnection_duration)),
+                });
+            }
+            None => rec.store.keep_session(
+                session_record(socket),
+                rec.config.max_disconnection_duration,
+            ),
+        }
+    }
+
+    /// Commits a socket restored from the cluster: under the cluster lock (the reader
+    /// waits), reads what it missed up to this node's position, replays it, registers it.
+    async fn commit_cluster(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        client: &Arc<Client>,
+        socket: &SocketRef,
+        rec: &Recovery,
+        after: Option<EntryId>,
+    ) {
+        let _cluster = self.cluster_lock.lock().await;
+        let upto = *self.position();
+        let after = after.unwrap_or(upto);
+        let missed = cluster
+            .missed(
+                &self.name,
+                after,
+                upto,
+                socket.id().as_str(),
+                &socket.rooms(),
+            )
+            .await;
+        let replay = match missed {
+            Ok(m) => m
+                .iter()
+                .filter_map(|(id, b)| self.encode_cluster(*id, b))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("replay failed: {e}");
+                rec.metrics.failed(RecoveryFailure::Evicted);
+                self.keep_again(rec, socket, Some(after));
+                socket.state.store(CLOSED, Ordering::Release);
+                client.connect_done(&self.name);
+                client.engine.close(CloseReason::ForcedClose);
+                return;
+            }
+        };
+        *socket
+            .cluster_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(after);
+        self.commit_with(client, socket, Some(rec), replay);
     }
 
     /// Makes a socket live: CONNECT reply, replay of what it missed, then the messages
     /// it emitted while connecting, then registration, all under the emit lock.
     fn commit(self: &Arc<Self>, client: &Arc<Client>, socket: &SocketRef, rec: Option<&Recovery>) {
-        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
-            client.connect_done(&self.name);
-            if let (Some(rec), true) = (rec, socket.recovered()) {
-                rec.store.keep_session(
-                    session_record(socket),
-                    rec.config.max_disconnection_duration,
-                );
-            }
-            socket.state.store(CLOSED, Ordering::Release);
-            return;
-        }
-        let replay = match rec {
-            Some(rec) => {
+        let replay = match (rec, self.cluster.get()) {
+            (Some(rec), None) => {
                 match rec
                     .store
                     .read_after(socket.start, socket.id().as_str(), &socket.rooms())
@@ -465,50 +690,82 @@ impl Namespace {
                     Err(_) => Vec::new(),
                 }
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
-        client.add_socket(&self.name, socket.clone());
-        let mut reply = serde_json::Map::new();
-        reply.insert("sid".into(), Value::String(socket.id().to_string()));
-        if let Some(pid) = socket.pid() {
-            reply.insert("pid".into(), Value::String(pid.to_owned()));
-        }
-        let msg = encode::simple(PacketType::Connect, &self.name, Some(&Value::Object(reply)));
-        socket.engine.send_unbounded(msg, None);
-        for p in &replay {
-            socket
-                .engine
-                .send_unbounded(p.message.clone(), p.attachments.clone());
-        }
+        self.commit_with(client, socket, rec, replay);
+    }
+
+    fn commit_with(
+        self: &Arc<Self>,
+        client: &Arc<Client>,
+        socket: &SocketRef,
+        rec: Option<&Recovery>,
+        replay: Vec<StoredPacket>,
+    ) {
         {
-            // Lock order everywhere: sockets, rooms, then the socket's own rooms.
-            let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
-            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-            let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            for r in rooms.iter() {
-                map.entry(r.clone())
-                    .or_default()
-                    .insert(socket.id(), socket.clone());
+            let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
+                client.connect_done(&self.name);
+                if let (Some(rec), true) = (rec, socket.recovered()) {
+                    let after = *socket
+                        .cluster_start
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    self.keep_again(rec, socket, after);
+                }
+                socket.state.store(CLOSED, Ordering::Release);
+                return;
             }
-            sockets.insert(socket.id(), socket.clone());
-            socket.registered.store(true, Ordering::Release);
-        }
-        {
-            let mut early = socket.early.lock().unwrap_or_else(|e| e.into_inner());
-            socket.state.store(CONNECTED, Ordering::Release);
-            for (m, a) in early.drain(..) {
-                socket.engine.send_unbounded(m, a);
+            if self.cluster.get().is_some() && !socket.recovered() {
+                *socket
+                    .cluster_start
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(*self.position());
+            }
+            client.add_socket(&self.name, socket.clone());
+            let mut reply = serde_json::Map::new();
+            reply.insert("sid".into(), Value::String(socket.id().to_string()));
+            if let Some(pid) = socket.pid() {
+                reply.insert("pid".into(), Value::String(pid.to_owned()));
+            }
+            let msg = encode::simple(PacketType::Connect, &self.name, Some(&Value::Object(reply)));
+            socket.engine.send_unbounded(msg, None);
+            for p in &replay {
+                socket
+                    .engine
+                    .send_unbounded(p.message.clone(), p.attachments.clone());
+            }
+            {
+                // Lock order everywhere: sockets, rooms, then the socket's own rooms.
+                let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+                let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+                let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                for r in rooms.iter() {
+                    map.entry(r.clone())
+                        .or_default()
+                        .insert(socket.id(), socket.clone());
+                }
+                sockets.insert(socket.id(), socket.clone());
+                socket.registered.store(true, Ordering::Release);
+            }
+            {
+                let mut early = socket.early.lock().unwrap_or_else(|e| e.into_inner());
+                socket.state.store(CONNECTED, Ordering::Release);
+                for (m, a) in early.drain(..) {
+                    socket.engine.send_unbounded(m, a);
+                }
+            }
+            if let (Some(rec), Some(pid)) = (rec, socket.pid()) {
+                self.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pid.to_owned(), Arc::downgrade(socket));
+                if socket.recovered() {
+                    rec.metrics.recovered(replay.len());
+                }
             }
         }
-        if let (Some(rec), Some(pid)) = (rec, socket.pid()) {
-            self.live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(pid.to_owned(), Arc::downgrade(socket));
-            if socket.recovered() {
-                rec.metrics.recovered(replay.len());
-            }
-        }
+        self.socket_changed(socket);
     }
 
     /// Takes a socket out of the namespace; keeps its session if the reason is recoverable.
@@ -547,13 +804,28 @@ impl Namespace {
                     live.remove(pid);
                 }
                 drop(live);
-                if prev == CONNECTED && reason.is_recoverable() {
-                    rec.store.keep_session(
-                        session_record(socket),
-                        rec.config.max_disconnection_duration,
-                    );
+                let keep = prev == CONNECTED && reason.is_recoverable();
+                match self.cluster.get() {
+                    Some(c) if prev == CONNECTED => {
+                        let ttl = rec.config.max_disconnection_duration;
+                        c.session_op(SessionOp::Retire {
+                            nsp: self.name.clone(),
+                            pid: pid.to_owned(),
+                            keep: keep.then(|| (cluster_session(socket), ttl)),
+                        });
+                    }
+                    Some(_) => {}
+                    None if keep => {
+                        rec.store.keep_session(
+                            session_record(socket),
+                            rec.config.max_disconnection_duration,
+                        );
+                        self.maybe_purge(rec);
+                    }
+                    None => {}
+                }
+                if keep {
                     rec.metrics.kept();
-                    self.maybe_purge(rec);
                 }
             }
         }
@@ -572,6 +844,18 @@ impl Namespace {
             rec.store.purge();
         }
     }
+}
+
+/// A session being restored, from the local store or the cluster.
+struct Restoring {
+    sid: String,
+    pid: String,
+    rooms: Vec<Room>,
+    data: Value,
+    /// Local store: the log position the replay starts after.
+    start: u64,
+    /// Cluster: the entry the replay starts after.
+    after: Option<EntryId>,
 }
 
 fn deliver(socket: &SocketRef, packet: &StoredPacket) {
@@ -604,5 +888,18 @@ fn session_record(socket: &SocketRef) -> SessionRecord {
         rooms: socket.rooms(),
         data: socket.data(),
         start: socket.start,
+    }
+}
+
+fn cluster_session(socket: &SocketRef) -> ClusterSession {
+    ClusterSession {
+        sid: socket.id().to_string(),
+        pid: socket.pid().unwrap_or_default().to_owned(),
+        rooms: socket.rooms(),
+        data: socket.data(),
+        start: *socket
+            .cluster_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
     }
 }

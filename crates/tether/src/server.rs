@@ -1,13 +1,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 
 use crate::client::Client;
+use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig, SessionOp};
 use crate::namespace::{Namespace, NsHandlers};
 use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
 
@@ -23,9 +24,54 @@ pub(crate) struct ServerInner {
     pub(crate) config: ServerConfig,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<Dynamic>>,
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl ServerInner {
+    /// A namespace that exists already.
+    pub(crate) fn existing_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Extends the life of this node's live records in the cluster.
+    pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
+        let namespaces: Vec<_> = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for ns in namespaces {
+            if let Some(rec) = ns.recovery() {
+                let pids = ns.live_pids();
+                if !pids.is_empty() {
+                    cluster.session_op(SessionOp::ExpireLive {
+                        pids,
+                        ttl: Namespace::live_ttl(&rec),
+                    });
+                }
+            }
+        }
+    }
+
+    fn new_namespace(
+        &self,
+        name: String,
+        handlers: Arc<NsHandlers>,
+        recovery: Option<RecoveryConfig>,
+    ) -> Arc<Namespace> {
+        let ns = Namespace::new(name, handlers, recovery);
+        if let Some(c) = self.cluster.get() {
+            ns.attach_cluster(c.clone());
+        }
+        ns
+    }
+
     /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
     pub(crate) fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>> {
         if let Some(ns) = self
@@ -42,7 +88,7 @@ impl ServerInner {
         Some(
             map.entry(name.to_owned())
                 .or_insert_with(|| {
-                    Namespace::new(
+                    self.new_namespace(
                         name.to_owned(),
                         parent.handlers.clone(),
                         parent.recovery.clone(),
@@ -122,6 +168,7 @@ impl Server {
             config,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
+            cluster: OnceLock::new(),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -153,7 +200,7 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner());
         map.entry(name.clone())
             .or_insert_with(|| {
-                Namespace::new(
+                self.inner.new_namespace(
                     name,
                     Arc::new(NsHandlers::default()),
                     self.inner.config.recovery.clone(),
@@ -191,6 +238,37 @@ impl Server {
         DynamicNamespace { handlers }
     }
 
+    /// Joins a cluster through a shared engine (see [`crate::cluster`]): broadcasts,
+    /// offsets and recovery become cluster-wide. Call it before serving, so that this node
+    /// receives every entry from then on. `uid` names this process in the cluster and
+    /// must be unique (for example `host:port:pid:random`).
+    pub async fn attach_cluster(
+        &self,
+        uid: String,
+        backend: Arc<dyn ClusterBackend>,
+        config: ClusterConfig,
+    ) -> Result<(), BackendError> {
+        let cluster = Cluster::start(uid, backend, Arc::downgrade(&self.inner), config).await?;
+        let namespaces: Vec<_> = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for ns in namespaces {
+            ns.attach_cluster(cluster.clone());
+        }
+        let _ = self.inner.cluster.set(cluster);
+        Ok(())
+    }
+
+    /// The cluster runtime, when [`attach_cluster`](Self::attach_cluster) was called.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.get()
+    }
+
     /// The Engine.IO service, to mount in hyper or axum (see [`crate::layer`]).
     pub fn service(&self) -> Engine<SioHandler> {
         self.engine.clone()
@@ -220,6 +298,9 @@ impl Server {
     /// 5 s for them to flush.
     pub async fn close(&self) {
         self.engine.shutdown(Duration::from_secs(5)).await;
+        if let Some(c) = self.inner.cluster.get() {
+            c.flush().await;
+        }
     }
 
     /// Recovery counters of every namespace, in the Prometheus text format.

@@ -56,6 +56,8 @@ pub struct Socket {
     /// Messages emitted before the socket is connected (without recovery).
     pub(crate) early: Mutex<Vec<Queued>>,
     extensions: Mutex<http::Extensions>,
+    /// Cluster: the entry position when the socket connected.
+    pub(crate) cluster_start: Mutex<Option<crate::cluster::EntryId>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -99,6 +101,7 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             early: Mutex::new(Vec::new()),
             extensions: Mutex::new(http::Extensions::new()),
+            cluster_start: Mutex::new(None),
         })
     }
 
@@ -148,13 +151,16 @@ impl Socket {
     }
 
     /// Replaces `socket.data`.
-    pub fn set_data(&self, data: Value) {
+    pub fn set_data(self: &Arc<Self>, data: Value) {
         *self.lock_data() = data;
+        self.ns.socket_changed(self);
     }
 
     /// Changes `socket.data` in place and returns what `f` returns.
-    pub fn with_data<R>(&self, f: impl FnOnce(&mut Value) -> R) -> R {
-        f(&mut self.lock_data())
+    pub fn with_data<R>(self: &Arc<Self>, f: impl FnOnce(&mut Value) -> R) -> R {
+        let r = f(&mut self.lock_data());
+        self.ns.socket_changed(self);
+        r
     }
 
     fn lock_data(&self) -> std::sync::MutexGuard<'_, Value> {

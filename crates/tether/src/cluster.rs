@@ -1,0 +1,673 @@
+//! Several servers as one, through a shared engine (Redis Streams, PostgreSQL, NATS).
+//!
+//! Every broadcast is appended to one ordered log in the engine; every node reads the
+//! log and delivers each entry to its own sockets, in log order, including the entries
+//! it appended itself. So all nodes agree on the order, and the entry id is the offset
+//! that every recipient gets and every node accepts for recovery.
+//!
+//! Sessions live in the engine too: a *live record* for every connected socket (rooms and
+//! data, updated on change) and a *kept session* after a recoverable disconnect. A node
+//! that crashes (SIGKILL) leaves live records behind; once its heartbeat lapses, any node
+//! may restore them. Restoring is one-shot across the cluster: the backend takes a
+//! session atomically.
+//!
+//! [`ClusterBackend`] is what an engine implements (see the `tether-redis` crate);
+//! [`Cluster`] is the engine-independent runtime: the publish queue, the reader, the
+//! session writer, heartbeats, and the restore protocol.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+
+use crate::namespace::Namespace;
+use crate::recovery::{RecoveryFailure, Room, Target};
+use crate::server::ServerInner;
+
+/// A boxed future, as the backend trait returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The id of an entry in the cluster log; its text form `"<ms>-<seq>"` is the offset that
+/// clients see.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct EntryId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl EntryId {
+    /// Parses `"<ms>-<seq>"`.
+    ///
+    /// ```
+    /// use tether::cluster::EntryId;
+    /// assert_eq!(EntryId::parse("17-3"), Some(EntryId { ms: 17, seq: 3 }));
+    /// assert_eq!(EntryId::parse("17"), None);
+    /// assert_eq!(EntryId::parse("a-b"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-')?;
+        let digits =
+            |x: &str| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return None;
+        }
+        Some(EntryId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// A broadcast as it travels between nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    /// The namespace.
+    pub nsp: String,
+    /// `[event, ...args]`; binary arguments are placeholders for `attachments`.
+    pub data: Vec<Value>,
+    /// Binary attachments.
+    pub attachments: Vec<Bytes>,
+    /// Target rooms (empty: the whole namespace).
+    pub rooms: Vec<Room>,
+    /// Rooms left out.
+    pub except: Vec<Room>,
+    /// Volatile: never replayed and gets no offset.
+    pub volatile: bool,
+}
+
+/// A message in the cluster log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterMessage {
+    /// A broadcast to deliver.
+    Broadcast(Broadcast),
+    /// Asks the node that holds `pid` whether that socket still answers.
+    Probe {
+        /// The namespace.
+        nsp: String,
+        /// The private session id.
+        pid: String,
+    },
+    /// Anything else (another implementation's heartbeats, for example).
+    Other,
+}
+
+/// One entry read from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its id.
+    pub id: EntryId,
+    /// The node that appended it.
+    pub uid: String,
+    /// The appending node's sequence number, to drop an entry appended twice by a retry.
+    pub seq: Option<u64>,
+    /// The message.
+    pub message: ClusterMessage,
+}
+
+/// A socket's session as the cluster stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSession {
+    /// The socket id.
+    pub sid: String,
+    /// The private session id.
+    pub pid: String,
+    /// Rooms, without the socket's own id.
+    pub rooms: Vec<Room>,
+    /// `socket.data`.
+    pub data: Value,
+    /// The log position when the socket connected, to replay everything to a client
+    /// that has no offset yet.
+    pub start: Option<EntryId>,
+}
+
+/// A change to the sessions in the engine, applied in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOp {
+    /// Writes the live record of a connected socket.
+    PutLive {
+        /// The namespace.
+        nsp: String,
+        /// The session.
+        session: ClusterSession,
+        /// How long the record lives without a refresh.
+        ttl: Duration,
+    },
+    /// Atomically deletes a live record and, for a recoverable disconnect, keeps the
+    /// session for `ttl`.
+    Retire {
+        /// The namespace.
+        nsp: String,
+        /// The private session id.
+        pid: String,
+        /// The session to keep, and for how long.
+        keep: Option<(ClusterSession, Duration)>,
+    },
+    /// Extends the life of live records.
+    ExpireLive {
+        /// The private session ids.
+        pids: Vec<String>,
+        /// The new time to live.
+        ttl: Duration,
+    },
+    /// Tells a node probing `pid` that its socket is alive.
+    MarkAlive {
+        /// The private session id.
+        pid: String,
+        /// How long the mark stays.
+        ttl: Duration,
+    },
+}
+
+/// What taking a session found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakeOutcome {
+    /// The session, now consumed.
+    Taken(ClusterSession),
+    /// No session under this pid.
+    NotFound,
+    /// The session belongs to another namespace (left in place).
+    WrongNamespace,
+    /// The offset is not in the log (the session is left in place).
+    UnknownOffset,
+    /// The pid's socket is live on a node whose heartbeat is current.
+    HolderAlive(String),
+}
+
+/// An engine error: unreachable, timed out, or an unexpected answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cluster engine: {0}")]
+pub struct BackendError(pub String);
+
+/// What an engine provides to make several nodes one.
+pub trait ClusterBackend: Send + Sync + 'static {
+    /// Appends messages in order, returning their ids.
+    fn append<'a>(
+        &'a self,
+        uid: &'a str,
+        batch: &'a [(u64, ClusterMessage)],
+    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>>;
+    /// Waits up to `block` for entries after `after`.
+    fn read_after(
+        &self,
+        after: EntryId,
+        block: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
+    /// Entries in `(after, upto]`, at most `count`.
+    fn range(
+        &self,
+        after: EntryId,
+        upto: EntryId,
+        count: usize,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
+    /// The id of the newest entry (zero when the log is empty).
+    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>>;
+    /// Applies session changes, in order.
+    fn apply<'a>(
+        &'a self,
+        uid: &'a str,
+        ops: &'a [SessionOp],
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Tells the cluster that this node is alive for `ttl`.
+    fn heartbeat<'a>(
+        &'a self,
+        uid: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Atomically takes the session `pid` of namespace `nsp`, if `offset` (when given) is
+    /// in the log. A live record whose node's heartbeat lapsed counts as a kept session.
+    fn take_session<'a>(
+        &'a self,
+        nsp: &'a str,
+        pid: &'a str,
+        offset: Option<EntryId>,
+    ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>>;
+    /// Whether the holder of `pid` marked it alive (see [`SessionOp::MarkAlive`]).
+    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
+}
+
+/// Cluster runtime options.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How often this node renews its heartbeat (1 s).
+    pub heartbeat_interval: Duration,
+    /// How long the heartbeat lasts: after a crash, its sockets become restorable this
+    /// long after the last renewal (3 s).
+    pub heartbeat_ttl: Duration,
+    /// Most messages waiting to be appended while the engine is unreachable (100 000);
+    /// beyond it new broadcasts are dropped (and logged).
+    pub max_queue: usize,
+    /// How long [`Namespace::flush`](crate::Namespace::flush) waits at most (30 s).
+    pub flush_timeout: Duration,
+    /// How long a recovery attempt may wait to learn whether the pid's holder is dead
+    /// (10 s).
+    pub takeover_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(3),
+            max_queue: 100_000,
+            flush_timeout: Duration::from_secs(30),
+            takeover_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Every publish with a sequence number up to this one is appended.
+    appended_seq: u64,
+    /// The newest id appended by this node.
+    last_appended: EntryId,
+    /// The newest id this node's reader delivered.
+    position: EntryId,
+    /// Every session op up to this one is applied.
+    applied_op: u64,
+}
+
+#[derive(Default)]
+struct Queues {
+    publish: VecDeque<(u64, ClusterMessage)>,
+    next_publish: u64,
+    ops: VecDeque<(u64, SessionOp)>,
+    next_op: u64,
+}
+
+/// The cluster runtime of one node.
+pub struct Cluster {
+    uid: String,
+    backend: Arc<dyn ClusterBackend>,
+    server: Weak<ServerInner>,
+    config: ClusterConfig,
+    queues: Mutex<Queues>,
+    publish_notify: Notify,
+    op_notify: Notify,
+    progress: watch::Sender<Progress>,
+    dedup: Mutex<HashMap<String, u64>>,
+    dropped: AtomicU64,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster").field("uid", &self.uid).finish()
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(5)).min(2_000))
+}
+
+impl Cluster {
+    /// Starts the runtime: reads the log's end, then starts the reader, the publisher,
+    /// the session writer and the heartbeat. Nodes call this before they listen, so they
+    /// receive every entry appended after it returns.
+    pub(crate) async fn start(
+        uid: String,
+        backend: Arc<dyn ClusterBackend>,
+        server: Weak<ServerInner>,
+        config: ClusterConfig,
+    ) -> Result<Arc<Self>, BackendError> {
+        let start = backend.last_id().await?;
+        backend.heartbeat(&uid, config.heartbeat_ttl).await?;
+        let (progress, _) = watch::channel(Progress {
+            position: start,
+            ..Progress::default()
+        });
+        let cluster = Arc::new(Cluster {
+            uid,
+            backend,
+            server,
+            config,
+            queues: Mutex::new(Queues {
+                next_publish: 1,
+                next_op: 1,
+                ..Queues::default()
+            }),
+            publish_notify: Notify::new(),
+            op_notify: Notify::new(),
+            progress,
+            dedup: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&cluster);
+        tokio::spawn(reader(weak.clone(), start));
+        tokio::spawn(publisher(weak.clone()));
+        tokio::spawn(session_writer(weak.clone()));
+        tokio::spawn(heartbeat(weak));
+        Ok(cluster)
+    }
+
+    /// This node's id in the cluster.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The newest entry this node has delivered.
+    pub(crate) fn position(&self) -> EntryId {
+        self.progress.borrow().position
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message for the log.
+    pub(crate) fn publish(&self, message: ClusterMessage) {
+        {
+            let mut q = self.queues();
+            if q.publish.len() >= self.config.max_queue {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(
+                        "cluster publish queue full: broadcast dropped ({} so far)",
+                        n + 1
+                    );
+                }
+                return;
+            }
+            let seq = q.next_publish;
+            q.next_publish += 1;
+            q.publish.push_back((seq, message));
+        }
+        self.publish_notify.notify_one();
+    }
+
+    /// Queues a session change.
+    pub(crate) fn session_op(&self, op: SessionOp) {
+        {
+            let mut q = self.queues();
+            let seq = q.next_op;
+            q.next_op += 1;
+            q.ops.push_back((seq, op));
+        }
+        self.op_notify.notify_one();
+    }
+
+    /// Waits until every broadcast and session change queued so far is in the engine and
+    /// every broadcast is delivered to this node's sockets (bounded by the flush timeout).
+    pub async fn flush(&self) {
+        let (publish, op) = {
+            let q = self.queues();
+            (q.next_publish - 1, q.next_op - 1)
+        };
+        let mut rx = self.progress.subscribe();
+        let wait = async {
+            let appended = match rx
+                .wait_for(|p| p.appended_seq >= publish && p.applied_op >= op)
+                .await
+            {
+                Ok(p) => p.last_appended,
+                Err(_) => return,
+            };
+            let _ = rx.wait_for(|p| p.position >= appended).await;
+        };
+        if tokio::time::timeout(self.config.flush_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster flush timed out");
+        }
+    }
+
+    /// Whether the record is new (not a retry's duplicate of an entry already seen).
+    fn first_sighting(&self, record: &Record) -> bool {
+        let Some(seq) = record.seq else { return true };
+        let mut d = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let last = d.entry(record.uid.clone()).or_insert(0);
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        true
+    }
+
+    /// Takes a session for a recovery attempt, waiting (bounded) to learn whether a
+    /// holder that still has a heartbeat is really alive.
+    pub(crate) async fn take(
+        &self,
+        nsp: &str,
+        pid: &str,
+        offset: Option<EntryId>,
+    ) -> Result<ClusterSession, RecoveryFailure> {
+        let deadline = tokio::time::Instant::now() + self.config.takeover_timeout;
+        let mut probed = false;
+        loop {
+            match self.backend.take_session(nsp, pid, offset).await {
+                Ok(TakeOutcome::Taken(s)) => return Ok(s),
+                Ok(TakeOutcome::NotFound | TakeOutcome::WrongNamespace) => {
+                    return Err(RecoveryFailure::UnknownSession)
+                }
+                Ok(TakeOutcome::UnknownOffset) => return Err(RecoveryFailure::UnknownOffset),
+                Ok(TakeOutcome::HolderAlive(holder)) => {
+                    if holder != self.uid {
+                        if self.backend.is_marked_alive(pid).await.unwrap_or(false) {
+                            return Err(RecoveryFailure::StillConnected);
+                        }
+                        if !probed {
+                            self.publish(ClusterMessage::Probe {
+                                nsp: nsp.to_owned(),
+                                pid: pid.to_owned(),
+                            });
+                            probed = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("recovery attempt: {e}");
+                    return Err(RecoveryFailure::UnknownSession);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RecoveryFailure::StillConnected);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The entries of `(after, upto]` that a socket of `nsp` with this id and these rooms
+    /// missed, oldest first, each once.
+    pub(crate) async fn missed(
+        &self,
+        nsp: &str,
+        after: EntryId,
+        upto: EntryId,
+        sid: &str,
+        rooms: &[Room],
+    ) -> Result<Vec<(EntryId, Broadcast)>, BackendError> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut from = after;
+        while from < upto {
+            let page = self.backend.range(from, upto, 1000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.id;
+            for r in page {
+                if let Some(seq) = r.seq {
+                    let s = seen.entry(r.uid.clone()).or_insert(0);
+                    if seq <= *s {
+                        continue;
+                    }
+                    *s = seq;
+                }
+                if let ClusterMessage::Broadcast(b) = r.message {
+                    let target = Target {
+                        rooms: b.rooms.clone(),
+                        except: b.except.clone(),
+                    };
+                    if b.nsp == nsp && !b.volatile && target.matches(sid, rooms) {
+                        out.push((r.id, b));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.server.upgrade()?.existing_namespace(name)
+    }
+
+    async fn handle(&self, record: Record) {
+        if !self.first_sighting(&record) {
+            return;
+        }
+        match record.message {
+            ClusterMessage::Broadcast(b) => {
+                if let Some(ns) = self.namespace(&b.nsp) {
+                    ns.deliver_cluster(record.id, &b).await;
+                }
+            }
+            ClusterMessage::Probe { nsp, pid } => {
+                if let Some(ns) = self.namespace(&nsp) {
+                    ns.answer_probe(pid);
+                }
+            }
+            ClusterMessage::Other => {}
+        }
+    }
+
+    fn publish_batch(&self) -> Vec<(u64, ClusterMessage)> {
+        self.queues().publish.iter().take(256).cloned().collect()
+    }
+
+    fn op_batch(&self) -> Vec<(u64, SessionOp)> {
+        self.queues().ops.iter().take(256).cloned().collect()
+    }
+}
+
+async fn reader(cluster: Weak<Cluster>, start: EntryId) {
+    let mut pos = start;
+    let mut failures = 0;
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        match c.backend.read_after(pos, Duration::from_millis(1000)).await {
+            Ok(records) => {
+                failures = 0;
+                for r in records {
+                    let id = r.id;
+                    c.handle(r).await;
+                    pos = id;
+                    c.progress.send_modify(|p| p.position = id);
+                }
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("cluster reader: {e}; retrying");
+                }
+                failures += 1;
+                drop(c);
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+}
+
+async fn publisher(cluster: Weak<Cluster>) {
+    let mut failures = 0;
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let batch = c.publish_batch();
+        if batch.is_empty() {
+            // A push stores a permit, so none is missed; the timeout lets the task end
+            // when the cluster is dropped.
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.publish_notify.notified()).await;
+            continue;
+        }
+        match c.backend.append(&c.uid, &batch).await {
+            Ok(ids) => {
+                failures = 0;
+                let last_seq = batch.last().map_or(0, |b| b.0);
+                let newest = ids.iter().copied().max().unwrap_or_default();
+                {
+                    let mut q = c.queues();
+                    while q.publish.front().is_some_and(|(s, _)| *s <= last_seq) {
+                        q.publish.pop_front();
+                    }
+                }
+                c.progress.send_modify(|p| {
+                    p.appended_seq = last_seq;
+                    p.last_appended = p.last_appended.max(newest);
+                });
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("cluster publish: {e}; retrying");
+                }
+                failures += 1;
+                drop(c);
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+}
+
+async fn session_writer(cluster: Weak<Cluster>) {
+    let mut failures = 0;
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let batch = c.op_batch();
+        if batch.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.op_notify.notified()).await;
+            continue;
+        }
+        let ops: Vec<SessionOp> = batch.iter().map(|(_, op)| op.clone()).collect();
+        match c.backend.apply(&c.uid, &ops).await {
+            Ok(()) => {
+                failures = 0;
+                let last = batch.last().map_or(0, |b| b.0);
+                {
+                    let mut q = c.queues();
+                    while q.ops.front().is_some_and(|(s, _)| *s <= last) {
+                        q.ops.pop_front();
+                    }
+                }
+                c.progress.send_modify(|p| p.applied_op = last);
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!("cluster session writer: {e}; retrying");
+                }
+                failures += 1;
+                drop(c);
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+}
+
+async fn heartbeat(cluster: Weak<Cluster>) {
+    let mut since_refresh = Duration::ZERO;
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let interval = c.config.heartbeat_interval;
+        if let Err(e) = c.backend.heartbeat(&c.uid, c.config.heartbeat_ttl).await {
+            tracing::debug!("cluster heartbeat: {e}");
+        }
+        since_refresh += interval;
+        if since_refresh >= Duration::from_secs(10) {
+            since_refresh = Duration::ZERO;
+            if let Some(server) = c.server.upgrade() {
+                server.refresh_live_records(&c);
+            }
+        }
+        drop(c);
+        tokio::time::sleep(interval).await;
+    }
+}
