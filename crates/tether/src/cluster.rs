@@ -374,7 +374,7 @@ impl Cluster {
             let mut q = self.queues();
             if q.publish.len() >= self.config.max_queue {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(
                         "cluster publish queue full: broadcast dropped ({} so far)",
                         n + 1
