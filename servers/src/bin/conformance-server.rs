@@ -16,6 +16,23 @@ fn sorted_rooms(socket: &SocketRef) -> Value {
     json!(rooms)
 }
 
+/// Acknowledges once this node's broadcasts and session changes are in the cluster
+/// engine (§6.2: acks follow storage); at once on a single node.
+fn ack_after_flush(socket: &SocketRef, ack: Option<tether::AckSender>, payload: Payload) {
+    let Some(ack) = ack else { return };
+    if CLUSTER.get().is_some() {
+        let ns = socket.namespace().clone();
+        tokio::spawn(async move {
+            ns.flush().await;
+            ack.send(payload);
+        });
+    } else {
+        ack.send(payload);
+    }
+}
+
+static CLUSTER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
 fn on_connection(socket: &SocketRef, node_id: &str) {
     socket.on("echo", |socket, payload, ack| match ack {
         Some(ack) => ack.send(payload),
@@ -40,17 +57,13 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         if let Some(room) = p.first().and_then(Value::as_str) {
             socket.join(room);
         }
-        if let Some(ack) = ack {
-            ack.send(sorted_rooms(socket));
-        }
+        ack_after_flush(socket, ack, sorted_rooms(socket).into());
     });
     socket.on("leave", |socket, p, ack| {
         if let Some(room) = p.first().and_then(Value::as_str) {
             socket.leave(room);
         }
-        if let Some(ack) = ack {
-            ack.send(sorted_rooms(socket));
-        }
+        ack_after_flush(socket, ack, sorted_rooms(socket).into());
     });
     socket.on("set-data", |socket, p, ack| {
         let data = socket.with_data(|data| {
@@ -61,9 +74,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
             }
             data.clone()
         });
-        if let Some(ack) = ack {
-            ack.send(data);
-        }
+        ack_after_flush(socket, ack, data.into());
     });
     socket.on("emit-to-self", |socket, p, ack| {
         let payload = Payload {
@@ -71,9 +82,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
             attachments: p.attachments,
         };
         let _ = socket.emit("self", payload);
-        if let Some(ack) = ack {
-            ack.send(());
-        }
+        ack_after_flush(socket, ack, Payload::new());
     });
     socket.on("emit-numbered", |socket, p, ack| {
         let opts = p.first().cloned().unwrap_or(Value::Null);
@@ -87,6 +96,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         let binary = opts.get("binary").and_then(Value::as_bool).unwrap_or(false);
         let interval = opts.get("intervalMs").and_then(Value::as_u64).unwrap_or(0);
         let ns = socket.namespace().clone();
+        let ns_flush = ns.clone();
         let emit_one = move |i: u64| {
             let mut op = match &to {
                 Some(room) => ns.to(room.as_str()),
@@ -115,9 +125,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
             for i in 1..=count {
                 emit_one(i);
             }
-            if let Some(ack) = ack {
-                ack.send(json!({ "emitted": count }));
-            }
+            ack_after_flush(socket, ack, json!({ "emitted": count }).into());
         } else {
             tokio::spawn(async move {
                 for i in 1..=count {
@@ -126,6 +134,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
                     }
                     emit_one(i);
                 }
+                ns_flush.flush().await;
                 if let Some(ack) = ack {
                     ack.send(json!({ "emitted": count }));
                 }
@@ -161,18 +170,35 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
     });
 }
 
+/// Connects to Redis, retrying for up to 30 s (the engine may start after the node).
+async fn connect_redis(url: &str) -> std::io::Result<std::sync::Arc<tether_redis::RedisBackend>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tether_redis::RedisBackend::connect(url, Default::default()).await {
+            Ok(b) => return Ok(std::sync::Arc::new(b)),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("conformance-server: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+}
+
 fn main() -> std::io::Result<()> {
     tether_servers::init_tracing();
-    match std::env::var("ADAPTER").as_deref() {
-        Err(_) | Ok("") | Ok("memory") => {}
-        Ok(other) => {
+    let adapter = std::env::var("ADAPTER").unwrap_or_default();
+    let redis_url = match adapter.as_str() {
+        "" | "memory" => None,
+        url if url.starts_with("redis://") => Some(url.to_owned()),
+        other => {
             eprintln!(
-                "conformance-server: ADAPTER={other:?} is not supported by this build \
-                 (only the in-memory adapter exists yet; set ADAPTER=memory or unset it)"
+                "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset) \
+                 or redis://HOST:PORT (postgres:// and nats:// are not implemented yet)"
             );
             std::process::exit(2);
         }
-    }
+    };
     let addr = tether_servers::listen_addr();
     tether_servers::runtime()?.block_on(async move {
         let io = Server::new(ServerConfig {
@@ -207,6 +233,17 @@ fn main() -> std::io::Result<()> {
             });
             let node_id = node_id.clone();
             ns.on_connection(move |socket| on_connection(socket, &node_id));
+        }
+        if let Some(url) = redis_url {
+            let backend = connect_redis(&url).await?;
+            io.attach_cluster(
+                node_id.clone(),
+                backend,
+                tether::cluster::ClusterConfig::default(),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            let _ = CLUSTER.set(());
         }
         let listener = tether::bind(addr)?;
         println!("conformance-server listening on http://{addr}");

@@ -1,0 +1,278 @@
+//! The entry and session formats of `@socket.io/redis-streams-adapter` 0.3.x, so that a
+//! Tether node and a Node.js node share one cluster.
+//!
+//! - A stream entry has the fields `uid`, `nsp`, `type` and `data`. A broadcast is type
+//!   `3` with `data` = JSON `{"packet":{"type":2,"data":[event,...args],"nsp":...},
+//!   "opts":{"rooms":[...],"except":[...],"flags":{...}}}`, or, when it carries binary,
+//!   the same object as MessagePack in base64. Tether adds a `seq` field (the appending
+//!   node's sequence number, to drop an entry that a retry appended twice); Node ignores it.
+//! - A session is base64 MessagePack of `{sid, pid, rooms, data}` where `rooms` includes
+//!   the socket's own id. Tether adds `_start` (the stream position when the socket
+//!   connected); Node ignores it.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use rmpv::Value as Mp;
+use serde_json::{json, Map, Value};
+use tether::cluster::{Broadcast, ClusterMessage, ClusterSession, EntryId};
+use tether::recovery::Room;
+
+/// The adapter's message type of a broadcast.
+pub(crate) const BROADCAST: &str = "3";
+/// Tether's probe of a pid's holder.
+pub(crate) const PROBE: &str = "tether:probe";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// JSON to MessagePack; placeholders become the attachments they stand for.
+fn to_mp(v: &Value, attachments: &[Bytes]) -> Mp {
+    if let Some(n) = tether_placeholder(v) {
+        if let Some(b) = attachments.get(n) {
+            return Mp::Binary(b.to_vec());
+        }
+    }
+    match v {
+        Value::Null => Mp::Nil,
+        Value::Bool(b) => Mp::Boolean(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Mp::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Mp::from(u)
+            } else {
+                Mp::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => Mp::from(s.as_str()),
+        Value::Array(a) => Mp::Array(a.iter().map(|x| to_mp(x, attachments)).collect()),
+        Value::Object(o) => Mp::Map(
+            o.iter()
+                .map(|(k, x)| (Mp::from(k.as_str()), to_mp(x, attachments)))
+                .collect(),
+        ),
+    }
+}
+
+fn tether_placeholder(v: &Value) -> Option<usize> {
+    let o = v.as_object()?;
+    if o.len() == 2 && o.get("_placeholder")?.as_bool()? {
+        usize::try_from(o.get("num")?.as_u64()?).ok()
+    } else {
+        None
+    }
+}
+
+/// MessagePack to JSON; binary values become placeholders and are pushed to `attachments`.
+fn to_json(v: Mp, attachments: &mut Vec<Bytes>) -> Value {
+    match v {
+        Mp::Nil => Value::Null,
+        Mp::Boolean(b) => Value::Bool(b),
+        Mp::Integer(i) => {
+            if let Some(x) = i.as_i64() {
+                json!(x)
+            } else {
+                json!(i.as_u64().unwrap_or(0))
+            }
+        }
+        Mp::F32(f) => serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number),
+        Mp::F64(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        Mp::String(s) => Value::String(s.into_str().unwrap_or_default()),
+        Mp::Binary(b) => {
+            attachments.push(Bytes::from(b));
+            json!({ "_placeholder": true, "num": attachments.len() - 1 })
+        }
+        Mp::Array(a) => Value::Array(a.into_iter().map(|x| to_json(x, attachments)).collect()),
+        Mp::Map(m) => {
+            let mut o = Map::new();
+            for (k, x) in m {
+                let key = match k {
+                    Mp::String(s) => s.into_str().unwrap_or_default(),
+                    other => other.to_string(),
+                };
+                o.insert(key, to_json(x, attachments));
+            }
+            Value::Object(o)
+        }
+        Mp::Ext(_, _) => Value::Null,
+    }
+}
+
+fn rooms_json(rooms: &[Room]) -> Value {
+    Value::Array(rooms.iter().map(|r| Value::String(r.to_string())).collect())
+}
+
+/// The `(type, data)` fields of a message.
+pub(crate) fn encode_message(msg: &ClusterMessage) -> Option<(&'static str, String)> {
+    match msg {
+        ClusterMessage::Broadcast(b) => {
+            let mut flags = Map::new();
+            if b.volatile {
+                flags.insert("volatile".into(), Value::Bool(true));
+            }
+            let data = json!({
+                "packet": { "type": 2, "data": b.data, "nsp": b.nsp },
+                "opts": { "rooms": rooms_json(&b.rooms), "except": rooms_json(&b.except), "flags": flags },
+            });
+            if b.attachments.is_empty() {
+                Some((BROADCAST, data.to_string()))
+            } else {
+                let mut buf = Vec::new();
+                rmpv::encode::write_value(&mut buf, &to_mp(&data, &b.attachments)).ok()?;
+                Some((BROADCAST, B64.encode(buf)))
+            }
+        }
+        ClusterMessage::Probe { nsp, pid } => {
+            Some((PROBE, json!({ "nsp": nsp, "pid": pid }).to_string()))
+        }
+        ClusterMessage::Other => None,
+    }
+}
+
+/// Reads the `data` field: JSON when it starts with `{`, else base64 MessagePack.
+fn decode_data(data: &str) -> Option<(Value, Vec<Bytes>)> {
+    if data.starts_with('{') {
+        return serde_json::from_str(data).ok().map(|v| (v, Vec::new()));
+    }
+    let raw = B64.decode(data).ok()?;
+    let mp = rmpv::decode::read_value(&mut raw.as_slice()).ok()?;
+    let mut attachments = Vec::new();
+    let v = to_json(mp, &mut attachments);
+    Some((v, attachments))
+}
+
+fn str_list(v: Option<&Value>) -> Vec<Room> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(Room::from).collect())
+        .unwrap_or_default()
+}
+
+/// Decodes a message from its `type` and `data` fields.
+pub(crate) fn decode_message(ty: &str, nsp: &str, data: &str) -> ClusterMessage {
+    match ty {
+        BROADCAST => {
+            let Some((v, attachments)) = decode_data(data) else {
+                return ClusterMessage::Other;
+            };
+            let packet = &v["packet"];
+            let opts = &v["opts"];
+            let Some(Value::Array(items)) = packet.get("data").cloned() else {
+                return ClusterMessage::Other;
+            };
+            // Only plain events are broadcast through the stream.
+            if packet.get("type").and_then(Value::as_u64) != Some(2) || packet.get("id").is_some() {
+                return ClusterMessage::Other;
+            }
+            let volatile = opts["flags"]["volatile"].as_bool().unwrap_or(false);
+            ClusterMessage::Broadcast(Broadcast {
+                nsp: nsp.to_owned(),
+                data: items,
+                attachments,
+                rooms: str_list(opts.get("rooms")),
+                except: str_list(opts.get("except")),
+                volatile,
+            })
+        }
+        PROBE => {
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            match (v["nsp"].as_str(), v["pid"].as_str()) {
+                (Some(nsp), Some(pid)) => ClusterMessage::Probe {
+                    nsp: nsp.to_owned(),
+                    pid: pid.to_owned(),
+                },
+                _ => ClusterMessage::Other,
+            }
+        }
+        _ => ClusterMessage::Other,
+    }
+}
+
+/// A session in the adapter's format.
+pub(crate) fn encode_session(s: &ClusterSession) -> String {
+    let mut rooms = vec![Mp::from(s.sid.as_str())];
+    rooms.extend(s.rooms.iter().map(|r| Mp::from(&**r)));
+    let mut map = vec![
+        (Mp::from("sid"), Mp::from(s.sid.as_str())),
+        (Mp::from("pid"), Mp::from(s.pid.as_str())),
+        (Mp::from("rooms"), Mp::Array(rooms)),
+        (Mp::from("data"), to_mp(&s.data, &[])),
+    ];
+    if let Some(start) = s.start {
+        map.push((Mp::from("_start"), Mp::from(start.to_string())));
+    }
+    let mut buf = Vec::new();
+    let _ = rmpv::encode::write_value(&mut buf, &Mp::Map(map));
+    B64.encode(buf)
+}
+
+/// Reads a session in the adapter's format.
+pub(crate) fn decode_session(raw: &str) -> Option<ClusterSession> {
+    let bytes = B64.decode(raw.trim()).ok()?;
+    let mp = rmpv::decode::read_value(&mut bytes.as_slice()).ok()?;
+    let mut attachments = Vec::new();
+    let v = to_json(mp, &mut attachments);
+    let sid = v["sid"].as_str()?.to_owned();
+    let pid = v["pid"].as_str()?.to_owned();
+    let rooms = str_list(v.get("rooms"))
+        .into_iter()
+        .filter(|r| **r != *sid)
+        .collect();
+    let data = v.get("data").cloned().unwrap_or(json!({}));
+    let start = v["_start"].as_str().and_then(EntryId::parse);
+    Some(ClusterSession {
+        sid,
+        pid,
+        rooms,
+        data,
+        start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_round_trips_as_json_and_msgpack() {
+        for attachments in [vec![], vec![Bytes::from_static(&[1, 2, 3])]] {
+            let mut data = vec![json!("ev"), json!({"a": [1, 2.5, "x", null, true]})];
+            if !attachments.is_empty() {
+                data.push(json!({"_placeholder": true, "num": 0}));
+            }
+            let b = Broadcast {
+                nsp: "/n".into(),
+                data,
+                attachments: attachments.clone(),
+                rooms: vec!["r".into()],
+                except: vec!["e".into()],
+                volatile: true,
+            };
+            let (ty, raw) = encode_message(&ClusterMessage::Broadcast(b.clone())).unwrap();
+            assert_eq!(ty, BROADCAST);
+            assert_eq!(raw.starts_with('{'), attachments.is_empty());
+            assert_eq!(decode_message(ty, "/n", &raw), ClusterMessage::Broadcast(b));
+        }
+    }
+
+    #[test]
+    fn sessions_round_trip_and_drop_the_own_room() {
+        let s = ClusterSession {
+            sid: "s".into(),
+            pid: "p".into(),
+            rooms: vec!["r1".into()],
+            data: json!({"k": [1, "v"]}),
+            start: Some(EntryId { ms: 5, seq: 1 }),
+        };
+        assert_eq!(decode_session(&encode_session(&s)), Some(s));
+    }
+
+    #[test]
+    fn garbage_is_other() {
+        assert_eq!(
+            decode_message(BROADCAST, "/", "{not json"),
+            ClusterMessage::Other
+        );
+        assert_eq!(decode_message(BROADCAST, "/", "!!!"), ClusterMessage::Other);
+        assert_eq!(decode_message("1", "/", "{}"), ClusterMessage::Other);
+        assert_eq!(decode_session("!!"), None);
+    }
+}

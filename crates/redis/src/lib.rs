@@ -1,0 +1,467 @@
+//! Redis Streams backend for Tether clusters.
+//!
+//! Every broadcast is appended to one Redis stream (`XADD`, `MAXLEN ~`); every node reads
+//! it with a blocking `XREAD` and delivers to its own sockets; the entry id is the offset.
+//! Sessions live in Redis: kept sessions under `sio:session:<pid>` with a TTL equal to the
+//! recovery window, live records of connected sockets under `tether:live:<pid>`, node
+//! heartbeats under `tether:node:<uid>`. Taking a session is one Lua script: one-shot
+//! across the cluster, and a failed attempt consumes nothing.
+//!
+//! The entry and session formats are those of `@socket.io/redis-streams-adapter` 0.3.x
+//! (see `codec.rs`), so Tether and Node.js nodes can share a cluster.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let io = tether::Server::new(tether::ServerConfig {
+//!     recovery: Some(tether::RecoveryConfig::default()),
+//!     ..Default::default()
+//! });
+//! let backend = tether_redis::RedisBackend::connect("redis://127.0.0.1:6379", Default::default()).await?;
+//! io.attach_cluster("node-a".into(), Arc::new(backend), Default::default()).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod codec;
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, Script};
+use tether::cluster::{
+    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Record, SessionOp,
+    TakeOutcome,
+};
+use tokio::sync::Mutex;
+
+/// Names and limits in Redis. The defaults are those of the Node adapter.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The stream (`socket.io`).
+    pub stream: String,
+    /// Approximate stream length kept (`MAXLEN ~ 10000`).
+    pub max_len: usize,
+    /// Entries per `XREAD` (100).
+    pub read_count: usize,
+    /// Prefix of kept sessions (`sio:session:`).
+    pub session_prefix: String,
+    /// Prefix of Tether's own keys (`tether:`).
+    pub prefix: String,
+    /// Timeout of one command (5 s).
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            stream: "socket.io".into(),
+            max_len: 10_000,
+            read_count: 100,
+            session_prefix: "sio:session:".into(),
+            prefix: "tether:".into(),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection that reconnects on the next call after a failure.
+struct Conn {
+    client: Client,
+    timeout: Duration,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+fn err(e: impl std::fmt::Display) -> BackendError {
+    BackendError(e.to_string())
+}
+
+impl Conn {
+    fn new(client: Client, timeout: Duration) -> Self {
+        Conn {
+            client,
+            timeout,
+            conn: Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> Result<MultiplexedConnection, BackendError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(self.timeout));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(err)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn reset(&self) {
+        *self.conn.lock().await = None;
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
+        let mut c = self.get().await?;
+        match cmd.query_async(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !e.is_unrecoverable_error()
+                    && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                {
+                    return Err(err(e));
+                }
+                self.reset().await;
+                Err(err(e))
+            }
+        }
+    }
+
+    async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> Result<T, BackendError> {
+        let mut c = self.get().await?;
+        match p.query_async(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.reset().await;
+                Err(err(e))
+            }
+        }
+    }
+}
+
+/// The Redis Streams [`ClusterBackend`].
+pub struct RedisBackend {
+    config: RedisConfig,
+    /// Commands.
+    cmd: Conn,
+    /// The blocking reader's own connection.
+    reader: Conn,
+    take: Script,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+const TAKE: &str = r#"
+local function offset_ok()
+  if ARGV[2] == '' then return true end
+  local r = redis.pcall('XRANGE', KEYS[4], ARGV[2], ARGV[2])
+  if type(r) ~= 'table' or r.err then return false end
+  return #r > 0
+end
+local s = redis.call('GET', KEYS[1])
+if s then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[1] then return {'wrong_nsp'} end
+  if not offset_ok() then return {'unknown_offset'} end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'ok', s}
+end
+local live = redis.call('HMGET', KEYS[3], 'node', 'nsp', 'session')
+if live[1] then
+  if live[2] ~= ARGV[1] then return {'wrong_nsp'} end
+  if redis.call('EXISTS', ARGV[3] .. live[1]) == 1 then return {'alive', live[1]} end
+  if not offset_ok() then return {'unknown_offset'} end
+  redis.call('DEL', KEYS[3])
+  return {'ok', live[3]}
+end
+return {'none'}
+"#;
+
+impl RedisBackend {
+    /// Connects (and checks the connection) to the Redis at `url`.
+    pub async fn connect(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
+        let client = Client::open(url).map_err(err)?;
+        let backend = RedisBackend {
+            cmd: Conn::new(client.clone(), config.command_timeout),
+            reader: Conn::new(client, config.command_timeout + Duration::from_secs(5)),
+            config,
+            take: Script::new(TAKE),
+        };
+        let _: String = backend.cmd.query(&redis::cmd("PING")).await?;
+        Ok(backend)
+    }
+
+    fn live_key(&self, pid: &str) -> String {
+        format!("{}live:{}", self.config.prefix, pid)
+    }
+
+    fn session_key(&self, pid: &str) -> String {
+        format!("{}{}", self.config.session_prefix, pid)
+    }
+
+    fn session_nsp_key(&self, pid: &str) -> String {
+        format!("{}session-nsp:{}", self.config.prefix, pid)
+    }
+
+    fn node_prefix(&self) -> String {
+        format!("{}node:", self.config.prefix)
+    }
+
+    fn record(e: &StreamId) -> Option<Record> {
+        let id = EntryId::parse(&e.id)?;
+        let uid: String = e.get("uid").unwrap_or_default();
+        let nsp: Option<String> = e.get("nsp");
+        let ty: String = e.get("type").unwrap_or_default();
+        let data: String = e.get("data").unwrap_or_default();
+        let seq: Option<u64> = e.get::<String>("seq").and_then(|s| s.parse().ok());
+        let message = match nsp {
+            Some(nsp) => codec::decode_message(&ty, &nsp, &data),
+            None => ClusterMessage::Other,
+        };
+        Some(Record {
+            id,
+            uid,
+            seq,
+            message,
+        })
+    }
+}
+
+fn px(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl ClusterBackend for RedisBackend {
+    fn append<'a>(
+        &'a self,
+        uid: &'a str,
+        batch: &'a [(u64, ClusterMessage)],
+    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+        Box::pin(async move {
+            let mut p = redis::pipe();
+            let mut n = 0;
+            for (seq, msg) in batch {
+                let Some((ty, data)) = codec::encode_message(msg) else {
+                    continue;
+                };
+                let nsp = match msg {
+                    ClusterMessage::Broadcast(b) => b.nsp.as_str(),
+                    ClusterMessage::Probe { nsp, .. } => nsp.as_str(),
+                    ClusterMessage::Other => "/",
+                };
+                p.cmd("XADD")
+                    .arg(&self.config.stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.config.max_len)
+                    .arg("*")
+                    .arg("uid")
+                    .arg(uid)
+                    .arg("nsp")
+                    .arg(nsp)
+                    .arg("type")
+                    .arg(ty)
+                    .arg("data")
+                    .arg(data)
+                    .arg("seq")
+                    .arg(seq.to_string());
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<String> = self.cmd.pipe(&p).await?;
+            Ok(ids.iter().filter_map(|s| EntryId::parse(s)).collect())
+        })
+    }
+
+    fn read_after(
+        &self,
+        after: EntryId,
+        block: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("XREAD");
+            c.arg("COUNT")
+                .arg(self.config.read_count)
+                .arg("BLOCK")
+                .arg(px(block))
+                .arg("STREAMS")
+                .arg(&self.config.stream)
+                .arg(after.to_string());
+            let reply: Option<StreamReadReply> = self.reader.query(&c).await?;
+            Ok(reply
+                .map(|r| {
+                    r.keys
+                        .iter()
+                        .flat_map(|k| k.ids.iter())
+                        .filter_map(Self::record)
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+    }
+
+    fn range(
+        &self,
+        after: EntryId,
+        upto: EntryId,
+        count: usize,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("XRANGE");
+            c.arg(&self.config.stream)
+                .arg(format!("({after}"))
+                .arg(upto.to_string())
+                .arg("COUNT")
+                .arg(count);
+            let reply: StreamRangeReply = self.cmd.query(&c).await?;
+            Ok(reply.ids.iter().filter_map(Self::record).collect())
+        })
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("XREVRANGE");
+            c.arg(&self.config.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+            let reply: StreamRangeReply = self.cmd.query(&c).await?;
+            Ok(reply
+                .ids
+                .first()
+                .and_then(|e| EntryId::parse(&e.id))
+                .unwrap_or_default())
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        uid: &'a str,
+        ops: &'a [SessionOp],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut p = redis::pipe();
+            p.atomic();
+            for op in ops {
+                match op {
+                    SessionOp::PutLive { nsp, session, ttl } => {
+                        let key = self.live_key(&session.pid);
+                        p.cmd("HSET")
+                            .arg(&key)
+                            .arg("node")
+                            .arg(uid)
+                            .arg("nsp")
+                            .arg(nsp)
+                            .arg("session")
+                            .arg(codec::encode_session(session))
+                            .ignore();
+                        p.cmd("PEXPIRE").arg(&key).arg(px(*ttl)).ignore();
+                    }
+                    SessionOp::Retire { nsp, pid, keep } => {
+                        p.cmd("DEL").arg(self.live_key(pid)).ignore();
+                        if let Some((session, ttl)) = keep {
+                            p.cmd("SET")
+                                .arg(self.session_key(pid))
+                                .arg(codec::encode_session(session))
+                                .arg("PX")
+                                .arg(px(*ttl))
+                                .ignore();
+                            p.cmd("SET")
+                                .arg(self.session_nsp_key(pid))
+                                .arg(nsp)
+                                .arg("PX")
+                                .arg(px(*ttl))
+                                .ignore();
+                        }
+                    }
+                    SessionOp::ExpireLive { pids, ttl } => {
+                        for pid in pids {
+                            p.cmd("PEXPIRE")
+                                .arg(self.live_key(pid))
+                                .arg(px(*ttl))
+                                .ignore();
+                        }
+                    }
+                    SessionOp::MarkAlive { pid, ttl } => {
+                        p.cmd("SET")
+                            .arg(format!("{}alive:{}", self.config.prefix, pid))
+                            .arg(1)
+                            .arg("PX")
+                            .arg(px(*ttl))
+                            .ignore();
+                    }
+                }
+            }
+            let () = self.cmd.pipe(&p).await?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        uid: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("SET");
+            c.arg(format!("{}{}", self.node_prefix(), uid))
+                .arg(1)
+                .arg("PX")
+                .arg(px(ttl));
+            let _: String = self.cmd.query(&c).await?;
+            Ok(())
+        })
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        nsp: &'a str,
+        pid: &'a str,
+        offset: Option<EntryId>,
+    ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
+        Box::pin(async move {
+            let mut inv = self.take.prepare_invoke();
+            inv.key(self.session_key(pid))
+                .key(self.session_nsp_key(pid))
+                .key(self.live_key(pid))
+                .key(&self.config.stream)
+                .arg(nsp)
+                .arg(offset.map(|o| o.to_string()).unwrap_or_default())
+                .arg(self.node_prefix());
+            let mut c = self.cmd.get().await?;
+            let reply: Vec<String> = match inv.invoke_async(&mut c).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.cmd.reset().await;
+                    return Err(err(e));
+                }
+            };
+            Ok(match reply.first().map(String::as_str) {
+                Some("ok") => match reply.get(1).and_then(|s| codec::decode_session(s)) {
+                    Some(s) => TakeOutcome::Taken(s),
+                    None => TakeOutcome::NotFound,
+                },
+                Some("wrong_nsp") => TakeOutcome::WrongNamespace,
+                Some("unknown_offset") => TakeOutcome::UnknownOffset,
+                Some("alive") => {
+                    TakeOutcome::HolderAlive(reply.get(1).cloned().unwrap_or_default())
+                }
+                _ => TakeOutcome::NotFound,
+            })
+        })
+    }
+
+    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("EXISTS");
+            c.arg(format!("{}alive:{}", self.config.prefix, pid));
+            let n: i64 = self.cmd.query(&c).await?;
+            Ok(n > 0)
+        })
+    }
+}
