@@ -285,8 +285,12 @@ function shutdown(signal) {
   if (stopping) return;
   stopping = true;
   console.log(`reference-server: ${signal}, shutting down`);
-  setTimeout(() => process.exit(0), 2000).unref();
+  // engine.io closes every connection without a DISCONNECT packet
+  // ("server shutting down", recoverable); give the close frames / close
+  // packets a moment to go out, then leave (idle polling sessions and
+  // keep-alive sockets would otherwise delay the exit).
   io.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 300).unref();
 }
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));

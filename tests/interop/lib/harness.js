@@ -18,9 +18,11 @@
 
 const { spawn } = require("node:child_process");
 const net = require("node:net");
+const fs = require("node:fs");
 const path = require("node:path");
 const assert = require("node:assert/strict");
-const { test, before, after, afterEach } = require("node:test");
+const nodeTest = require("node:test");
+const { before, after, afterEach } = nodeTest;
 const { io, Manager } = require("socket.io-client");
 
 const REPO = path.resolve(__dirname, "..", "..", "..");
@@ -71,13 +73,22 @@ function canConnect(port) {
 }
 
 const liveGroups = new Set();
-process.on("exit", () => {
+function killLiveGroups() {
   for (const pid of liveGroups) {
     try {
       process.kill(-pid, "SIGKILL");
     } catch {}
   }
-});
+}
+process.on("exit", killLiveGroups);
+// The test runner stops a file that overruns with a signal: do not leave the
+// server behind then either.
+for (const [sig, n] of [["SIGTERM", 15], ["SIGINT", 2], ["SIGHUP", 1]]) {
+  process.once(sig, () => {
+    killLiveGroups();
+    process.exit(128 + n);
+  });
+}
 
 async function startServer() {
   if (process.env.SERVER_URL) {
@@ -106,7 +117,6 @@ async function startServer() {
   const exitP = new Promise((resolve) =>
     child.once("exit", (code, signal) => {
       exited = { code, signal };
-      liveGroups.delete(child.pid);
       resolve(exited);
     }),
   );
@@ -126,17 +136,19 @@ async function startServer() {
     await sleep(100);
   }
 
-  const stop = async () => {
-    if (exited) return exited;
+  // SIGTERM to the whole group, wait until every process of the group is gone
+  // (the shell may exit before the server it started), SIGKILL after graceMs.
+  const stop = async (graceMs = 5000) => {
+    const t0 = Date.now();
     killGroup(child.pid, "SIGTERM");
-    const r = await Promise.race([exitP, sleepUnref(5000).then(() => null)]);
-    if (!r) {
+    let graceful = await groupGone(child.pid, graceMs);
+    if (!graceful) {
       killGroup(child.pid, "SIGKILL");
-      await Promise.race([exitP, sleepUnref(2000)]);
+      await groupGone(child.pid, 3000);
     }
-    // the shell may be gone while a grandchild still runs
-    killGroup(child.pid, "SIGKILL");
-    return exited;
+    liveGroups.delete(child.pid);
+    await Promise.race([exitP, sleepUnref(1000)]);
+    return { graceful, ms: Date.now() - t0, shell: exited };
   };
   return {
     url: `http://${HOST}:${port}`,
@@ -145,6 +157,45 @@ async function startServer() {
     log: () => out,
     isAlive: () => !exited,
   };
+}
+
+// Does the process group still hold a process that is not a zombie? (An
+// orphaned zombie is reaped by PID 1 only when it gets to it, which may take a
+// while in a container, and kill(-pgid, 0) still counts it.)
+function groupAlive(pgid) {
+  try {
+    process.kill(-pgid, 0);
+  } catch (e) {
+    if (e.code === "ESRCH") return false;
+  }
+  let entries;
+  try {
+    entries = fs.readdirSync("/proc");
+  } catch {
+    return true; // no /proc: trust kill()
+  }
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/${name}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // rest[0] = state, rest[1] = ppid, rest[2] = pgrp
+    if (Number(rest[2]) === pgid && rest[0] !== "Z" && rest[0] !== "X") return true;
+  }
+  return false;
+}
+
+async function groupGone(pgid, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (!groupAlive(pgid)) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(50);
+  }
 }
 
 function killGroup(pid, signal) {
@@ -501,6 +552,18 @@ function useServer({ onStart } = {}) {
   return ctx;
 }
 
+// node:test's test() with a default per-test timeout (TEST_TIMEOUT ms, default
+// 30000). `--test-timeout` is not used because in Node 20 it also bounds each
+// whole test file, which includes the server start (a first cargo build).
+const TEST_TIMEOUT = Number(process.env.TEST_TIMEOUT || 30000);
+function test(name, opts, fn) {
+  if (typeof opts === "function") {
+    fn = opts;
+    opts = {};
+  }
+  return nodeTest.test(name, { timeout: TEST_TIMEOUT, ...opts }, fn);
+}
+
 const REFERENCE_SKIP = (why) =>
   IS_REFERENCE && !RUN_ALL ? `Tether-only (the reference does not: ${why})` : false;
 
@@ -520,6 +583,8 @@ function uid(prefix = "x") {
 }
 
 module.exports = {
+  test,
+  describe: nodeTest.describe,
   REPO,
   HOST,
   IS_REFERENCE,

@@ -4,10 +4,11 @@
 // Also checks the raw wire format of §4.1/§4.2 (CONNECT reply, offsets, acks).
 "use strict";
 
-const { test, after } = require("node:test");
+const { after } = require("node:test");
 const assert = require("node:assert/strict");
 const WebSocket = require("ws");
 const h = require("../lib/harness");
+const { test } = h;
 
 // Clients connected before any bad input; not tracked by the per-test cleanup.
 const sentinels = [];
@@ -211,12 +212,52 @@ test("EIO=3 -> HTTP 400 {code:5}", async () => {
   assert.equal(typeof body.message, "string");
 });
 
+// A raw HTTP/1.1 request over `net`, so that an early answer (a 413 sent
+// before the body is read, then the connection closed) is still seen: fetch()
+// fails with EPIPE in that case. Resolves {status, head} or {error}.
+function rawHttp(method, path, body) {
+  return new Promise((resolve) => {
+    const net = require("node:net");
+    const sock = net.connect({ host: h.HOST, port: srv.port });
+    let data = "";
+    let settled = false;
+    const done = (v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(parse() || { error: "timeout" }), 10000);
+    const parse = () => {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(data);
+      return m ? { status: Number(m[1]), head: data.slice(0, 300) } : null;
+    };
+    sock.on("data", (d) => {
+      data += d.toString("latin1");
+      if (data.includes("\r\n\r\n")) done(parse());
+    });
+    sock.on("error", (e) => done(parse() || { error: e.code || String(e) }));
+    sock.on("close", () => done(parse() || { error: "closed without a response" }));
+    sock.on("connect", () => {
+      sock.write(
+        `${method} ${path} HTTP/1.1\r\nHost: ${h.HOST}:${srv.port}\r\n` +
+          `Content-Type: text/plain;charset=UTF-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`,
+      );
+      sock.write(body, () => {});
+    });
+  });
+}
+
 test("a 2 MB polling POST -> HTTP 413 or the session is closed", async () => {
   const sid = await handshake();
-  const res = await post(sid, "4" + "x".repeat(2 * 1024 * 1024));
+  const res = await rawHttp("POST", `/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(sid)}`, "4" + "x".repeat(2 * 1024 * 1024));
   const status = res.status;
-  await res.arrayBuffer().catch(() => {});
-  assert.ok(status === 413 || (await sessionClosed(sid)), `status ${status} and the session is still open`);
+  assert.ok(
+    status === 413 || (await sessionClosed(sid)),
+    `answer ${JSON.stringify(res)} and the session is still open`,
+  );
+  if (status !== undefined) assert.ok([413, 200, 400].includes(status), `unexpected status ${status}`);
   await assertHealthy("2 MB POST");
 });
 

@@ -3,9 +3,9 @@
 // socket is not.
 "use strict";
 
-const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const h = require("../lib/harness");
+const { test } = h;
 
 const srv = h.useServer();
 
@@ -148,3 +148,49 @@ test("proxy blackhole really is silent: the client gets no answer while blackhol
     await proxy.close();
   }
 });
+
+h.tetherOnly(
+  "half-open, multiplexed: taking over / also frees /custom of the same silent connection; both recover",
+  "the reference refuses the pid of a socket it still holds (§4.4)",
+  { timeout: 20000 },
+  async () => {
+    const proxy = await new h.TcpProxy(srv.port).listen();
+    try {
+      const manager = h.track(new h.Manager(proxy.url, { transports: ["websocket"], reconnection: false }));
+      const nsps = ["/", "/custom"];
+      const socks = nsps.map((n) => h.track(manager.socket(n)));
+      await Promise.all(socks.map((s) => h.onceConnected(s)));
+      const emitters = await Promise.all(nsps.map((n) => h.connect(srv.url, n, { transports: ["websocket"] })));
+      const tag = h.uid("mxho");
+      for (let k = 0; k < 2; k++) {
+        await h.ack(socks[k], "join", "mxho");
+        await h.ack(emitters[k], "emit-numbered", { to: socks[k].id, count: 1, tag });
+      }
+      await h.until(() => socks.every((s) => s._lastOffset), 3000, "offsets");
+      const creds = socks.map((s) => ({ id: s.id, pid: s._pid, offset: s._lastOffset }));
+      proxy.blackholeAll();
+      for (let k = 0; k < 2; k++) await h.ack(emitters[k], "emit-numbered", { to: "mxho", count: 3, tag });
+
+      for (let k = 0; k < 2; k++) {
+        const r = h.makeSocket(srv.url, nsps[k], { transports: ["websocket"], reconnection: false, autoConnect: false, timeout: 8000 });
+        const g = h.collectNumbered(r, tag);
+        r._pid = creds[k].pid;
+        r._lastOffset = creds[k].offset;
+        const t0 = Date.now();
+        const p = h.onceConnected(r, 8000, `takeover ${nsps[k]}`);
+        r.connect();
+        await p;
+        const took = Date.now() - t0;
+        assert.equal(r.recovered, true, `${nsps[k]} recovered`);
+        assert.equal(r.id, creds[k].id);
+        assert.ok(took < 3500, `${nsps[k]}: took ${took} ms`);
+        await g.waitFor(3);
+        await h.sleep(100);
+        assert.deepEqual(g.list.map((e) => e.i), [1, 2, 3], nsps[k]);
+        assert.deepEqual((await h.whoami(r)).rooms, ["mxho"]);
+      }
+    } finally {
+      await proxy.close();
+    }
+  },
+);

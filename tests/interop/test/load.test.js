@@ -2,9 +2,9 @@
 // reconnecting at the same moment and recovering, with a missed broadcast.
 "use strict";
 
-const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const h = require("../lib/harness");
+const { test } = h;
 
 const srv = h.useServer();
 

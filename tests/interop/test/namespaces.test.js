@@ -1,9 +1,9 @@
 // §2 namespaces and multiplexing, §3 auth middleware, §4.1 handshake.
 "use strict";
 
-const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const h = require("../lib/harness");
+const { test } = h;
 
 const srv = h.useServer();
 

@@ -3,9 +3,9 @@
 // restorable. One-shot sessions.
 "use strict";
 
-const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const h = require("../lib/harness");
+const { test } = h;
 
 const srv = h.useServer();
 

@@ -1,9 +1,9 @@
 // §1: Engine.IO v4 transports: polling, websocket, polling -> websocket upgrade.
 "use strict";
 
-const { test } = require("node:test");
 const assert = require("node:assert/strict");
 const h = require("../lib/harness");
+const { test } = h;
 
 const srv = h.useServer();
 
