@@ -193,20 +193,27 @@ impl<H: Handler> Engine<H> {
             Some(sid) => {
                 let sid = Sid::parse(sid).ok_or(ProtocolError::UnknownSid)?;
                 let session = inner.session(&sid).ok_or(ProtocolError::UnknownSid)?;
-                match transport {
-                    Transport::Websocket if is_upgrade => {
-                        if session.socket.transport() != Transport::Polling {
-                            return Err(ProtocolError::BadRequest);
-                        }
-                        ws::accept(self, &mut req, Some(session))
+                // A session closed by the client or by a failure is gone, as in the
+                // reference, which forgets it at once; one that the server closed stays
+                // until a poll has collected its last packets and the close packet.
+                let socket = &session.socket;
+                if socket.check_pong_deadline() {
+                    let last_poll = socket.closed_by_server()
+                        && !socket.close_sent.load(std::sync::atomic::Ordering::Acquire)
+                        && transport == Transport::Polling
+                        && req.method() == Method::GET;
+                    if !last_poll {
+                        return Err(ProtocolError::UnknownSid);
                     }
+                }
+                match transport {
+                    // A second WebSocket for a session that is upgrading or upgraded is
+                    // accepted, then closed (see `ws::accept`).
+                    Transport::Websocket if is_upgrade => ws::accept(self, &mut req, Some(session)),
                     Transport::Websocket => Err(ProtocolError::BadRequest),
                     Transport::Polling => {
                         if session.socket.transport() != Transport::Polling {
                             return Err(ProtocolError::BadRequest);
-                        }
-                        if session.socket.is_closed() && req.method() != Method::GET {
-                            return Err(ProtocolError::UnknownSid);
                         }
                         match *req.method() {
                             Method::GET => Ok(polling::get(self, session).await),
@@ -238,6 +245,8 @@ impl<H: Handler> Inner<H> {
         handshake: Handshake,
     ) -> Arc<Session<H>> {
         let sid = Sid::random();
+        // Heartbeat deadlines count from here, before the client can see the session.
+        let opened = tokio::time::Instant::now();
         let socket = Arc::new(EngineSocket::new(
             sid,
             transport,
@@ -254,7 +263,7 @@ impl<H: Handler> Inner<H> {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(sid, session.clone());
-        tokio::spawn(heartbeat(self.clone(), session.clone()));
+        tokio::spawn(heartbeat(self.clone(), session.clone(), opened));
         session
     }
 
@@ -275,10 +284,22 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-/// Pings the client every `ping_interval`, closes the session when a pong is late, and
+/// Pings the client `ping_interval` after the session opened or after the last pong,
+/// closes the session when no pong arrives within `ping_timeout` of the ping, and
 /// performs the close: unregister, then tell the handler.
-async fn heartbeat<H: Handler>(inner: Arc<Inner<H>>, session: Arc<Session<H>>) {
+///
+/// Deadlines are absolute instants counted from when the ping was due, so timer lateness
+/// does not accumulate: a client that never answers is closed `ping_interval +
+/// ping_timeout` after the session opened, as the reference does (and a request arriving
+/// after that instant finds the session closed: see
+/// `EngineSocket::check_pong_deadline`).
+async fn heartbeat<H: Handler>(
+    inner: Arc<Inner<H>>,
+    session: Arc<Session<H>>,
+    opened: tokio::time::Instant,
+) {
     let socket = &session.socket;
+    let mut anchor = opened;
     let reason = 'outer: loop {
         let closed = socket.close_notify.notified();
         tokio::pin!(closed);
@@ -286,16 +307,21 @@ async fn heartbeat<H: Handler>(inner: Arc<Inner<H>>, session: Arc<Session<H>>) {
         if let Some(r) = socket.close_reason() {
             break r;
         }
+        let ping_at = anchor + inner.config.ping_interval;
         tokio::select! {
             _ = &mut closed => continue,
-            _ = tokio::time::sleep(inner.config.ping_interval) => {}
+            _ = tokio::time::sleep_until(ping_at) => {}
         }
         let before = socket.pong_count();
+        let deadline = ping_at + inner.config.ping_timeout;
+        socket.set_pong_due(before, deadline);
         socket.send_control("2");
         tokio::select! {
             _ = &mut closed => continue 'outer,
-            ok = socket.wait_pong_after(before, inner.config.ping_timeout) => {
-                if !ok {
+            ok = socket.wait_pong_until(before, deadline) => {
+                if ok {
+                    anchor = tokio::time::Instant::now();
+                } else {
                     socket.close(CloseReason::PingTimeout);
                 }
             }

@@ -141,9 +141,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Moves everything queued to `out`. The queue gives its buffer away, so an idle
+    /// session holds no outbox memory.
     pub(crate) fn drain_into(&self, out: &mut Vec<Frame>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        out.extend(q.drain(..));
+        let taken = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        out.extend(taken);
     }
 }
 
@@ -159,6 +161,28 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    /// Copies what the layer above may want from a request. The copies own their bytes:
+    /// hyper's header values are slices of its 8 KiB read buffer, which a session would
+    /// otherwise keep alive for its whole life.
+    pub(crate) fn from_request<B>(req: &http::Request<B>) -> Self {
+        let mut headers = http::HeaderMap::with_capacity(req.headers().len());
+        for (name, value) in req.headers() {
+            if let Ok(v) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(name.clone(), v);
+            }
+        }
+        let uri = req
+            .uri()
+            .path_and_query()
+            .and_then(|pq| http::Uri::try_from(pq.as_str()).ok())
+            .unwrap_or_default();
+        Handshake {
+            uri,
+            headers,
+            remote_addr: req.extensions().get::<std::net::SocketAddr>().copied(),
+        }
+    }
+
     /// A query parameter of the handshake request.
     pub fn query(&self, key: &str) -> Option<&str> {
         self.uri.query()?.split('&').find_map(|kv| {
@@ -177,6 +201,9 @@ pub struct EngineSocket {
     transport: AtomicU8,
     pub(crate) outbox: Outbox,
     pub(crate) upgrading: AtomicBool,
+    /// Set when a WebSocket is accepted as this session's upgrade: a second one is refused
+    /// until that upgrade fails.
+    pub(crate) upgrade_claimed: AtomicBool,
     pub(crate) polling_get: AtomicBool,
     pub(crate) polling_post: AtomicBool,
     pub(crate) close_sent: AtomicBool,
@@ -185,6 +212,8 @@ pub struct EngineSocket {
     pub(crate) close_notify: Notify,
     pongs: AtomicU64,
     pong_notify: Notify,
+    /// While a ping waits for its pong: the pong count before it, and its deadline.
+    pong_due: Mutex<Option<(u64, tokio::time::Instant)>>,
     handshake: Handshake,
 }
 
@@ -215,6 +244,7 @@ impl EngineSocket {
             }),
             outbox: Outbox::new(max_buffered),
             upgrading: AtomicBool::new(false),
+            upgrade_claimed: AtomicBool::new(false),
             polling_get: AtomicBool::new(false),
             polling_post: AtomicBool::new(false),
             close_sent: AtomicBool::new(false),
@@ -223,6 +253,7 @@ impl EngineSocket {
             close_notify: Notify::new(),
             pongs: AtomicU64::new(0),
             pong_notify: Notify::new(),
+            pong_due: Mutex::new(None),
             handshake,
         }
     }
@@ -330,6 +361,38 @@ impl EngineSocket {
         *self.closing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the session was closed by the server on purpose, so that a poll may still
+    /// collect what is queued and the close packet (until it has done so).
+    pub(crate) fn closed_by_server(&self) -> bool {
+        matches!(
+            self.close_reason(),
+            Some(
+                CloseReason::ForcedClose
+                    | CloseReason::ServerShutdown
+                    | CloseReason::SendBufferFull
+            )
+        )
+    }
+
+    /// Records that a ping was sent, with the pong count before it and the instant by
+    /// which a pong must arrive.
+    pub(crate) fn set_pong_due(&self, before: u64, deadline: tokio::time::Instant) {
+        *self.pong_due.lock().unwrap_or_else(|e| e.into_inner()) = Some((before, deadline));
+    }
+
+    /// Closes the session with [`CloseReason::PingTimeout`] when its pong is overdue, so
+    /// that a request arriving after the deadline never races the heartbeat's timer.
+    /// Returns whether the session is closed.
+    pub(crate) fn check_pong_deadline(&self) -> bool {
+        let due = *self.pong_due.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((before, deadline)) = due {
+            if self.pong_count() == before && tokio::time::Instant::now() >= deadline {
+                self.close(CloseReason::PingTimeout);
+            }
+        }
+        self.is_closed()
+    }
+
     pub(crate) fn on_pong(&self) {
         self.pongs.fetch_add(1, Ordering::AcqRel);
         self.pong_notify.notify_waiters();
@@ -362,7 +425,11 @@ impl EngineSocket {
         tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
-    pub(crate) async fn wait_pong_after(&self, before: u64, timeout: Duration) -> bool {
+    pub(crate) async fn wait_pong_until(
+        &self,
+        before: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         let wait = async {
             loop {
                 let n = self.pong_notify.notified();
@@ -374,7 +441,7 @@ impl EngineSocket {
                 n.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+        tokio::time::timeout_at(deadline, wait).await.is_ok()
     }
 
     pub(crate) fn pong_count(&self) -> u64 {

@@ -38,19 +38,16 @@ impl Client {
             connecting: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
         });
-        // A connection that joins no namespace in time is closed.
-        let weak = Arc::downgrade(&client);
-        let timeout = client.server.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(c) = weak.upgrade() {
-                let idle = c.lock_sockets().is_empty() && c.lock_connecting().is_empty();
-                if idle {
-                    c.engine.close(CloseReason::ForcedClose);
-                }
-            }
-        });
+        client.server.watch_connect_timeout(&client);
         client
+    }
+
+    /// Closes the connection if it has joined no namespace (the connect timeout).
+    pub(crate) fn close_if_idle(&self) {
+        let idle = self.lock_sockets().is_empty() && self.lock_connecting().is_empty();
+        if idle && !self.engine.is_closed() {
+            self.engine.close(CloseReason::ForcedClose);
+        }
     }
 
     fn lock_sockets(&self) -> std::sync::MutexGuard<'_, Vec<(String, SocketRef)>> {

@@ -1,8 +1,10 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
+use std::time::Instant;
 
 use serde_json::Value;
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
@@ -25,9 +27,44 @@ pub(crate) struct ServerInner {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<Dynamic>>,
     cluster: OnceLock<Arc<Cluster>>,
+    /// Connections waiting for their connect timeout, oldest first; one task sweeps them
+    /// (cheaper than a timer task per connection).
+    connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
+    sweeper: AtomicBool,
 }
 
 impl ServerInner {
+    pub(crate) fn watch_connect_timeout(self: &Arc<Self>, client: &Arc<Client>) {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        self.connect_deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((deadline, Arc::downgrade(client)));
+        if !self.sweeper.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let Some(server) = weak.upgrade() else { return };
+                    let now = Instant::now();
+                    let due: Vec<_> = {
+                        let mut q = server
+                            .connect_deadlines
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        let n = q.iter().take_while(|(d, _)| *d <= now).count();
+                        q.drain(..n).collect()
+                    };
+                    for (_, c) in due {
+                        if let Some(c) = c.upgrade() {
+                            c.close_if_idle();
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     /// A namespace that exists already.
     pub(crate) fn existing_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
         self.namespaces
@@ -169,6 +206,8 @@ impl Server {
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             cluster: OnceLock::new(),
+            connect_deadlines: Mutex::new(VecDeque::new()),
+            sweeper: AtomicBool::new(false),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),

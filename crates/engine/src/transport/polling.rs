@@ -24,11 +24,7 @@ fn text(body: String) -> Response<Full<Bytes>> {
 
 /// The handshake over polling: opens a session and answers its open packet.
 pub(crate) fn open<H: Handler, B>(engine: &Engine<H>, req: &Request<B>) -> Response<Full<Bytes>> {
-    let handshake = Handshake {
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        remote_addr: req.extensions().get::<std::net::SocketAddr>().copied(),
-    };
+    let handshake = Handshake::from_request(req);
     let session = engine.inner.open_session(Transport::Polling, handshake);
     text(
         engine
@@ -68,6 +64,11 @@ pub(crate) async fn get<H: Handler>(
             return text("6".to_owned());
         }
         notified.await;
+    }
+    if socket.close_reason() == Some(CloseReason::TransportClose) {
+        // The client closed the session (a `1` in a POST): the pending poll ends with a
+        // noop and what was queued is dropped, as in the reference.
+        return text("6".to_owned());
     }
     let mut body = String::new();
     for frame in &frames {

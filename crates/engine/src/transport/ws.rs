@@ -21,6 +21,10 @@ use crate::{CloseReason, ProtocolError};
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Answers the WebSocket handshake and runs the connection in a task of its own.
+///
+/// For an upgrade, the session must still use polling and have no other upgrade under
+/// way; otherwise the WebSocket is accepted and closed at once, as the reference does
+/// (a client sees a clean close rather than a failed handshake).
 pub(crate) fn accept<H: Handler, B>(
     engine: &Engine<H>,
     req: &mut Request<B>,
@@ -31,16 +35,16 @@ pub(crate) fn accept<H: Handler, B>(
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or(ProtocolError::BadRequest)?;
     let accept = derive_accept_key(key.as_bytes());
+    let mut refuse = false;
     if let Some(session) = &upgrade_of {
-        if session.socket.is_closed() || session.socket.upgrading.load(Ordering::Acquire) {
+        let socket = &session.socket;
+        if socket.is_closed() {
             return Err(ProtocolError::BadRequest);
         }
+        refuse = socket.transport() != Transport::Polling
+            || socket.upgrade_claimed.swap(true, Ordering::AcqRel);
     }
-    let handshake = Handshake {
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        remote_addr: req.extensions().get::<std::net::SocketAddr>().copied(),
-    };
+    let handshake = Handshake::from_request(req);
     let on_upgrade = hyper::upgrade::on(req);
     let inner = engine.inner.clone();
     tokio::spawn(async move {
@@ -48,6 +52,12 @@ pub(crate) fn accept<H: Handler, B>(
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("websocket upgrade failed: {e}");
+                if let (Some(session), false) = (&upgrade_of, refuse) {
+                    session
+                        .socket
+                        .upgrade_claimed
+                        .store(false, Ordering::Release);
+                }
                 return;
             }
         };
@@ -62,6 +72,10 @@ pub(crate) fn accept<H: Handler, B>(
                 .await;
         match upgrade_of {
             None => run_new(inner, ws, handshake).await,
+            Some(_) if refuse => {
+                let mut ws = ws;
+                let _ = ws.close(None).await;
+            }
             Some(session) => run_upgrade(inner, ws, session).await,
         }
     });
@@ -116,6 +130,7 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
         .unwrap_or(false);
     if !upgraded || socket.is_closed() {
         socket.upgrading.store(false, Ordering::Release);
+        socket.upgrade_claimed.store(false, Ordering::Release);
         let _ = ws.close(None).await;
         return;
     }
