@@ -1,5 +1,8 @@
-//! End-to-end tests against a Socket.IO server: the Node reference server in `tests/node`,
-//! or the command in `TETHER_SERVER_CMD` (see `common/mod.rs`).
+//! End-to-end tests against a Socket.IO server, each run twice: against the Node reference
+//! server in `tests/node` (tests `node::*`) and against Tether's `client-test-server`
+//! (tests `tether::*`, or the command in `TETHER_SERVER_CMD`); see `common/mod.rs`.
+//!
+//! Run one side only with a name filter: `cargo test -p tether-client --test e2e node::`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{recv, recv_until, TestServer};
+use common::{recv, recv_until, ServerKind, TestServer};
 use serde_json::{json, Value};
 use tether_client::{
     Client, ClientBuilder, DisconnectReason, Error, Event, Lifecycle, Payload, Reconnection,
@@ -80,9 +83,8 @@ async fn get_log(c: &Client, key: &str) -> Vec<Value> {
     p.args[0].as_array().cloned().unwrap_or_default()
 }
 
-#[tokio::test]
-async fn echo_ack_and_binary_on_every_transport() {
-    let server = TestServer::start().await;
+async fn echo_ack_and_binary_on_every_transport(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, mut rec) = builder(&server.url(), transports);
         let c = b.connect().await.unwrap();
@@ -150,9 +152,8 @@ async fn echo_ack_and_binary_on_every_transport() {
     }
 }
 
-#[tokio::test]
-async fn events_stay_in_order_across_the_upgrade() {
-    let server = TestServer::start().await;
+async fn events_stay_in_order_across_the_upgrade(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (b, mut rec) = builder(&server.url(), UPGRADE);
     let c = b.connect().await.unwrap();
     // Start right away, while the upgrade is under way.
@@ -170,9 +171,8 @@ async fn events_stay_in_order_across_the_upgrade() {
     assert_eq!(whoami(&c).await["transport"], "websocket");
 }
 
-#[tokio::test]
-async fn namespaces_share_one_connection() {
-    let server = TestServer::start().await;
+async fn namespaces_share_one_connection(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, mut root_rec) = builder(&server.url(), transports);
         let root = b.connect().await.unwrap();
@@ -226,9 +226,8 @@ async fn namespaces_share_one_connection() {
     }
 }
 
-#[tokio::test]
-async fn connect_errors_carry_message_and_data() {
-    let server = TestServer::start().await;
+async fn connect_errors_carry_message_and_data(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, _) = builder(&server.url(), transports);
         let e = b
@@ -268,8 +267,7 @@ async fn connect_errors_carry_message_and_data() {
     assert!(e.is_connect_error(), "{e:?}");
 }
 
-#[tokio::test]
-async fn connection_refused_and_timeouts() {
+async fn connection_refused_and_timeouts(kind: ServerKind) {
     // Nothing listens there.
     let e = ClientBuilder::new("http://127.0.0.1:1")
         .connect()
@@ -283,7 +281,7 @@ async fn connection_refused_and_timeouts() {
         .unwrap_err();
     assert!(e.is_transport(), "{e:?}");
 
-    let server = TestServer::start().await;
+    let server = TestServer::start(kind).await;
     let (b, _) = builder(&server.url(), WS);
     let c = b.connect().await.unwrap();
     let e = c
@@ -298,9 +296,8 @@ async fn connection_refused_and_timeouts() {
     );
 }
 
-#[tokio::test]
-async fn headers_and_query_reach_the_server() {
-    let server = TestServer::start().await;
+async fn headers_and_query_reach_the_server(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let url = format!("{}/?fromurl=1", server.url());
         let c = ClientBuilder::new(url)
@@ -319,9 +316,8 @@ async fn headers_and_query_reach_the_server() {
     }
 }
 
-#[tokio::test]
-async fn auth_static_and_computed_per_attempt() {
-    let server = TestServer::start().await;
+async fn auth_static_and_computed_per_attempt(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (b, _) = builder(&server.url(), WS);
     let c = b.auth(json!({"token": "static"})).connect().await.unwrap();
     assert_eq!(whoami(&c).await["auth"], json!({"token": "static"}));
@@ -355,9 +351,8 @@ async fn auth_static_and_computed_per_attempt() {
     }
 }
 
-#[tokio::test]
-async fn server_emits_with_ack_answered_by_handlers() {
-    let server = TestServer::start().await;
+async fn server_emits_with_ack_answered_by_handlers(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, _) = builder(&server.url(), transports);
         let c = b
@@ -414,9 +409,8 @@ async fn server_emits_with_ack_answered_by_handlers() {
     }
 }
 
-#[tokio::test]
-async fn catch_all_and_specific_handlers() {
-    let server = TestServer::start().await;
+async fn catch_all_and_specific_handlers(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (stx, mut specific) = mpsc::unbounded_channel();
     let (b, mut rec) = builder(&server.url(), WS);
     let c = b
@@ -441,9 +435,8 @@ async fn catch_all_and_specific_handlers() {
     assert_eq!(recv(&mut specific, 5, "specific a").await, vec![json!(1)]);
 }
 
-#[tokio::test]
-async fn volatile_emits_are_dropped_while_disconnected() {
-    let server = TestServer::start().await;
+async fn volatile_emits_are_dropped_while_disconnected(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let key = format!("volatile-{mode}");
         let (b, mut rec) = builder(&server.url(), transports);
@@ -469,9 +462,8 @@ async fn volatile_emits_are_dropped_while_disconnected() {
     }
 }
 
-#[tokio::test]
-async fn reconnects_and_recovers_missed_events_once_and_in_order() {
-    let server = TestServer::start().await;
+async fn reconnects_and_recovers_missed_events_once_and_in_order(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let room = format!("room-{mode}");
         let (b, mut rec) = builder(&server.url(), transports);
@@ -533,9 +525,68 @@ async fn reconnects_and_recovers_missed_events_once_and_in_order() {
     }
 }
 
-#[tokio::test]
-async fn send_buffer_and_acks_across_a_reconnection() {
-    let server = TestServer::start().await;
+/// A connection that drops before any stored event arrived: the client holds a pid but no
+/// offset, and sends the pid alone. Here the two servers legitimately differ:
+/// - the Node server (socket.io 4.8) recovers only with both a pid and an offset, so the
+///   namespace connects as a new socket, outside its old rooms, and what was emitted
+///   meanwhile is lost (the client's documentation says so, see `lib.rs`);
+/// - Tether restores the session and replays everything since the session started
+///   (`shared/conformance/CONTRACT.md`; a `[tether-only]` case of `tests/interop`).
+async fn recovery_with_a_pid_and_no_offset(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in MODES {
+        let room = format!("no-offset-{mode}");
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.connect().await.unwrap();
+        recv(&mut rec.life, 5, "connect").await;
+        if transports == UPGRADE {
+            wait_for_upgrade(&c).await;
+        }
+        let sid = c.id().unwrap();
+        let pid = c.pid().unwrap();
+        // Only acks so far: they carry no offset.
+        c.emit_with_ack("join", json!(room), T).await.unwrap();
+        c.emit("drop-then-emit", vec![json!(room), json!(0), json!(3)])
+            .unwrap();
+        let life = wait_reconnected(&mut rec).await;
+        let recovered = matches!(life.last(), Some(Lifecycle::Connect { recovered: true }));
+        let who = whoami(&c).await;
+        let in_room = who["rooms"].as_array().unwrap().contains(&json!(room));
+        match kind {
+            ServerKind::Node => {
+                assert!(!recovered && !c.recovered(), "{mode}: {life:?}");
+                assert_eq!(who["recovered"], false, "{mode}");
+                assert_ne!(
+                    c.id().as_deref(),
+                    Some(sid.as_str()),
+                    "{mode}: a new socket"
+                );
+                assert_ne!(c.pid().as_deref(), Some(pid.as_str()), "{mode}: a new pid");
+                assert!(!in_room, "{mode}: the rooms are gone: {who}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(rec.events.try_recv().is_err(), "{mode}: nothing replayed");
+            }
+            ServerKind::Tether => {
+                assert!(recovered && c.recovered(), "{mode}: {life:?}");
+                assert_eq!(who["recovered"], true, "{mode}");
+                assert_eq!(c.id().as_deref(), Some(sid.as_str()), "{mode}: same socket");
+                assert_eq!(c.pid().as_deref(), Some(pid.as_str()), "{mode}: same pid");
+                assert!(in_room, "{mode}: the rooms are kept: {who}");
+                for i in 0..3 {
+                    let ev = recv(&mut rec.events, 5, "missed numbered").await;
+                    assert_eq!(ev.name, "numbered");
+                    assert_eq!(ev.args(), &[json!(i)], "{mode}: once, in order");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(rec.events.try_recv().is_err(), "{mode}: no duplicates");
+            }
+        }
+        c.close().await;
+    }
+}
+
+async fn send_buffer_and_acks_across_a_reconnection(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let key = format!("buffer-{mode}");
         let (b, mut rec) = builder(&server.url(), transports);
@@ -581,9 +632,8 @@ async fn send_buffer_and_acks_across_a_reconnection() {
     }
 }
 
-#[tokio::test]
-async fn retries_send_at_least_once() {
-    let server = TestServer::start().await;
+async fn retries_send_at_least_once(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, _) = builder(&server.url(), transports);
         let c = b
@@ -626,9 +676,8 @@ async fn retries_send_at_least_once() {
     }
 }
 
-#[tokio::test]
-async fn retries_survive_a_reconnection() {
-    let server = TestServer::start().await;
+async fn retries_survive_a_reconnection(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (b, mut rec) = builder(&server.url(), WS);
     let c = b.retries(2).connect().await.unwrap();
     c.emit("drop", ()).unwrap();
@@ -641,9 +690,8 @@ async fn retries_survive_a_reconnection() {
     assert_eq!(ack.args, vec![json!("queued")]);
 }
 
-#[tokio::test]
-async fn reconnection_gives_up_after_its_attempts() {
-    let server = TestServer::start().await;
+async fn reconnection_gives_up_after_its_attempts(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (b, mut rec) = builder(&server.url(), UPGRADE);
     let c = b
         .reconnection(
@@ -680,9 +728,8 @@ async fn reconnection_gives_up_after_its_attempts() {
     assert!(c.emit("echo", ()).unwrap_err().is_closed());
 }
 
-#[tokio::test]
-async fn no_reconnection_when_disabled_or_after_a_server_disconnect() {
-    let server = TestServer::start().await;
+async fn no_reconnection_when_disabled_or_after_a_server_disconnect(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     let (b, mut rec) = builder(&server.url(), WS);
     let c = b.connect().await.unwrap();
     recv(&mut rec.life, 5, "connect").await;
@@ -717,9 +764,8 @@ async fn no_reconnection_when_disabled_or_after_a_server_disconnect() {
     assert!(c.emit("echo", ()).unwrap_err().is_closed());
 }
 
-#[tokio::test]
-async fn client_disconnect_reaches_the_server() {
-    let server = TestServer::start().await;
+async fn client_disconnect_reaches_the_server(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
     for (mode, transports) in MODES {
         let (b, mut rec) = builder(&server.url(), transports);
         let c = b.connect().await.unwrap();
@@ -752,9 +798,9 @@ async fn client_disconnect_reaches_the_server() {
     }
 }
 
-#[tokio::test]
-async fn heartbeat_keeps_the_connection_alive() {
-    let server = TestServer::start_with(&[("PING_INTERVAL", "200"), ("PING_TIMEOUT", "200")]).await;
+async fn heartbeat_keeps_the_connection_alive(kind: ServerKind) {
+    let server =
+        TestServer::start_with(kind, &[("PING_INTERVAL", "200"), ("PING_TIMEOUT", "200")]).await;
     let mut clients = Vec::new();
     for (_, transports) in MODES {
         let (b, mut rec) = builder(&server.url(), transports);
@@ -771,12 +817,11 @@ async fn heartbeat_keeps_the_connection_alive() {
     }
 }
 
-#[tokio::test]
-async fn volatile_trailing_strings_are_taken_for_offsets() {
+async fn volatile_trailing_strings_are_taken_for_offsets(kind: ServerKind) {
     // The documented consequence of the offset rule: while a pid is held, the trailing
     // string of an event without ack id is taken for an offset, also when the event was
     // volatile and the server appended none.
-    let server = TestServer::start().await;
+    let server = TestServer::start(kind).await;
     let (b, mut rec) = builder(&server.url(), WS);
     let c = b.connect().await.unwrap();
     c.emit("volatile-to-me", vec![json!("v"), json!(1), json!("str")])
@@ -789,3 +834,48 @@ async fn volatile_trailing_strings_are_taken_for_offsets() {
     let ev = recv(&mut rec.events, 5, "volatile").await;
     assert_eq!(ev.args(), &[json!("str"), json!(2)]);
 }
+
+/// Generates, for each test body above, `node::<name>` and `tether::<name>`.
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod node {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::ServerKind::Node).await
+                }
+            )*
+        }
+        mod tether {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::ServerKind::Tether).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_servers!(
+    echo_ack_and_binary_on_every_transport,
+    events_stay_in_order_across_the_upgrade,
+    namespaces_share_one_connection,
+    connect_errors_carry_message_and_data,
+    connection_refused_and_timeouts,
+    headers_and_query_reach_the_server,
+    auth_static_and_computed_per_attempt,
+    server_emits_with_ack_answered_by_handlers,
+    catch_all_and_specific_handlers,
+    volatile_emits_are_dropped_while_disconnected,
+    reconnects_and_recovers_missed_events_once_and_in_order,
+    recovery_with_a_pid_and_no_offset,
+    send_buffer_and_acks_across_a_reconnection,
+    retries_send_at_least_once,
+    retries_survive_a_reconnection,
+    reconnection_gives_up_after_its_attempts,
+    no_reconnection_when_disabled_or_after_a_server_disconnect,
+    client_disconnect_reaches_the_server,
+    heartbeat_keeps_the_connection_alive,
+    volatile_trailing_strings_are_taken_for_offsets,
+);

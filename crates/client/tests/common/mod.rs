@@ -1,15 +1,24 @@
-//! Test support: starting the Socket.IO server under test, and waiting for events.
+//! Test support: starting the Socket.IO servers under test, and waiting for events.
 //!
-//! The server is `node tests/node/server.js` (its `node_modules` are installed with
-//! `npm ci` on first use), or the command in `TETHER_SERVER_CMD`, run with `sh -c` in
-//! `tests/node/`. Either way it gets `PORT=0` (and maybe `PING_INTERVAL` / `PING_TIMEOUT`)
-//! in its environment and must print `listening <port>` on stdout once ready; the
-//! contract is written at the top of `tests/node/server.js`.
+//! Every end-to-end test runs against two servers ([`ServerKind`]):
+//!
+//! - [`ServerKind::Node`]: the reference, `node tests/node/server.js` (Socket.IO 4.8; its
+//!   `node_modules` are installed with `npm ci` on first use);
+//! - [`ServerKind::Tether`]: the Tether twin of that server,
+//!   `servers/src/bin/client-test-server.rs`, built on first use with
+//!   `cargo build --release -p tether-servers --bin client-test-server` (a no-op when it is
+//!   up to date) and run from `<target>/release/client-test-server`; or, when
+//!   `TETHER_SERVER_CMD` is set, that command, run with `sh -c`.
+//!
+//! Either way the server runs in `tests/node/` with `PORT=0` (and maybe `PING_INTERVAL` /
+//! `PING_TIMEOUT`) in its environment and must print `listening <port>` on stdout once
+//! ready; the contract is written at the top of `tests/node/server.js`. A server that
+//! cannot be installed, built or started fails the test: nothing is skipped.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -24,6 +33,24 @@ pub struct TestServer {
 
 fn node_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+/// The server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// The Socket.IO 4.8 reference server, `tests/node/server.js`.
+    Node,
+    /// Tether's `client-test-server`.
+    Tether,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Node => "node",
+            ServerKind::Tether => "tether",
+        }
+    }
 }
 
 static NPM: Mutex<bool> = Mutex::new(false);
@@ -48,26 +75,93 @@ fn ensure_node_modules() {
     *done = true;
 }
 
+fn workspace_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+/// Builds Tether's `client-test-server` (once per test process) and returns its path.
+fn tether_server_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let ws = workspace_dir();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_relative() { ws.join(t) } else { t })
+            .unwrap_or_else(|| ws.join("target"));
+        let bin = target.join("release/client-test-server");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let args = [
+            "build",
+            "--release",
+            "-p",
+            "tether-servers",
+            "--bin",
+            "client-test-server",
+        ];
+        eprintln!("building the Tether test server: cargo {}", args.join(" "));
+        let status = std::process::Command::new(&cargo)
+            .args(args)
+            .current_dir(&ws)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!(
+                "could not build the Tether test server: `{cargo} {}` in {} exited with {s} \
+                 (its output is above); the tether:: tests need it",
+                args.join(" "),
+                ws.display()
+            ),
+            Err(e) => panic!(
+                "could not run `{cargo} {}` in {} to build the Tether test server: {e}",
+                args.join(" "),
+                ws.display()
+            ),
+        }
+        assert!(
+            bin.is_file(),
+            "the Tether test server was built but {} does not exist",
+            bin.display()
+        );
+        bin
+    })
+}
+
 impl TestServer {
     /// Starts the server with the default heartbeat (1 s + 1 s).
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
+    pub async fn start(kind: ServerKind) -> Self {
+        Self::start_with(kind, &[]).await
     }
 
     /// Starts the server with extra environment variables.
-    pub async fn start_with(env: &[(&str, &str)]) -> Self {
-        let mut cmd = match std::env::var("TETHER_SERVER_CMD") {
-            Ok(c) if !c.trim().is_empty() => {
-                let mut cmd = Command::new("sh");
-                cmd.arg("-c").arg(c);
-                cmd
-            }
-            _ => {
+    pub async fn start_with(kind: ServerKind, env: &[(&str, &str)]) -> Self {
+        let mut cmd = match kind {
+            ServerKind::Node => {
                 ensure_node_modules();
                 let mut cmd = Command::new("node");
                 cmd.arg("server.js");
                 cmd
             }
+            ServerKind::Tether => match std::env::var("TETHER_SERVER_CMD") {
+                Ok(c) if !c.trim().is_empty() => {
+                    let mut cmd = Command::new("sh");
+                    cmd.arg("-c").arg(c);
+                    cmd
+                }
+                _ => {
+                    // The build blocks: keep it off the runtime's thread.
+                    let bin = tokio::task::spawn_blocking(tether_server_binary)
+                        .await
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    Command::new(bin)
+                }
+            },
         };
         cmd.current_dir(node_dir())
             .env("PORT", "0")
@@ -76,7 +170,9 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("failed to start the test server");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start the {} test server: {e}", kind.name()));
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let port = tokio::time::timeout(Duration::from_secs(30), async {
@@ -85,10 +181,10 @@ impl TestServer {
                     return p.parse::<u16>().unwrap();
                 }
             }
-            panic!("the test server exited without listening");
+            panic!("the {} test server exited without listening", kind.name());
         })
         .await
-        .expect("the test server did not start in time");
+        .unwrap_or_else(|_| panic!("the {} test server did not start in time", kind.name()));
         // Keep draining stdout so that the server never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         TestServer { child, port }

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // Socket.IO 4.8 server for the tether-client end-to-end tests (crates/client/tests/e2e.rs).
+// Its Tether twin, servers/src/bin/client-test-server.rs, implements the same contract:
+// every e2e test runs against both (node::* and tether::*), so change them together.
 //
 // Contract with the tests (any server command given in TETHER_SERVER_CMD must keep it):
 //   - listens on 127.0.0.1:$PORT ($PORT=0: any free port) and prints one line
