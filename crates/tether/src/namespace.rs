@@ -564,7 +564,7 @@ impl Namespace {
                 recovered: false,
             },
         };
-        let socket = Socket::new(self.clone(), &client, origin);
+        let socket = Socket::new(self.clone(), &client, origin, auth.clone());
         let skip = socket.recovered() && rec.as_ref().is_some_and(|r| r.config.skip_middlewares);
         if !skip {
             let middlewares = self

@@ -56,6 +56,8 @@ pub struct Socket {
     /// Messages emitted before the socket is connected (without recovery).
     pub(crate) early: Mutex<Vec<Queued>>,
     extensions: Mutex<http::Extensions>,
+    /// The CONNECT payload (`socket.handshake.auth` in the reference).
+    auth: Option<Value>,
     /// Cluster: the entry position when the socket connected.
     pub(crate) cluster_start: Mutex<Option<crate::cluster::EntryId>>,
 }
@@ -81,7 +83,12 @@ pub(crate) struct Origin {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<Namespace>, client: &Arc<Client>, origin: Origin) -> SocketRef {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        client: &Arc<Client>,
+        origin: Origin,
+        auth: Option<Value>,
+    ) -> SocketRef {
         Arc::new(Socket {
             id: origin.id,
             pid: origin.pid,
@@ -102,6 +109,7 @@ impl Socket {
             early: Mutex::new(Vec::new()),
             extensions: Mutex::new(http::Extensions::new()),
             cluster_start: Mutex::new(None),
+            auth,
         })
     }
 
@@ -137,6 +145,17 @@ impl Socket {
     /// The request that opened the underlying connection.
     pub fn handshake(&self) -> &Handshake {
         self.engine.handshake()
+    }
+
+    /// The CONNECT payload the client sent (`socket.handshake.auth` in the reference).
+    pub fn auth(&self) -> Option<&Value> {
+        self.auth.as_ref()
+    }
+
+    /// The id of the underlying Engine.IO connection, shared by every namespace on it
+    /// (`socket.conn.id` in the reference).
+    pub fn conn_id(&self) -> Sid {
+        self.engine.sid()
     }
 
     /// The current transport: `"polling"` or `"websocket"`.

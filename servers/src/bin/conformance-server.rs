@@ -158,6 +158,47 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         ids.sort();
         ack.send(json!(ids));
     });
+    // Beyond the contract, for the interop suite: acks from the client to the server.
+    socket.on("ask-me", |socket, p, ack| {
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let answer = socket
+                .emit_with_ack("question", p, Duration::from_secs(2))
+                .await;
+            if let Some(ack) = ack {
+                match answer {
+                    Ok(p) => ack.send(p),
+                    Err(e) => ack.send(json!({ "error": e.to_string() })),
+                }
+            }
+        });
+    });
+    socket.on("ask-room", |socket, p, ack| {
+        let room = p
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ns = socket.namespace().clone();
+        tokio::spawn(async move {
+            let answers = ns
+                .to(room)
+                .timeout(Duration::from_millis(1500))
+                .emit_with_ack("question", "room")
+                .await;
+            let mut out: Vec<Value> = answers
+                .into_iter()
+                .map(|(s, r)| match r {
+                    Ok(p) => json!({ "id": s.id().to_string(), "answer": p.args }),
+                    Err(e) => json!({ "id": s.id().to_string(), "error": e.to_string() }),
+                })
+                .collect();
+            out.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_owned());
+            if let Some(ack) = ack {
+                ack.send(Value::Array(out));
+            }
+        });
+    });
     socket.on("kill-transport", |socket, _p, _ack| {
         socket.close_transport()
     });
