@@ -1,0 +1,119 @@
+//! A client that stops reading: its outbox overflows, the server closes its connection as
+//! a recoverable "send buffer full" disconnect (never a silent drop), and on reconnect the
+//! client recovers and receives every event, once and in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tether::{DisconnectReason, EngineConfig, RecoveryConfig, Server, ServerConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("stream open")
+            .expect("no error");
+        if let Message::Text(t) = msg {
+            if t.as_str() == "2" {
+                ws.send(Message::text("3")).await.expect("pong");
+                continue;
+            }
+            return t.as_str().to_owned();
+        }
+    }
+}
+
+async fn open(addr: std::net::SocketAddr, connect: &str) -> (Ws, Value) {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(connect.to_owned()))
+        .await
+        .expect("send");
+    let reply = next_text(&mut ws).await;
+    let data = reply.strip_prefix("40").expect("CONNECT reply");
+    (ws, serde_json::from_str(data).expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_disconnected_as_recoverable_and_gets_the_rest() {
+    let io = Server::new(ServerConfig {
+        engine: EngineConfig {
+            max_buffered_packets: 16,
+            ..EngineConfig::default()
+        },
+        recovery: Some(RecoveryConfig::default()),
+        ..ServerConfig::default()
+    });
+    let reasons: Arc<Mutex<Vec<DisconnectReason>>> = Arc::default();
+    let seen = reasons.clone();
+    io.of("/").on_connection(move |socket| {
+        let seen = seen.clone();
+        socket.on_disconnect(move |_, reason| seen.lock().unwrap().push(reason));
+        socket.on("flood", |socket, p, _ack| {
+            let n = p.get::<u64>(0).unwrap_or(0);
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let pad = "x".repeat(64 * 1024);
+                for i in 0..n {
+                    socket.emit("big", json!([i, pad])).unwrap();
+                    tokio::task::yield_now().await;
+                }
+            });
+        });
+    });
+    let listener = tether::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = io.clone();
+    tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, std::future::pending())
+            .await
+    });
+
+    let (mut ws, reply) = open(addr, "40").await;
+    let sid = reply["sid"].as_str().unwrap().to_owned();
+    let pid = reply["pid"].as_str().unwrap().to_owned();
+    const N: u64 = 300; // 300 × 64 KiB ≈ 19 MiB, far beyond the socket buffers
+    ws.send(Message::text(format!("42[\"flood\",{N}]")))
+        .await
+        .unwrap();
+    // Stop reading. The server must close the connection as recoverable.
+    let mut waited = 0;
+    while reasons.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 50;
+        assert!(waited < 10_000, "the slow client was never disconnected");
+    }
+    let reason = reasons.lock().unwrap()[0];
+    assert_eq!(reason, DisconnectReason::SendBufferFull);
+    assert!(reason.is_recoverable());
+    assert_eq!(reason.as_str(), "send buffer full");
+    // Wait until every event is emitted (the log keeps them for the session).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(ws);
+
+    // Reconnect with the pid and no offset (it never read one): everything comes back.
+    let (mut ws, reply) = open(addr, &format!("40{{\"pid\":\"{pid}\"}}")).await;
+    assert_eq!(reply["sid"], sid.as_str(), "same socket id");
+    assert_eq!(reply["pid"], pid.as_str(), "same pid: recovered");
+    let mut last_offset = String::new();
+    for i in 0..N {
+        let text = next_text(&mut ws).await;
+        let data: Value = serde_json::from_str(text.strip_prefix("42").expect("event")).unwrap();
+        assert_eq!(data[0], "big");
+        assert_eq!(data[1][0], i, "in order, none missing");
+        let offset = data[2].as_str().expect("offset").to_owned();
+        assert_ne!(offset, last_offset);
+        last_offset = offset;
+    }
+}
