@@ -1,6 +1,8 @@
 //! Recovery behaviours beyond the reference, end to end over a raw WebSocket client:
 //! middlewares before replay, eviction failing cleanly, metrics.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

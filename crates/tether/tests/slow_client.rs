@@ -2,6 +2,8 @@
 //! a recoverable "send buffer full" disconnect (never a silent drop), and on reconnect the
 //! client recovers and receives every event, once and in order.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
