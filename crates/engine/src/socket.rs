@@ -303,6 +303,19 @@ impl EngineSocket {
         self.push(Frame::WithAttachments(msg.0, attachments), true)
     }
 
+    /// Queues a message that may be lost (a volatile emit): when the outbox is full it is
+    /// dropped and the session stays open. Returns whether it was queued.
+    pub fn send_volatile(&self, msg: TextMessage, attachments: Option<Arc<[Bytes]>>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let frame = match attachments {
+            Some(a) if !a.is_empty() => Frame::WithAttachments(msg.0, a),
+            _ => Frame::Text(msg.0),
+        };
+        self.outbox.push(frame, true).is_ok()
+    }
+
     /// Queues a raw binary message.
     pub fn send_binary(&self, bytes: Bytes) -> Result<(), SendError> {
         self.push(Frame::Binary(bytes), true)

@@ -328,9 +328,19 @@ impl Namespace {
                     message: encode::event(&self.name, None, event, payload, None),
                     attachments,
                 };
-                self.for_each_target(opts, |s| {
-                    let _ = s.send(packet.message.clone(), packet.attachments.clone());
-                });
+                if opts.volatile {
+                    // May be lost: a full outbox drops it rather than closing the session.
+                    self.for_each_target(opts, |s| {
+                        if s.connected() {
+                            s.engine
+                                .send_volatile(packet.message.clone(), packet.attachments.clone());
+                        }
+                    });
+                } else {
+                    self.for_each_target(opts, |s| {
+                        let _ = s.send(packet.message.clone(), packet.attachments.clone());
+                    });
+                }
             }
         }
     }
@@ -364,7 +374,14 @@ impl Namespace {
                 except: b.except.clone(),
                 ..Default::default()
             };
-            self.for_each_target(&opts, |s| deliver(s, &packet));
+            if b.volatile {
+                self.for_each_target(&opts, |s| {
+                    s.engine
+                        .send_volatile(packet.message.clone(), packet.attachments.clone());
+                });
+            } else {
+                self.for_each_target(&opts, |s| deliver(s, &packet));
+            }
         }
         *self.position() = id;
     }

@@ -119,3 +119,72 @@ async fn a_slow_client_is_disconnected_as_recoverable_and_gets_the_rest() {
         last_offset = offset;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_emits_to_a_slow_client_are_dropped_without_closing_it() {
+    let io = Server::new(ServerConfig {
+        engine: EngineConfig {
+            max_buffered_packets: 16,
+            ..EngineConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let reasons: Arc<Mutex<Vec<DisconnectReason>>> = Arc::default();
+    let seen = reasons.clone();
+    io.of("/").on_connection(move |socket| {
+        let seen = seen.clone();
+        socket.on_disconnect(move |_, reason| seen.lock().unwrap().push(reason));
+        socket.on("flood", |socket, _p, _ack| {
+            let ns = socket.namespace().clone();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let pad = "v".repeat(64 * 1024);
+                for i in 0..300 {
+                    ns.volatile().emit("v", json!([i, pad]));
+                    tokio::task::yield_now().await;
+                }
+                drop(socket);
+            });
+        });
+        socket.on("ping", |_socket, _p, ack| {
+            if let Some(ack) = ack {
+                ack.send("pong");
+            }
+        });
+    });
+    let listener = tether::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = io.clone();
+    tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, std::future::pending())
+            .await
+    });
+    let (mut ws, _) = open(addr, "40").await;
+    ws.send(Message::text("42[\"flood\"]")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        reasons.lock().unwrap().is_empty(),
+        "volatile emits never close a session"
+    );
+    // Reading again: some volatile events were dropped, and the session still answers.
+    let mut volatile = 0;
+    ws.send(Message::text("421[\"ping\"]")).await.unwrap();
+    loop {
+        let text = next_text(&mut ws).await;
+        if text == "431[\"pong\"]" {
+            break;
+        }
+        assert!(
+            text.starts_with("42[\"v\","),
+            "{}",
+            &text[..20.min(text.len())]
+        );
+        volatile += 1;
+    }
+    assert!(
+        volatile < 300,
+        "some volatile events were dropped ({volatile} arrived)"
+    );
+    assert!(reasons.lock().unwrap().is_empty());
+}
