@@ -409,3 +409,134 @@ where
         Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    struct Nop;
+
+    impl Handler for Nop {
+        type Conn = ();
+        fn on_open(&self, _socket: &Arc<EngineSocket>) {}
+        fn on_message(&self, _conn: &(), _msg: Message<'_>) {}
+        fn on_close(&self, _conn: &(), _reason: CloseReason) {}
+    }
+
+    fn engine(ping_interval: Duration, ping_timeout: Duration) -> Engine<Nop> {
+        Engine::new(
+            EngineConfig {
+                ping_interval,
+                ping_timeout,
+                ..EngineConfig::default()
+            },
+            Nop,
+        )
+    }
+
+    async fn call(
+        engine: &Engine<Nop>,
+        method: Method,
+        query: &str,
+        body: &'static str,
+    ) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/socket.io/?EIO=4&transport=polling{query}"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request");
+        let res = engine.handle(req).await;
+        let status = res.status();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn open(engine: &Engine<Nop>) -> String {
+        let (status, body) = call(engine, Method::GET, "", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let open: serde_json::Value =
+            serde_json::from_str(body.get(1..).unwrap_or_default()).expect("open packet");
+        open["sid"].as_str().expect("sid").to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_poll_after_the_pong_deadline_finds_the_session_gone() {
+        let interval = Duration::from_millis(40);
+        let timeout = Duration::from_millis(30);
+        let engine = engine(interval, timeout);
+        let sid = open(&engine).await;
+        // The ping is queued but nobody polls it: at interval + timeout the session is
+        // over, whether or not the heartbeat's timer has fired yet.
+        tokio::time::sleep(interval + timeout).await;
+        let (status, _) = call(&engine, Method::GET, &format!("&sid={sid}"), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_pong_in_time_keeps_the_session() {
+        let engine = engine(Duration::from_millis(40), Duration::from_millis(200));
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        for _ in 0..3 {
+            assert_eq!(
+                call(&engine, Method::GET, &q, "").await,
+                (StatusCode::OK, "2".to_owned())
+            );
+            assert_eq!(
+                call(&engine, Method::POST, &q, "3").await,
+                (StatusCode::OK, "ok".to_owned())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_close_ends_the_pending_poll_with_a_noop() {
+        let engine = engine(Duration::from_secs(5), Duration::from_secs(5));
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        let poll = {
+            let (engine, q) = (engine.clone(), q.clone());
+            tokio::spawn(async move { call(&engine, Method::GET, &q, "").await })
+        };
+        let session = engine
+            .inner
+            .session(&Sid::parse(&sid).expect("sid"))
+            .expect("session");
+        while !session
+            .socket
+            .polling_get
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            call(&engine, Method::POST, &q, "1").await,
+            (StatusCode::OK, "ok".to_owned())
+        );
+        assert_eq!(poll.await.expect("poll"), (StatusCode::OK, "6".to_owned()));
+        let (status, _) = call(&engine, Method::GET, &q, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_server_close_is_collected_by_the_next_poll() {
+        let engine = engine(Duration::from_secs(5), Duration::from_secs(5));
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        let session = engine
+            .inner
+            .session(&Sid::parse(&sid).expect("sid"))
+            .expect("session");
+        session.socket.close(CloseReason::ForcedClose);
+        assert_eq!(
+            call(&engine, Method::GET, &q, "").await,
+            (StatusCode::OK, "1".to_owned())
+        );
+        let (status, _) = call(&engine, Method::GET, &q, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

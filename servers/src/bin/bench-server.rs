@@ -65,6 +65,19 @@ fn main() -> std::io::Result<()> {
                 }
             });
         });
+        // Optional: join a cluster (`ADAPTER=redis://HOST:PORT/DB`) to measure the
+        // cross-node path; the bench contract itself is single-node.
+        if let Ok(url) = std::env::var("ADAPTER") {
+            if url.starts_with("redis://") {
+                let backend = tether_redis::RedisBackend::connect(&url, Default::default())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let uid = format!("bench:{}:{}", addr.port(), std::process::id());
+                io.attach_cluster(uid, std::sync::Arc::new(backend), Default::default())
+                    .await
+                    .map_err(std::io::Error::other)?;
+            }
+        }
         let listener = tether::bind(addr)?;
         println!(
             "bench-server listening on http://{addr} (CSR {})",
