@@ -248,8 +248,9 @@ pub struct ClusterConfig {
     /// How long the heartbeat lasts: after a crash, its sockets become restorable this
     /// long after the last renewal (3 s).
     pub heartbeat_ttl: Duration,
-    /// Most messages waiting to be appended while the engine is unreachable (100 000);
-    /// beyond it new broadcasts are dropped (and logged).
+    /// Most broadcasts, and most session changes, waiting while the engine is unreachable
+    /// (100 000 each); beyond it new ones are dropped (and logged), so an outage never
+    /// grows memory without bound.
     pub max_queue: usize,
     /// How long [`Namespace::flush`](crate::Namespace::flush) waits at most (30 s).
     pub flush_timeout: Duration,
@@ -393,6 +394,13 @@ impl Cluster {
     pub(crate) fn session_op(&self, op: SessionOp) {
         {
             let mut q = self.queues();
+            if q.ops.len() >= self.config.max_queue {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(1000) {
+                    tracing::warn!("cluster session queue full: change dropped ({} so far)", n + 1);
+                }
+                return;
+            }
             let seq = q.next_op;
             q.next_op += 1;
             q.ops.push_back((seq, op));
