@@ -359,6 +359,8 @@ impl EngineSocket {
             *c = Some(reason);
         }
         self.closed.store(true, Ordering::Release);
+        // Wake a probe too: a closed session answers it at once with "dead".
+        self.pong_notify.notify_waiters();
         self.close_notify.notify_waiters();
         self.close_notify.notify_one();
         self.outbox.notify.notify_waiters();

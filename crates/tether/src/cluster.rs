@@ -397,7 +397,10 @@ impl Cluster {
             if q.ops.len() >= self.config.max_queue {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_multiple_of(1000) {
-                    tracing::warn!("cluster session queue full: change dropped ({} so far)", n + 1);
+                    tracing::warn!(
+                        "cluster session queue full: change dropped ({} so far)",
+                        n + 1
+                    );
                 }
                 return;
             }

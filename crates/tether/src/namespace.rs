@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,43 +245,41 @@ impl Namespace {
             .cloned()
     }
 
-    /// Calls `f` for every connected socket that `opts` targets.
+    /// Calls `f` for every connected socket that `opts` targets, each once. The common
+    /// cases (the whole namespace, one room) walk the maps in place, cloning nothing.
     pub(crate) fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
         let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
-        let members = |room: &Room, out: &mut Vec<SocketRef>| {
+        // A room's members, or the socket whose id names it.
+        let each_member = |room: &Room, g: &mut dyn FnMut(&SocketRef)| {
             if let Some(m) = rooms.get(room) {
-                out.extend(m.values().cloned());
+                m.values().for_each(|s| g(s));
             } else if let Some(s) = Sid::parse(room).and_then(|id| sockets.get(&id)) {
-                out.push(s.clone());
+                g(s);
             }
         };
-        let mut excluded: Vec<SocketRef> = Vec::new();
+        let mut excluded: HashSet<Sid> = HashSet::new();
         for r in &opts.except {
-            members(r, &mut excluded);
+            each_member(r, &mut |s| {
+                excluded.insert(s.id());
+            });
         }
-        let is_excluded = |s: &SocketRef| excluded.iter().any(|e| e.id() == s.id());
-        if opts.rooms.is_empty() {
-            for s in sockets.values() {
-                if !is_excluded(s) {
-                    f(s);
-                }
-            }
-        } else if opts.rooms.len() == 1 {
-            let mut targets = Vec::new();
-            members(&opts.rooms[0], &mut targets);
-            for s in targets.iter().filter(|s| !is_excluded(s)) {
+        let mut call = |s: &SocketRef| {
+            if excluded.is_empty() || !excluded.contains(&s.id()) {
                 f(s);
             }
-        } else {
-            let mut targets = Vec::new();
-            for r in &opts.rooms {
-                members(r, &mut targets);
-            }
-            let mut seen = std::collections::HashSet::new();
-            for s in targets.iter().filter(|s| !is_excluded(s)) {
-                if seen.insert(s.id()) {
-                    f(s);
+        };
+        match opts.rooms.as_slice() {
+            [] => sockets.values().for_each(&mut call),
+            [room] => each_member(room, &mut call),
+            many => {
+                let mut seen = HashSet::new();
+                for r in many {
+                    each_member(r, &mut |s| {
+                        if seen.insert(s.id()) {
+                            call(s);
+                        }
+                    });
                 }
             }
         }
