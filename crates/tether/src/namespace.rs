@@ -253,7 +253,7 @@ impl Namespace {
         // A room's members, or the socket whose id names it.
         let each_member = |room: &Room, g: &mut dyn FnMut(&SocketRef)| {
             if let Some(m) = rooms.get(room) {
-                m.values().for_each(|s| g(s));
+                m.values().for_each(&mut *g);
             } else if let Some(s) = Sid::parse(room).and_then(|id| sockets.get(&id)) {
                 g(s);
             }
