@@ -437,6 +437,14 @@ impl Cluster {
         }
     }
 
+    /// Waits (up to 5 s) until this node has delivered the entry `id`: a client may
+    /// present an offset that another node delivered before this node read it.
+    pub(crate) async fn wait_delivered(&self, id: EntryId) {
+        let mut rx = self.progress.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| p.position >= id)).await;
+    }
+
     /// Whether the record is new (not a retry's duplicate of an entry already seen).
     fn first_sighting(&self, record: &Record) -> bool {
         let Some(seq) = record.seq else { return true };
@@ -494,6 +502,8 @@ impl Cluster {
 
     /// The entries of `(after, upto]` that a socket of `nsp` with this id and these rooms
     /// missed, oldest first, each once.
+    /// `seen` carries the appenders' sequence numbers across calls, so that an entry
+    /// appended twice by a retry is replayed once.
     pub(crate) async fn missed(
         &self,
         nsp: &str,
@@ -501,9 +511,9 @@ impl Cluster {
         upto: EntryId,
         sid: &str,
         rooms: &[Room],
+        seen: &mut HashMap<String, u64>,
     ) -> Result<Vec<(EntryId, Broadcast)>, BackendError> {
         let mut out = Vec::new();
-        let mut seen: HashMap<String, u64> = HashMap::new();
         let mut from = after;
         while from < upto {
             let page = self.backend.range(from, upto, 1000).await?;

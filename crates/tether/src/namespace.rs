@@ -650,18 +650,39 @@ impl Namespace {
         rec: &Recovery,
         after: Option<EntryId>,
     ) {
+        // Read the bulk of the replay without holding up delivery, then, under the cluster
+        // lock (the reader waits), the tail up to what this node has delivered.
+        if let Some(after) = after {
+            // Never replay from behind the client: first catch up with its offset.
+            cluster.wait_delivered(after).await;
+        }
+        let mut seen = HashMap::new();
+        let sid = socket.id();
+        let rooms = socket.rooms();
+        let early = *self.position();
+        let after = after.unwrap_or(early);
+        let bulk = cluster
+            .missed(&self.name, after, early, sid.as_str(), &rooms, &mut seen)
+            .await;
         let _cluster = self.cluster_lock.lock().await;
         let upto = *self.position();
-        let after = after.unwrap_or(upto);
-        let missed = cluster
-            .missed(
-                &self.name,
-                after,
-                upto,
-                socket.id().as_str(),
-                &socket.rooms(),
-            )
-            .await;
+        let missed = match bulk {
+            Ok(mut m) if upto > early.max(after) => cluster
+                .missed(
+                    &self.name,
+                    early.max(after),
+                    upto,
+                    sid.as_str(),
+                    &rooms,
+                    &mut seen,
+                )
+                .await
+                .map(|tail| {
+                    m.extend(tail);
+                    m
+                }),
+            other => other,
+        };
         let replay = match missed {
             Ok(m) => m
                 .iter()
