@@ -102,7 +102,7 @@ mod client;
 mod engine;
 mod error;
 mod manager;
-mod payload;
+
 mod url;
 
 pub use backoff::Reconnection;
@@ -111,7 +111,7 @@ pub use client::{
 };
 pub use engine::Transport;
 pub use error::{Error, Result};
-pub use payload::Payload;
+pub use tether_proto::Payload;
 
 /// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;

@@ -15,6 +15,8 @@
 
 pub mod engine;
 mod error;
+mod payload;
 pub mod sio;
 
 pub use error::Error;
+pub use payload::Payload;

@@ -74,16 +74,19 @@ impl ServerInner {
             .cloned()
     }
 
-    /// Extends the life of this node's live records in the cluster.
-    pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
-        let namespaces: Vec<_> = self
-            .namespaces
+    /// Every namespace that exists now.
+    fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        for ns in namespaces {
+            .collect()
+    }
+
+    /// Extends the life of this node's live records in the cluster.
+    pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
+        for ns in self.all_namespaces() {
             if let Some(rec) = ns.recovery() {
                 let pids = ns.live_pids();
                 if !pids.is_empty() {
@@ -288,15 +291,7 @@ impl Server {
         config: ClusterConfig,
     ) -> Result<(), BackendError> {
         let cluster = Cluster::start(uid, backend, Arc::downgrade(&self.inner), config).await?;
-        let namespaces: Vec<_> = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for ns in namespaces {
+        for ns in self.inner.all_namespaces() {
             ns.attach_cluster(cluster.clone());
         }
         let _ = self.inner.cluster.set(cluster);

@@ -1,8 +1,8 @@
-//! The arguments of an event or an acknowledgement.
+//! The arguments of an event or an acknowledgement, as the server and the client see them.
 
+use crate::sio;
 use bytes::Bytes;
 use serde_json::Value;
-use tether_proto::sio;
 
 /// The arguments of an event or of an acknowledgement: JSON values plus binary attachments.
 ///
@@ -14,7 +14,7 @@ use tether_proto::sio;
 /// The event name is not part of the payload.
 ///
 /// ```
-/// use tether_client::Payload;
+/// use tether_proto::Payload;
 /// use serde_json::json;
 ///
 /// let p = Payload::new().arg(json!({"id": 1})).arg("text").binary(vec![1u8, 2, 3]);
@@ -44,10 +44,29 @@ impl Payload {
         Self::default()
     }
 
-    /// Appends a JSON argument.
-    pub fn arg(mut self, v: impl Into<Value>) -> Self {
-        self.args.push(v.into());
+    /// Arguments without binary parts.
+    pub fn from_args(args: Vec<Value>) -> Self {
+        Payload {
+            args,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Appends an argument. A value that fails to serialize becomes `null`.
+    pub fn arg(mut self, v: impl serde::Serialize) -> Self {
+        self.args
+            .push(serde_json::to_value(v).unwrap_or(Value::Null));
         self
+    }
+
+    /// The first argument, if any.
+    pub fn first(&self) -> Option<&Value> {
+        self.args.first()
+    }
+
+    /// Argument `i` deserialized into `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, i: usize) -> Option<T> {
+        T::deserialize(self.args.get(i)?).ok()
     }
 
     /// Appends a binary argument (an attachment and its placeholder).
@@ -61,7 +80,7 @@ impl Payload {
     /// binary values nested in a JSON argument.
     ///
     /// ```
-    /// use tether_client::Payload;
+    /// use tether_proto::Payload;
     /// use serde_json::json;
     /// let mut p = Payload::new();
     /// let file = p.push_attachment(vec![0u8; 4]);
