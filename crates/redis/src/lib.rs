@@ -1,6 +1,6 @@
 //! Redis Streams backend for Tether clusters.
 //!
-//! Every broadcast is appended to one Redis stream (`XADD`, `MAXLEN ~`); every node reads
+//! Every broadcast is appended to one Redis stream (`XADD`, trimmed by age with `MINID ~`); every node reads
 //! it with a blocking `XREAD` and delivers to its own sockets; the entry id is the offset.
 //! Sessions live in Redis: kept sessions under `sio:session:<pid>` with a TTL equal to the
 //! recovery window, live records of connected sockets under `tether:live:<pid>`, node
@@ -41,8 +41,11 @@ use tokio::sync::Mutex;
 pub struct RedisConfig {
     /// The stream (`socket.io`).
     pub stream: String,
-    /// Approximate stream length kept (`MAXLEN ~ 10000`).
-    pub max_len: usize,
+    /// How long entries are kept (`MINID ~ now - retention` on every append): at least
+    /// the longest recovery window of any namespace, so that however many events a
+    /// disconnected client misses, they are still there (2 min 30 s). The Node adapter
+    /// trims by count (`MAXLEN ~ 10000`), which loses events under load.
+    pub retention: Duration,
     /// Entries per `XREAD` (100).
     pub read_count: usize,
     /// Prefix of kept sessions (`sio:session:`).
@@ -57,7 +60,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             stream: "socket.io".into(),
-            max_len: 10_000,
+            retention: Duration::from_secs(150),
             read_count: 100,
             session_prefix: "sio:session:".into(),
             prefix: "tether:".into(),
@@ -242,6 +245,10 @@ impl ClusterBackend for RedisBackend {
         Box::pin(async move {
             let mut p = redis::pipe();
             let mut n = 0;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let min_id = now_ms.saturating_sub(px(self.config.retention));
             for (seq, msg) in batch {
                 let Some((ty, data)) = codec::encode_message(msg) else {
                     continue;
@@ -253,9 +260,9 @@ impl ClusterBackend for RedisBackend {
                 };
                 p.cmd("XADD")
                     .arg(&self.config.stream)
-                    .arg("MAXLEN")
+                    .arg("MINID")
                     .arg("~")
-                    .arg(self.config.max_len)
+                    .arg(min_id)
                     .arg("*")
                     .arg("uid")
                     .arg(uid)
