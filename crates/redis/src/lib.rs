@@ -146,6 +146,8 @@ pub struct RedisBackend {
     /// The blocking reader's own connection.
     reader: Conn,
     take: Script,
+    /// The heartbeat's life, as the last `heartbeat` call gave it.
+    heartbeat_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -171,10 +173,22 @@ if s then
   redis.call('DEL', KEYS[1], KEYS[2])
   return {'ok', s}
 end
-local live = redis.call('HMGET', KEYS[3], 'node', 'nsp', 'session')
+local live = redis.call('HMGET', KEYS[3], 'node', 'nsp', 'session', 'window')
 if live[1] then
   if live[2] ~= ARGV[1] then return {'wrong_nsp'} end
   if redis.call('EXISTS', ARGV[3] .. live[1]) == 1 then return {'alive', live[1]} end
+  -- The node is dead: its sockets' window runs from its last heartbeat (plus the
+  -- heartbeat's life, since it died somewhere in between).
+  local seen = redis.call('GET', ARGV[4] .. live[1])
+  local window = tonumber(live[4] or '')
+  if seen and window then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if now - tonumber(seen) > window + tonumber(ARGV[5]) then
+      redis.call('DEL', KEYS[3])
+      return {'none'}
+    end
+  end
   if not offset_ok() then return {'unknown_offset'} end
   redis.call('DEL', KEYS[3])
   return {'ok', live[3]}
@@ -191,6 +205,7 @@ impl RedisBackend {
             reader: Conn::new(client, config.command_timeout + Duration::from_secs(5)),
             config,
             take: Script::new(TAKE),
+            heartbeat_ttl_ms: std::sync::atomic::AtomicU64::new(7_000),
         };
         let _: String = backend.cmd.query(&redis::cmd("PING")).await?;
         Ok(backend)
@@ -210,6 +225,10 @@ impl RedisBackend {
 
     fn node_prefix(&self) -> String {
         format!("{}node:", self.config.prefix)
+    }
+
+    fn seen_prefix(&self) -> String {
+        format!("{}seen:", self.config.prefix)
     }
 
     fn record(e: &StreamId) -> Option<Record> {
@@ -329,6 +348,23 @@ impl ClusterBackend for RedisBackend {
         })
     }
 
+    fn recent(
+        &self,
+        upto: EntryId,
+        count: usize,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("XREVRANGE");
+            c.arg(&self.config.stream)
+                .arg(upto.to_string())
+                .arg("-")
+                .arg("COUNT")
+                .arg(count);
+            let reply: StreamRangeReply = self.cmd.query(&c).await?;
+            Ok(reply.ids.iter().filter_map(Self::record).collect())
+        })
+    }
+
     fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
         Box::pin(async move {
             let mut c = redis::cmd("XREVRANGE");
@@ -356,7 +392,12 @@ impl ClusterBackend for RedisBackend {
             p.atomic();
             for op in ops {
                 match op {
-                    SessionOp::PutLive { nsp, session, ttl } => {
+                    SessionOp::PutLive {
+                        nsp,
+                        session,
+                        ttl,
+                        window,
+                    } => {
                         let key = self.live_key(&session.pid);
                         p.cmd("HSET")
                             .arg(&key)
@@ -364,13 +405,23 @@ impl ClusterBackend for RedisBackend {
                             .arg(uid)
                             .arg("nsp")
                             .arg(nsp)
+                            .arg("window")
+                            .arg(px(*window))
                             .arg("session")
                             .arg(codec::encode_session(session))
                             .ignore();
                         p.cmd("PEXPIRE").arg(&key).arg(px(*ttl)).ignore();
                     }
+                    SessionOp::ClearAlive { pid } => {
+                        p.cmd("DEL")
+                            .arg(format!("{}alive:{}", self.config.prefix, pid))
+                            .ignore();
+                    }
                     SessionOp::Retire { nsp, pid, keep } => {
                         p.cmd("DEL").arg(self.live_key(pid)).ignore();
+                        p.cmd("DEL")
+                            .arg(format!("{}alive:{}", self.config.prefix, pid))
+                            .ignore();
                         if let Some((session, ttl)) = keep {
                             p.cmd("SET")
                                 .arg(self.session_key(pid))
@@ -415,12 +466,26 @@ impl ClusterBackend for RedisBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
-            let mut c = redis::cmd("SET");
-            c.arg(format!("{}{}", self.node_prefix(), uid))
+            self.heartbeat_ttl_ms
+                .store(px(ttl), std::sync::atomic::Ordering::Relaxed);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut p = redis::pipe();
+            p.cmd("SET")
+                .arg(format!("{}{}", self.node_prefix(), uid))
                 .arg(1)
                 .arg("PX")
-                .arg(px(ttl));
-            let _: String = self.cmd.query(&c).await?;
+                .arg(px(ttl))
+                .ignore();
+            // When it was last seen, for the windows of its sockets after a crash.
+            p.cmd("SET")
+                .arg(format!("{}{}", self.seen_prefix(), uid))
+                .arg(now_ms)
+                .arg("PX")
+                .arg(86_400_000u64)
+                .ignore();
+            let () = self.cmd.pipe(&p).await?;
             Ok(())
         })
     }
@@ -439,7 +504,12 @@ impl ClusterBackend for RedisBackend {
                 .key(&self.config.stream)
                 .arg(nsp)
                 .arg(offset.map(|o| o.to_string()).unwrap_or_default())
-                .arg(self.node_prefix());
+                .arg(self.node_prefix())
+                .arg(self.seen_prefix())
+                .arg(
+                    self.heartbeat_ttl_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
             let mut c = self.cmd.get().await?;
             let reply: Vec<String> = match inv.invoke_async(&mut c).await {
                 Ok(r) => r,

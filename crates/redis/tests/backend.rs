@@ -154,6 +154,7 @@ async fn live_records_are_taken_only_once_their_node_is_dead() {
         nsp: "/".into(),
         session: session("p"),
         ttl: Duration::from_secs(30),
+        window: Duration::from_secs(30),
     }];
     b.apply("alive-node", &put).await.unwrap();
     assert_eq!(
@@ -219,4 +220,25 @@ async fn an_unreachable_redis_is_an_error_not_a_hang() {
     .await
     .expect("connect must fail fast");
     assert!(r.is_err());
+}
+
+#[tokio::test]
+async fn a_dead_nodes_records_expire_with_their_window() {
+    let b = backend("window").await;
+    b.heartbeat("short-node", Duration::from_millis(100))
+        .await
+        .unwrap();
+    let put = [SessionOp::PutLive {
+        nsp: "/short".into(),
+        session: session("p"),
+        ttl: Duration::from_secs(30),
+        window: Duration::from_millis(200),
+    }];
+    b.apply("short-node", &put).await.unwrap();
+    // Dead (heartbeat lapsed) and past its window: gone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.take_session("/short", "p", None).await.unwrap(),
+        TakeOutcome::NotFound
+    );
 }

@@ -146,6 +146,9 @@ pub enum SessionOp {
         session: ClusterSession,
         /// How long the record lives without a refresh.
         ttl: Duration,
+        /// The namespace's recovery window: after a crash, the record is restorable for
+        /// this long after the node's last heartbeat (plus the heartbeat's life).
+        window: Duration,
     },
     /// Atomically deletes a live record and, for a recoverable disconnect, keeps the
     /// session for `ttl`.
@@ -163,6 +166,11 @@ pub enum SessionOp {
         pids: Vec<String>,
         /// The new time to live.
         ttl: Duration,
+    },
+    /// Clears an earlier answer to a probe of `pid`, before probing again.
+    ClearAlive {
+        /// The private session id.
+        pid: String,
     },
     /// Tells a node probing `pid` that its socket is alive.
     MarkAlive {
@@ -214,6 +222,12 @@ pub trait ClusterBackend: Send + Sync + 'static {
         upto: EntryId,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
+    /// The newest entries up to `upto` (inclusive), at most `count`, newest first.
+    fn recent(
+        &self,
+        upto: EntryId,
+        count: usize,
+    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
     /// The id of the newest entry (zero when the log is empty).
     fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>>;
     /// Applies session changes, in order.
@@ -246,7 +260,8 @@ pub struct ClusterConfig {
     /// How often this node renews its heartbeat (1 s).
     pub heartbeat_interval: Duration,
     /// How long the heartbeat lasts: after a crash, its sockets become restorable this
-    /// long after the last renewal (3 s).
+    /// long after the last renewal (7 s: longer than a short engine outage, so that live
+    /// sockets are not taken for dead, and short enough to restore within 10 s).
     pub heartbeat_ttl: Duration,
     /// Most broadcasts, and most session changes, waiting while the engine is unreachable
     /// (100 000 each); beyond it new ones are dropped (and logged), so an outage never
@@ -263,7 +278,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             heartbeat_interval: Duration::from_secs(1),
-            heartbeat_ttl: Duration::from_secs(3),
+            heartbeat_ttl: Duration::from_secs(7),
             max_queue: 100_000,
             flush_timeout: Duration::from_secs(30),
             takeover_timeout: Duration::from_secs(10),
@@ -476,15 +491,20 @@ impl Cluster {
                 Ok(TakeOutcome::UnknownOffset) => return Err(RecoveryFailure::UnknownOffset),
                 Ok(TakeOutcome::HolderAlive(holder)) => {
                     if holder != self.uid {
-                        if self.backend.is_marked_alive(pid).await.unwrap_or(false) {
-                            return Err(RecoveryFailure::StillConnected);
-                        }
                         if !probed {
+                            // Only an answer to this probe counts: an old mark may be
+                            // from before the holder died.
+                            let clear = [SessionOp::ClearAlive {
+                                pid: pid.to_owned(),
+                            }];
+                            let _ = self.backend.apply(&self.uid, &clear).await;
                             self.publish(ClusterMessage::Probe {
                                 nsp: nsp.to_owned(),
                                 pid: pid.to_owned(),
                             });
                             probed = true;
+                        } else if self.backend.is_marked_alive(pid).await.unwrap_or(false) {
+                            return Err(RecoveryFailure::StillConnected);
                         }
                     }
                 }
@@ -503,7 +523,8 @@ impl Cluster {
     /// The entries of `(after, upto]` that a socket of `nsp` with this id and these rooms
     /// missed, oldest first, each once.
     /// `seen` carries the appenders' sequence numbers across calls, so that an entry
-    /// appended twice by a retry is replayed once.
+    /// appended twice by a retry is replayed once; [`Cluster::seed_seen`] fills it with the
+    /// entries just before the offset, whose retried copies may follow it.
     pub(crate) async fn missed(
         &self,
         nsp: &str,
@@ -539,6 +560,19 @@ impl Cluster {
             }
         }
         Ok(out)
+    }
+
+    /// Records the appenders' sequence numbers of the entries up to `at` (the newest
+    /// 1000), so that a copy of one of them appended again by a retry is not replayed.
+    pub(crate) async fn seed_seen(&self, at: EntryId, seen: &mut HashMap<String, u64>) {
+        if let Ok(recent) = self.backend.recent(at, 1000).await {
+            for r in recent {
+                if let Some(seq) = r.seq {
+                    let s = seen.entry(r.uid).or_insert(0);
+                    *s = (*s).max(seq);
+                }
+            }
+        }
     }
 
     fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {

@@ -438,6 +438,7 @@ impl Namespace {
                     nsp: self.name.clone(),
                     session: cluster_session(socket),
                     ttl: Self::live_ttl(&rec),
+                    window: rec.config.max_disconnection_duration,
                 });
             }
         }
@@ -657,6 +658,9 @@ impl Namespace {
             cluster.wait_delivered(after).await;
         }
         let mut seen = HashMap::new();
+        if let Some(after) = after {
+            cluster.seed_seen(after, &mut seen).await;
+        }
         let sid = socket.id();
         let rooms = socket.rooms();
         let early = *self.position();

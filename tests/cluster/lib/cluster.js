@@ -1,0 +1,582 @@
+// Harness of the multi-node suite (CONTRACT.md §6).
+//
+// - Redis: the real engine at REDIS_HOST:REDIS_PORT (127.0.0.1:6379). The
+//   suite never touches other data: it uses one logical database
+//   (CLUSTER_REDIS_DB, default 7) and FLUSHDBs that database only, at the
+//   start of each test file. Test files run one at a time.
+// - A TcpProxy (lib/proxy.js) in front of Redis for every node, in this
+//   process; node X gets ADAPTER=redis://127.0.0.1:<its proxy's port>/<db>.
+//   `cluster.proxy` drives them all at once (an engine outage),
+//   `cluster.proxies[X]` one node's link to the engine.
+// - ServerNode: one node, started as `/bin/sh -c "exec <cmd>"` in its own
+//   process group (default cmd: target/release/conformance-server, built by
+//   run.sh; override with SERVER_CMD), with PORT, ADAPTER and NODE_NAME.
+//   Ready when it answers `node-id`. stop() = SIGTERM, kill() = SIGKILL,
+//   start() again = restart on the same port.
+// - Client: a socket.io-client socket on its own Manager (auto-reconnect off,
+//   so a test decides where a client reconnects) that records every event.
+"use strict";
+
+const { spawn } = require("node:child_process");
+const fs = require("node:fs");
+const os = require("node:os");
+const net = require("node:net");
+const path = require("node:path");
+const assert = require("node:assert/strict");
+const { Manager } = require("socket.io-client");
+const { createClient } = require("redis");
+const { TcpProxy, ProxyGroup } = require("./proxy");
+
+const REPO = path.resolve(__dirname, "..", "..", "..");
+const HOST = "127.0.0.1";
+const REDIS_HOST = process.env.REDIS_HOST || "127.0.0.1";
+const REDIS_PORT = Number(process.env.REDIS_PORT || 6379);
+const REDIS_DB = Number(process.env.CLUSTER_REDIS_DB || 7);
+const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(REPO, "target");
+const DEFAULT_BIN = path.join(TARGET_DIR, "release", "conformance-server");
+const START_TIMEOUT_MS = Number(process.env.SERVER_START_TIMEOUT_MS || 30000);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+// Polls `pred` (sync or async) until truthy; throws with `what` after `ms`.
+async function waitFor(pred, ms, what, every = 20) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await pred();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timeout after ${ms} ms: ${typeof what === "function" ? what() : what}`);
+    await sleep(every);
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, HOST, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: HOST, port });
+    const done = (ok) => {
+      s.removeAllListeners();
+      s.on("error", () => {});
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1000, () => done(false));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Offsets: Redis stream ids "<ms>-<seq>".
+
+function parseOffset(o) {
+  const m = /^(\d+)-(\d+)$/.exec(o);
+  assert.ok(m, `offset ${JSON.stringify(o)} is not a stream id`);
+  return [BigInt(m[1]), BigInt(m[2])];
+}
+
+function cmpOffset(a, b) {
+  const [am, as] = parseOffset(a);
+  const [bm, bs] = parseOffset(b);
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Process groups, killed on exit whatever happens.
+
+const liveGroups = new Set();
+process.on("exit", () => {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {}
+  }
+});
+
+function killGroup(pid, sig) {
+  try {
+    process.kill(-pid, sig);
+  } catch {}
+}
+
+class ServerNode {
+  // cmd: the command after `exec` (default: the release conformance-server).
+  constructor({ name, port, adapter, cmd, env = {} }) {
+    this.name = name;
+    this.port = port;
+    this.adapter = adapter;
+    this.cmd = cmd || process.env.SERVER_CMD || JSON.stringify(DEFAULT_BIN);
+    this.env = env;
+    this.child = null;
+    this.out = "";
+    this.nodeId = null;
+    this.starts = 0;
+  }
+
+  get url() {
+    return `http://${HOST}:${this.port}`;
+  }
+
+  isAlive() {
+    return !!this.child && !this.exited;
+  }
+
+  async start() {
+    if (!this.port) this.port = await freePort();
+    this.starts++;
+    this.exited = null;
+    const child = spawn("/bin/sh", ["-c", `exec ${this.cmd}`], {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        ...this.env,
+        PORT: String(this.port),
+        ADAPTER: this.adapter,
+        NODE_NAME: this.name,
+      },
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.child = child;
+    liveGroups.add(child.pid);
+    const keep = (chunk) => {
+      const s = chunk.toString();
+      this.out += s.replace(/^/gm, `[${this.name}#${this.starts}] `);
+      if (this.out.length > 256 * 1024) this.out = this.out.slice(-128 * 1024);
+      if (process.env.CLUSTER_LOG === "1") process.stderr.write(`[${this.name}] ${s}`);
+    };
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    this.exitP = new Promise((resolve) =>
+      child.once("exit", (code, signal) => {
+        this.exited = { code, signal, at: Date.now() };
+        liveGroups.delete(child.pid);
+        resolve(this.exited);
+      }),
+    );
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (this.exited) {
+        throw new Error(`node ${this.name} exited before it was ready (${JSON.stringify(this.exited)})\n${this.out}`);
+      }
+      if (await canConnect(this.port)) {
+        try {
+          this.nodeId = await this.#askNodeId();
+          return this;
+        } catch {}
+      }
+      if (Date.now() > deadline) {
+        killGroup(child.pid, "SIGKILL");
+        throw new Error(`node ${this.name} not ready on port ${this.port} within ${START_TIMEOUT_MS} ms\n${this.out}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  async #askNodeId() {
+    const m = new Manager(this.url, { reconnection: false, transports: ["websocket"], timeout: 2000 });
+    const s = m.socket("/");
+    try {
+      await withTimeout(
+        new Promise((resolve, reject) => {
+          s.once("connect", resolve);
+          s.once("connect_error", reject);
+          s.connect();
+        }),
+        3000,
+        "node-id probe connect",
+      );
+      return await s.timeout(2000).emitWithAck("node-id");
+    } finally {
+      s.disconnect();
+      m.engine?.close();
+    }
+  }
+
+  // SIGTERM; resolves with how long the node took to exit (SIGKILL after graceMs).
+  async stop(graceMs = 15000) {
+    if (!this.isAlive()) return { ms: 0, graceful: true, exit: this.exited };
+    const t0 = Date.now();
+    killGroup(this.child.pid, "SIGTERM");
+    const exit = await Promise.race([this.exitP, sleep(graceMs).then(() => null)]);
+    if (!exit) {
+      killGroup(this.child.pid, "SIGKILL");
+      await this.exitP;
+      return { ms: Date.now() - t0, graceful: false, exit: this.exited };
+    }
+    return { ms: exit.at - t0, graceful: true, exit };
+  }
+
+  // SIGKILL (a crash).
+  async kill() {
+    if (!this.isAlive()) return this.exited;
+    killGroup(this.child.pid, "SIGKILL");
+    return this.exitP;
+  }
+
+  log() {
+    return this.out;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Redis: one logical database of the shared server, flushed per test file.
+//
+// Two runs on one database would flush each other's data, so a test file
+// holds a lock file per database (stale locks of dead processes are taken
+// over) from Cluster.start() to stopAll().
+
+const dbLockPath = (db) => path.join(os.tmpdir(), `tether-cluster-redis-${REDIS_PORT}-db${db}.lock`);
+let heldLock = null;
+process.on("exit", () => {
+  if (heldLock) {
+    try {
+      fs.unlinkSync(heldLock);
+    } catch {}
+  }
+});
+
+async function lockDb(db, ms = 15 * 60 * 1000) {
+  const file = dbLockPath(db);
+  const deadline = Date.now() + ms;
+  let told = false;
+  for (;;) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: "wx" });
+      heldLock = file;
+      return;
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+    }
+    let owner = NaN;
+    try {
+      owner = Number(fs.readFileSync(file, "utf8"));
+    } catch {}
+    let alive = false;
+    if (owner > 0) {
+      try {
+        process.kill(owner, 0);
+        alive = true;
+      } catch {}
+    }
+    if (!alive && owner > 0) {
+      try {
+        fs.unlinkSync(file);
+      } catch {}
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`Redis database ${db} is locked by pid ${owner} (${file})`);
+    if (!told) {
+      told = true;
+      console.log(`# waiting for Redis database ${db}, in use by pid ${owner} (set CLUSTER_REDIS_DB to use another)`);
+    }
+    await sleep(250);
+  }
+}
+
+function unlockDb() {
+  if (!heldLock) return;
+  try {
+    fs.unlinkSync(heldLock);
+  } catch {}
+  heldLock = null;
+}
+
+async function redisAdmin(db = REDIS_DB) {
+  const r = createClient({ url: `redis://${REDIS_HOST}:${REDIS_PORT}/${db}` });
+  r.on("error", () => {});
+  await r.connect();
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+const openClients = new Set();
+
+class Client {
+  constructor(url, { nsp = "/", auth, transports = ["websocket"], name } = {}) {
+    this.url = url;
+    this.nsp = nsp;
+    this.name = name || `${url}${nsp}`;
+    this.manager = new Manager(url, {
+      reconnection: false,
+      transports,
+      timeout: 20000,
+      autoConnect: false,
+    });
+    this.socket = this.manager.socket(nsp, auth === undefined ? {} : { auth });
+    this.events = []; // every event: {event, args}
+    this.numbered = []; // {tag, i, offset, bin, at}
+    this.disconnects = []; // reasons
+    this.lastOffset = undefined;
+    this.socket.onAny((event, ...args) => {
+      this.events.push({ event, args });
+      const last = args[args.length - 1];
+      if (typeof last === "string") this.lastOffset = last;
+      if (event === "numbered") {
+        const a = args[0] || {};
+        this.numbered.push({
+          tag: a.tag,
+          i: a.i,
+          offset: typeof last === "string" && args.length > 1 ? last : undefined,
+          bin: a.bin ? [...new Uint8Array(a.bin)] : undefined,
+          at: Date.now(),
+        });
+      }
+    });
+    this.socket.on("disconnect", (reason) => this.disconnects.push(reason));
+    openClients.add(this);
+  }
+
+  connect(timeout = 15000) {
+    return withTimeout(
+      new Promise((resolve, reject) => {
+        this.socket.once("connect", () => {
+          this.id = this.socket.id;
+          this.pid = this.socket._pid;
+          resolve(this);
+        });
+        this.socket.once("connect_error", (e) => reject(e));
+        this.socket.connect();
+      }),
+      timeout,
+      `connect ${this.name}`,
+    );
+  }
+
+  get connected() {
+    return this.socket.connected;
+  }
+
+  ack(event, ...args) {
+    return this.ackT(10000, event, ...args);
+  }
+
+  ackT(ms, event, ...args) {
+    return this.socket.timeout(ms).emitWithAck(event, ...args);
+  }
+
+  // Resolves with every argument of the ack (emitWithAck gives the first only).
+  ackAll(ms, event, ...args) {
+    return new Promise((resolve, reject) => {
+      this.socket.timeout(ms).emit(event, ...args, (err, ...res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  emit(event, ...args) {
+    this.socket.emit(event, ...args);
+  }
+
+  tagged(tag) {
+    return this.numbered.filter((n) => n.tag === tag);
+  }
+
+  is(tag) {
+    return this.tagged(tag).map((n) => n.i);
+  }
+
+  waitNumbered(tag, count, ms = 10000) {
+    return waitFor(
+      () => this.tagged(tag).length >= count,
+      ms,
+      () => `${this.name}: ${count} "${tag}" events (got ${JSON.stringify(this.is(tag))})`,
+    );
+  }
+
+  waitDisconnect(ms = 10000) {
+    if (!this.socket.connected && this.disconnects.length) return Promise.resolve(this.disconnects.at(-1));
+    return withTimeout(
+      new Promise((resolve) => this.socket.once("disconnect", resolve)),
+      ms,
+      `${this.name} disconnect`,
+    );
+  }
+
+  // The recovery credentials the official client would send.
+  creds() {
+    return { pid: this.pid, offset: this.lastOffset };
+  }
+
+  close() {
+    openClients.delete(this);
+    try {
+      this.socket.disconnect();
+    } catch {}
+    try {
+      this.manager.engine?.close();
+    } catch {}
+  }
+}
+
+async function connect(url, opts = {}) {
+  const c = new Client(url, opts);
+  await c.connect(opts.timeout);
+  return c;
+}
+
+// A new client that presents `creds` ({pid, offset}) in its CONNECT. The
+// official client's `recovered` flag is only set on the same Socket object,
+// so the outcome is read with `whoami`.
+async function recoverAs(url, creds, opts = {}) {
+  return connect(url, { ...opts, auth: { ...creds, ...(opts.auth || {}) } });
+}
+
+function closeAllClients() {
+  for (const c of [...openClients]) c.close();
+}
+
+// ---------------------------------------------------------------------------
+// A cluster of conformance-server nodes, each behind its own proxy.
+
+class Cluster {
+  constructor() {
+    this.nodes = {};
+    this.observers = new Map(); // node name -> client on "/" used for queries
+  }
+
+  static async start(names = ["A", "B", "C"], { db = REDIS_DB } = {}) {
+    const c = new Cluster();
+    c.db = db;
+    await lockDb(db);
+    c.redis = await redisAdmin(db);
+    await c.redis.flushDb();
+    c.proxies = {};
+    c.proxy = new ProxyGroup([]);
+    await Promise.all(names.map((n) => c.add(n)));
+    return c;
+  }
+
+  async add(name, opts = {}) {
+    const proxy = new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
+    await proxy.listen();
+    this.proxies[name] = proxy;
+    this.proxy.proxies.push(proxy);
+    const node = new ServerNode({ name, adapter: `redis://127.0.0.1:${proxy.port}/${this.db}`, ...opts });
+    this.nodes[name] = node;
+    await node.start();
+    return node;
+  }
+
+  node(name) {
+    return this.nodes[name];
+  }
+
+  url(name) {
+    return this.nodes[name].url;
+  }
+
+  // A long-lived client of node `name` for room-members/node-id queries.
+  async observer(name, nsp = "/") {
+    const key = `${name}${nsp}`;
+    let o = this.observers.get(key);
+    if (o && o.connected && o.url === this.url(name)) return o;
+    o?.close();
+    o = await connect(this.url(name), { name: `observer-${key}`, nsp });
+    openClients.delete(o); // not closed by the per-test cleanup
+    this.observers.set(key, o);
+    return o;
+  }
+
+  // Waits until node `name` no longer lists socket `sid` (§6.2: from then on
+  // its session is restorable everywhere).
+  async waitGone(name, sid, ms = 10000, nsp = "/") {
+    const o = await this.observer(name, nsp);
+    await waitFor(async () => (await o.ack("room-members", sid)).length === 0, ms, `${sid} gone from ${name}`, 25);
+  }
+
+  async stopAll() {
+    for (const o of this.observers.values()) o.close();
+    this.observers.clear();
+    await Promise.all(Object.values(this.nodes).map((n) => n.kill()));
+    await Promise.all(Object.values(this.proxies || {}).map((p) => p.close()));
+    if (this.redis) await this.redis.quit().catch(() => {});
+    unlockDb();
+  }
+
+  logs() {
+    return Object.values(this.nodes)
+      .map((n) => n.log())
+      .join("");
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Assertions
+
+// The events of `tag` that `client` got: each i once, in the order of `is`.
+function assertExactly(client, tag, is, what = "") {
+  assert.deepEqual(client.is(tag), is, `${client.name} ${what}: "${tag}" events`);
+}
+
+// Every receiver got the same offset for the same (tag, i), and offsets grow.
+function assertSameOffsets(clients, tag) {
+  let ref = null;
+  for (const c of clients) {
+    const list = c.tagged(tag);
+    for (let k = 1; k < list.length; k++) {
+      assert.equal(cmpOffset(list[k - 1].offset, list[k].offset), -1, `${c.name}: "${tag}" offsets grow`);
+    }
+    const m = new Map(list.map((n) => [n.i, n.offset]));
+    if (ref === null) ref = m;
+    else {
+      for (const [i, o] of m) {
+        if (ref.has(i)) assert.equal(o, ref.get(i), `${c.name}: offset of "${tag}" #${i}`);
+      }
+    }
+  }
+}
+
+// `seq` is a list of 1..n with no duplicate and in increasing order.
+function assertIncreasingNoDup(seq, what) {
+  for (let k = 1; k < seq.length; k++) {
+    assert.ok(seq[k] > seq[k - 1], `${what}: not increasing at ${k}: ${JSON.stringify(seq)}`);
+  }
+}
+
+let tagCounter = 0;
+function uniqueTag(prefix = "t") {
+  return `${prefix}-${process.pid}-${++tagCounter}`;
+}
+
+module.exports = {
+  REPO,
+  REDIS_DB,
+  sleep,
+  withTimeout,
+  waitFor,
+  freePort,
+  parseOffset,
+  cmpOffset,
+  ServerNode,
+  Cluster,
+  Client,
+  connect,
+  recoverAs,
+  closeAllClients,
+  redisAdmin,
+  assertExactly,
+  assertSameOffsets,
+  assertIncreasingNoDup,
+  uniqueTag,
+};

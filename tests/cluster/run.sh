@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Multi-node suite (CONTRACT.md §6): Tether conformance-server nodes sharing a
+# Redis Streams engine, checked with the official socket.io-client.
+#
+#   bash tests/cluster/run.sh [test files relative to tests/cluster...]
+#
+# Environment:
+#   REDIS_HOST / REDIS_PORT  the Redis to use (default 127.0.0.1:6379; started
+#                            here if it does not answer and it is local)
+#   CLUSTER_REDIS_DB         the logical database the suite owns and FLUSHDBs
+#                            at the start of every test file (default 7)
+#   SERVER_CMD               command that starts one node (run as
+#                            `/bin/sh -c "exec $SERVER_CMD"`, with PORT, ADAPTER,
+#                            NODE_NAME set); default target/release/conformance-server
+#   SKIP_BUILD=1             do not run cargo build
+#   CLUSTER_LOG=1            copy the nodes' output to stderr
+#   TEST_TIMEOUT             per-test timeout in ms (default 120000)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$HERE"
+
+REDIS_HOST=${REDIS_HOST:-127.0.0.1}
+REDIS_PORT=${REDIS_PORT:-6379}
+export REDIS_HOST REDIS_PORT
+
+# 1. dependencies
+if [ ! -d node_modules/socket.io-client ] || [ ! -d node_modules/@socket.io/redis-streams-adapter ] \
+  || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# 2. Redis
+redis_ping() {
+  # RESP PING over bash's /dev/tcp: no redis-cli needed
+  local line
+  exec 3<>"/dev/tcp/$REDIS_HOST/$REDIS_PORT" 2>/dev/null || return 1
+  printf 'PING\r\n' >&3
+  IFS= read -r -t 2 line <&3 || { exec 3>&-; return 1; }
+  exec 3>&-
+  [[ "$line" == "+PONG"* ]]
+}
+if ! redis_ping; then
+  if [[ "$REDIS_HOST" != "127.0.0.1" && "$REDIS_HOST" != "localhost" ]]; then
+    echo "run.sh: Redis at $REDIS_HOST:$REDIS_PORT does not answer PING" >&2
+    exit 1
+  fi
+  if ! command -v redis-server >/dev/null; then
+    echo "run.sh: Redis does not answer on $REDIS_HOST:$REDIS_PORT and redis-server is not installed" >&2
+    echo "        (apt-get install redis-server, or set REDIS_HOST/REDIS_PORT)" >&2
+    exit 1
+  fi
+  echo "run.sh: starting redis-server on port $REDIS_PORT" >&2
+  redis-server --daemonize yes --port "$REDIS_PORT" --save "" --appendonly no >/dev/null
+  for _ in $(seq 50); do
+    redis_ping && break
+    sleep 0.1
+  done
+  if ! redis_ping; then
+    echo "run.sh: started redis-server, but it does not answer PING on port $REDIS_PORT" >&2
+    exit 1
+  fi
+fi
+
+# 3. the server under test
+if [ -z "${SERVER_CMD:-}" ] && [ "${SKIP_BUILD:-0}" != "1" ]; then
+  (cd "$ROOT" && cargo build --release --quiet -p tether-servers --bin conformance-server)
+fi
+
+# 4. the tests, one file at a time (they share the Redis database)
+if [ "$#" -gt 0 ]; then
+  files=("$@")
+else
+  files=(test/[0-9]*.test.js)
+fi
+exec node --test \
+  --test-reporter=spec \
+  --test-concurrency=1 \
+  --test-timeout="${TEST_TIMEOUT:-120000}" \
+  "${files[@]}"
