@@ -196,6 +196,10 @@ end
 return {'none'}
 "#;
 
+/// Deletes a live record only if the calling node owns it.
+const RETIRE_OWN: &str =
+    "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end";
+
 impl RedisBackend {
     /// Connects (and checks the connection) to the Redis at `url`.
     pub async fn connect(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
@@ -418,7 +422,14 @@ impl ClusterBackend for RedisBackend {
                             .ignore();
                     }
                     SessionOp::Retire { nsp, pid, keep } => {
-                        p.cmd("DEL").arg(self.live_key(pid)).ignore();
+                        // Only this node's record: another node may have taken the
+                        // session over meanwhile and written its own.
+                        p.cmd("EVAL")
+                            .arg(RETIRE_OWN)
+                            .arg(1)
+                            .arg(self.live_key(pid))
+                            .arg(uid)
+                            .ignore();
                         p.cmd("DEL")
                             .arg(format!("{}alive:{}", self.config.prefix, pid))
                             .ignore();

@@ -242,3 +242,34 @@ async fn a_dead_nodes_records_expire_with_their_window() {
         TakeOutcome::NotFound
     );
 }
+
+#[tokio::test]
+async fn a_node_retires_only_its_own_live_record() {
+    let b = backend("own").await;
+    let put = [SessionOp::PutLive {
+        nsp: "/".into(),
+        session: session("p"),
+        ttl: Duration::from_secs(30),
+        window: Duration::from_secs(30),
+    }];
+    b.heartbeat("new-holder", Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.apply("new-holder", &put).await.unwrap();
+    // The old holder retires late: the new holder's record stays.
+    let retire = [SessionOp::Retire {
+        nsp: "/".into(),
+        pid: "p".into(),
+        keep: None,
+    }];
+    b.apply("old-holder", &retire).await.unwrap();
+    assert_eq!(
+        b.take_session("/", "p", None).await.unwrap(),
+        TakeOutcome::HolderAlive("new-holder".into())
+    );
+    b.apply("new-holder", &retire).await.unwrap();
+    assert_eq!(
+        b.take_session("/", "p", None).await.unwrap(),
+        TakeOutcome::NotFound
+    );
+}
