@@ -127,7 +127,66 @@ async function main() {
       socket.on("node-id", (ack) => {
         if (isFn(ack)) ack(NODE_ID);
       });
+
+      // Beyond the contract, as in Tether's conformance-server: the operations
+      // that reach every node. `{to, except, local, timeoutMs}` select the targets.
+      const operator = (p = {}) => {
+        let op = nsp;
+        if (typeof p.to === "string") op = op.to(p.to);
+        if (typeof p.except === "string") op = op.except(p.except);
+        if (p.local) op = op.local;
+        if (Number.isInteger(p.timeoutMs)) op = op.timeout(p.timeoutMs);
+        return op;
+      };
+      socket.on("fetch-sockets", async (p, ack) => {
+        if (!isFn(ack)) return;
+        try {
+          const found = await operator(p).fetchSockets();
+          const ids = found.map((s) => s.id).sort();
+          const local = found.filter((s) => nsp.sockets.has(s.id)).map((s) => s.id).sort();
+          const sockets = found.map((s) => ({ id: s.id, rooms: [...s.rooms].filter((r) => r !== s.id), data: s.data }));
+          ack({ ids, local, sockets });
+        } catch (e) {
+          ack({ error: e.message });
+        }
+      });
+      socket.on("sockets-join", (p, ack) => {
+        operator(p).socketsJoin(p.room);
+        if (isFn(ack)) setTimeout(() => ack(), 100);
+      });
+      socket.on("sockets-leave", (p, ack) => {
+        operator(p).socketsLeave(p.room);
+        if (isFn(ack)) setTimeout(() => ack(), 100);
+      });
+      socket.on("disconnect-sockets", (p, ack) => {
+        if (isFn(ack)) ack();
+        operator(p).disconnectSockets(!!p.close);
+      });
+      socket.on("broadcast-ack", async (p, ack) => {
+        if (!isFn(ack)) return;
+        try {
+          const answers = await operator(p).emitWithAck("question", ...(p.args || []));
+          ack({ answers: answers.map((a) => ({ id: null, answer: [a] })), complete: true });
+        } catch (e) {
+          ack({ error: e.message });
+        }
+      });
+      socket.on("server-side-emit", (text, ack) => {
+        nsp.serverSideEmit("hello", text);
+        if (isFn(ack)) ack({ ok: true });
+      });
+      socket.on("server-side-ping", async (ms, ack) => {
+        if (!isFn(ack)) return;
+        try {
+          const ids = await nsp.timeout(ms || 2000).serverSideEmitWithAck("ping");
+          ack({ ids: ids.sort() });
+        } catch (e) {
+          ack({ error: e.message });
+        }
+      });
     });
+    nsp.on("ping", (cb) => cb(NODE_ID));
+    nsp.on("hello", (text) => nsp.local.emit("node-hello", text));
   }
 
   // The adapter starts its XREAD ("$") asynchronously; give it a moment so that

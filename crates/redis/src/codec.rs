@@ -14,11 +14,20 @@ use base64::Engine as _;
 use bytes::Bytes;
 use rmpv::Value as Mp;
 use serde_json::{json, Map, Value};
-use tether::cluster::{Broadcast, ClusterMessage, ClusterSession, EntryId};
+use tether::cluster::{
+    Broadcast, ClusterMessage, ClusterSession, EntryId, Ephemeral, EphemeralBody, SocketInfo,
+    SocketsAction,
+};
 use tether::recovery::Room;
 
 /// The adapter's message type of a broadcast.
 pub(crate) const BROADCAST: &str = "3";
+/// `socketsJoin`.
+const SOCKETS_JOIN: &str = "4";
+/// `socketsLeave`.
+const SOCKETS_LEAVE: &str = "5";
+/// `disconnectSockets`.
+const DISCONNECT_SOCKETS: &str = "6";
 /// Tether's probe of a pid's holder.
 pub(crate) const PROBE: &str = "tether:probe";
 
@@ -124,6 +133,29 @@ pub(crate) fn encode_message(msg: &ClusterMessage) -> Option<(&'static str, Stri
         ClusterMessage::Probe { nsp, pid } => {
             Some((PROBE, json!({ "nsp": nsp, "pid": pid }).to_string()))
         }
+        ClusterMessage::Sockets {
+            rooms,
+            except,
+            action,
+            ..
+        } => {
+            let opts =
+                json!({ "rooms": rooms_json(rooms), "except": rooms_json(except), "flags": {} });
+            Some(match action {
+                SocketsAction::Join(r) => (
+                    SOCKETS_JOIN,
+                    json!({ "opts": opts, "rooms": rooms_json(r) }).to_string(),
+                ),
+                SocketsAction::Leave(r) => (
+                    SOCKETS_LEAVE,
+                    json!({ "opts": opts, "rooms": rooms_json(r) }).to_string(),
+                ),
+                SocketsAction::Disconnect { close } => (
+                    DISCONNECT_SOCKETS,
+                    json!({ "opts": opts, "close": close }).to_string(),
+                ),
+            })
+        }
         ClusterMessage::Other => None,
     }
 }
@@ -172,6 +204,24 @@ pub(crate) fn decode_message(ty: &str, nsp: &str, data: &str) -> ClusterMessage 
                 volatile,
             })
         }
+        SOCKETS_JOIN | SOCKETS_LEAVE | DISCONNECT_SOCKETS => {
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                return ClusterMessage::Other;
+            };
+            let action = match ty {
+                SOCKETS_JOIN => SocketsAction::Join(str_list(v.get("rooms"))),
+                SOCKETS_LEAVE => SocketsAction::Leave(str_list(v.get("rooms"))),
+                _ => SocketsAction::Disconnect {
+                    close: v["close"].as_bool().unwrap_or(false),
+                },
+            };
+            ClusterMessage::Sockets {
+                nsp: nsp.to_owned(),
+                rooms: str_list(v["opts"].get("rooms")),
+                except: str_list(v["opts"].get("except")),
+                action,
+            }
+        }
         PROBE => {
             let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
             match (v["nsp"].as_str(), v["pid"].as_str()) {
@@ -184,6 +234,236 @@ pub(crate) fn decode_message(ty: &str, nsp: &str, data: &str) -> ClusterMessage 
         }
         _ => ClusterMessage::Other,
     }
+}
+
+/// The adapter's message types of requests and answers (pub/sub).
+mod kind {
+    pub const BROADCAST: u64 = 3;
+    pub const FETCH_SOCKETS: u64 = 7;
+    pub const FETCH_SOCKETS_RESPONSE: u64 = 8;
+    pub const SERVER_SIDE_EMIT: u64 = 9;
+    pub const SERVER_SIDE_EMIT_RESPONSE: u64 = 10;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 11;
+    pub const BROADCAST_ACK: u64 = 12;
+}
+
+/// An answer's `packet` (the reference carries the first argument only) and, when there
+/// are more or fewer, Tether's `args`.
+fn answer_fields(o: &mut Map<String, Value>, args: &[Value]) {
+    o.insert(
+        "packet".into(),
+        args.first().cloned().unwrap_or(Value::Null),
+    );
+    if args.len() != 1 {
+        o.insert("args".into(), Value::Array(args.to_vec()));
+    }
+}
+
+fn answer_args(v: &Value) -> Vec<Value> {
+    match v.get("args") {
+        Some(Value::Array(a)) => a.clone(),
+        _ => vec![v.get("packet").cloned().unwrap_or(Value::Null)],
+    }
+}
+
+fn socket_json(s: &SocketInfo) -> Value {
+    let mut rooms = vec![Value::String(s.id.clone())];
+    rooms.extend(s.rooms.iter().map(|r| Value::String(r.to_string())));
+    json!({ "id": s.id, "handshake": s.handshake, "rooms": rooms, "data": s.data })
+}
+
+fn socket_from_json(v: &Value) -> Option<SocketInfo> {
+    let id = v["id"].as_str()?.to_owned();
+    let rooms = str_list(v.get("rooms"))
+        .into_iter()
+        .filter(|r| **r != *id)
+        .collect();
+    Some(SocketInfo {
+        id,
+        rooms,
+        data: v.get("data").cloned().unwrap_or(Value::Null),
+        handshake: v.get("handshake").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// An ephemeral message as the adapter publishes it: MessagePack of
+/// `{uid, nsp, type, data}`, binary as MessagePack binary.
+pub(crate) fn encode_ephemeral(m: &Ephemeral) -> Vec<u8> {
+    let no_binary: &[Bytes] = &[];
+    let (ty, data, attachments) = match &m.body {
+        EphemeralBody::BroadcastWithAck {
+            request_id,
+            broadcast: b,
+            timeout,
+        } => {
+            let mut flags = Map::new();
+            if let Some(t) = timeout {
+                flags.insert("timeout".into(), json!(t.as_millis() as u64));
+            }
+            (
+                kind::BROADCAST,
+                json!({
+                    "packet": { "type": 2, "data": b.data, "nsp": b.nsp },
+                    "requestId": request_id,
+                    "opts": { "rooms": rooms_json(&b.rooms), "except": rooms_json(&b.except), "flags": flags },
+                }),
+                b.attachments.as_slice(),
+            )
+        }
+        EphemeralBody::FetchSockets {
+            request_id,
+            rooms,
+            except,
+        } => (
+            kind::FETCH_SOCKETS,
+            json!({
+                "opts": { "rooms": rooms_json(rooms), "except": rooms_json(except), "flags": {} },
+                "requestId": request_id,
+            }),
+            no_binary,
+        ),
+        EphemeralBody::ServerSideEmit {
+            request_id,
+            data,
+            attachments,
+        } => {
+            let mut o = Map::new();
+            o.insert("packet".into(), Value::Array(data.clone()));
+            if let Some(id) = request_id {
+                o.insert("requestId".into(), Value::String(id.clone()));
+            }
+            (
+                kind::SERVER_SIDE_EMIT,
+                Value::Object(o),
+                attachments.as_slice(),
+            )
+        }
+        EphemeralBody::ClientCount { request_id, count } => (
+            kind::BROADCAST_CLIENT_COUNT,
+            json!({ "requestId": request_id, "clientCount": count }),
+            no_binary,
+        ),
+        EphemeralBody::BroadcastAck {
+            request_id,
+            sid,
+            args,
+            attachments,
+        } => {
+            let mut o = Map::new();
+            o.insert("requestId".into(), Value::String(request_id.clone()));
+            answer_fields(&mut o, args);
+            if let Some(sid) = sid {
+                o.insert("sid".into(), Value::String(sid.clone()));
+            }
+            (
+                kind::BROADCAST_ACK,
+                Value::Object(o),
+                attachments.as_slice(),
+            )
+        }
+        EphemeralBody::Sockets {
+            request_id,
+            sockets,
+        } => (
+            kind::FETCH_SOCKETS_RESPONSE,
+            json!({
+                "requestId": request_id,
+                "sockets": sockets.iter().map(socket_json).collect::<Vec<_>>(),
+            }),
+            no_binary,
+        ),
+        EphemeralBody::ServerSideAck {
+            request_id,
+            args,
+            attachments,
+        } => {
+            let mut o = Map::new();
+            o.insert("requestId".into(), Value::String(request_id.clone()));
+            answer_fields(&mut o, args);
+            (
+                kind::SERVER_SIDE_EMIT_RESPONSE,
+                Value::Object(o),
+                attachments.as_slice(),
+            )
+        }
+    };
+    let message = Mp::Map(vec![
+        (Mp::from("uid"), Mp::from(m.uid.as_str())),
+        (Mp::from("nsp"), Mp::from(m.nsp.as_str())),
+        (Mp::from("type"), Mp::from(ty)),
+        (Mp::from("data"), to_mp(&data, attachments)),
+    ]);
+    let mut buf = Vec::new();
+    let _ = rmpv::encode::write_value(&mut buf, &message);
+    buf
+}
+
+/// Reads an ephemeral message; `None` for one Tether does not take part in (or garbage).
+pub(crate) fn decode_ephemeral(raw: &[u8]) -> Option<Ephemeral> {
+    let mut cursor = raw;
+    let mp = rmpv::decode::read_value(&mut cursor).ok()?;
+    let mut attachments = Vec::new();
+    let v = to_json(mp, &mut attachments);
+    let uid = v["uid"].as_str()?.to_owned();
+    let nsp = v["nsp"].as_str()?.to_owned();
+    let data = &v["data"];
+    let request_id = data["requestId"].as_str().map(str::to_owned);
+    let body = match v["type"].as_u64()? {
+        kind::BROADCAST => {
+            let packet = &data["packet"];
+            let items = packet["data"].as_array()?.clone();
+            let opts = &data["opts"];
+            EphemeralBody::BroadcastWithAck {
+                request_id: request_id?,
+                broadcast: Broadcast {
+                    nsp: nsp.clone(),
+                    data: items,
+                    attachments,
+                    rooms: str_list(opts.get("rooms")),
+                    except: str_list(opts.get("except")),
+                    volatile: false,
+                },
+                timeout: opts["flags"]["timeout"]
+                    .as_u64()
+                    .map(std::time::Duration::from_millis),
+            }
+        }
+        kind::FETCH_SOCKETS => EphemeralBody::FetchSockets {
+            request_id: request_id?,
+            rooms: str_list(data["opts"].get("rooms")),
+            except: str_list(data["opts"].get("except")),
+        },
+        kind::FETCH_SOCKETS_RESPONSE => EphemeralBody::Sockets {
+            request_id: request_id?,
+            sockets: data["sockets"]
+                .as_array()?
+                .iter()
+                .filter_map(socket_from_json)
+                .collect(),
+        },
+        kind::SERVER_SIDE_EMIT => EphemeralBody::ServerSideEmit {
+            request_id,
+            data: data["packet"].as_array()?.clone(),
+            attachments,
+        },
+        kind::SERVER_SIDE_EMIT_RESPONSE => EphemeralBody::ServerSideAck {
+            request_id: request_id?,
+            args: answer_args(data),
+            attachments,
+        },
+        kind::BROADCAST_CLIENT_COUNT => EphemeralBody::ClientCount {
+            request_id: request_id?,
+            count: data["clientCount"].as_u64()?,
+        },
+        kind::BROADCAST_ACK => EphemeralBody::BroadcastAck {
+            request_id: request_id?,
+            sid: data["sid"].as_str().map(str::to_owned),
+            args: answer_args(data),
+            attachments,
+        },
+        _ => return None,
+    };
+    Some(Ephemeral { uid, nsp, body })
 }
 
 /// A session in the adapter's format.
@@ -263,6 +543,100 @@ mod tests {
             start: Some(EntryId { ms: 5, seq: 1 }),
         };
         assert_eq!(decode_session(&encode_session(&s)), Some(s));
+    }
+
+    #[test]
+    fn sockets_actions_round_trip() {
+        for action in [
+            SocketsAction::Join(vec!["a".into(), "b".into()]),
+            SocketsAction::Leave(vec!["a".into()]),
+            SocketsAction::Disconnect { close: true },
+            SocketsAction::Disconnect { close: false },
+        ] {
+            let m = ClusterMessage::Sockets {
+                nsp: "/n".into(),
+                rooms: vec!["r".into()],
+                except: vec!["e".into()],
+                action,
+            };
+            let (ty, raw) = encode_message(&m).unwrap();
+            assert_eq!(decode_message(ty, "/n", &raw), m);
+        }
+    }
+
+    #[test]
+    fn ephemeral_messages_round_trip_with_binary() {
+        let bin = vec![Bytes::from_static(&[0, 1, 255])];
+        let ph = json!({"_placeholder": true, "num": 0});
+        let bodies = vec![
+            EphemeralBody::BroadcastWithAck {
+                request_id: "r1".into(),
+                broadcast: Broadcast {
+                    nsp: "/n".into(),
+                    data: vec![json!("ev"), json!(1), ph.clone()],
+                    attachments: bin.clone(),
+                    rooms: vec!["a".into()],
+                    except: vec!["b".into()],
+                    volatile: false,
+                },
+                timeout: Some(std::time::Duration::from_millis(1500)),
+            },
+            EphemeralBody::FetchSockets {
+                request_id: "r2".into(),
+                rooms: vec!["a".into()],
+                except: vec![],
+            },
+            EphemeralBody::ServerSideEmit {
+                request_id: None,
+                data: vec![json!("hello"), json!({"k": 1})],
+                attachments: vec![],
+            },
+            EphemeralBody::ServerSideEmit {
+                request_id: Some("r3".into()),
+                data: vec![json!("hello"), ph.clone()],
+                attachments: bin.clone(),
+            },
+            EphemeralBody::ClientCount {
+                request_id: "r4".into(),
+                count: 7,
+            },
+            EphemeralBody::BroadcastAck {
+                request_id: "r5".into(),
+                sid: Some("s1".into()),
+                args: vec![ph.clone()],
+                attachments: bin.clone(),
+            },
+            EphemeralBody::BroadcastAck {
+                request_id: "r5".into(),
+                sid: None,
+                args: vec![json!(1), json!(2)],
+                attachments: vec![],
+            },
+            EphemeralBody::Sockets {
+                request_id: "r6".into(),
+                sockets: vec![SocketInfo {
+                    id: "s1".into(),
+                    rooms: vec!["a".into()],
+                    data: json!({"x": 1}),
+                    handshake: json!({"url": "/socket.io/"}),
+                }],
+            },
+            EphemeralBody::ServerSideAck {
+                request_id: "r7".into(),
+                args: vec![],
+                attachments: vec![],
+            },
+        ];
+        for body in bodies {
+            let m = Ephemeral {
+                uid: "node".into(),
+                nsp: "/n".into(),
+                body,
+            };
+            assert_eq!(decode_ephemeral(&encode_ephemeral(&m)), Some(m));
+        }
+        assert_eq!(decode_ephemeral(b"\xc1garbage"), None);
+        assert_eq!(decode_ephemeral(&[]), None);
     }
 
     #[test]

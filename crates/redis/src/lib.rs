@@ -25,16 +25,20 @@
 
 mod codec;
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, Script};
 use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Record, SessionOp,
-    TakeOutcome,
+    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
+    Record, SessionOp, TakeOutcome,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 /// Names and limits in Redis. The defaults are those of the Node adapter.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Timeout of one command (5 s).
     pub command_timeout: Duration,
+    /// Prefix of the pub/sub channels of requests and answers (`socket.io`): a namespace's
+    /// requests go to `<prefix>#<nsp>#`, answers to `<prefix>#<nsp>#<uid>#`.
+    pub channel_prefix: String,
 }
 
 impl Default for RedisConfig {
@@ -65,6 +72,7 @@ impl Default for RedisConfig {
             session_prefix: "sio:session:".into(),
             prefix: "tether:".into(),
             command_timeout: Duration::from_secs(5),
+            channel_prefix: "socket.io".into(),
         }
     }
 }
@@ -148,6 +156,114 @@ pub struct RedisBackend {
     take: Script,
     /// The heartbeat's life, as the last `heartbeat` call gave it.
     heartbeat_ttl_ms: std::sync::atomic::AtomicU64,
+    /// Requests and answers (pub/sub).
+    pubsub: Arc<PubSub>,
+    /// Ends the pub/sub task when the backend is dropped.
+    _stop: watch::Sender<()>,
+    stop: watch::Receiver<()>,
+}
+
+/// The pub/sub side: the channels to listen to and where messages go. One task owns the
+/// connection, and subscribes again to every channel after a reconnection.
+struct PubSub {
+    client: Client,
+    channels: std::sync::Mutex<HashSet<String>>,
+    sink: std::sync::Mutex<Option<EphemeralSink>>,
+    /// The live subscription; its lock is held while the task (re)subscribes.
+    sub: Mutex<Option<PubSubSink>>,
+    started: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl PubSub {
+    fn channels(&self) -> Vec<String> {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn deliver(&self, raw: &[u8]) {
+        let Some(m) = codec::decode_ephemeral(raw) else {
+            return;
+        };
+        let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(sink) = sink {
+            if sink.try_send(m).is_err() {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(1000) {
+                    tracing::warn!(
+                        "redis pub/sub: request dropped, the node is busy ({} so far)",
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a pub/sub connection subscribed to `PubSub::channels`, reconnecting with backoff.
+async fn pubsub_task(state: Weak<PubSub>, mut stop: watch::Receiver<()>) {
+    let mut failures: u32 = 0;
+    loop {
+        let Some(ps) = state.upgrade() else { return };
+        let connected = async {
+            let (mut sink, stream) = ps.client.get_async_pubsub().await?.split();
+            let mut slot = ps.sub.lock().await;
+            let channels = ps.channels();
+            if !channels.is_empty() {
+                sink.subscribe(&channels).await?;
+            }
+            *slot = Some(sink);
+            Ok::<_, redis::RedisError>(stream)
+        };
+        let stream = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(5), connected) => r,
+            _ = stop.changed() => return,
+        };
+        match stream {
+            Ok(Ok(mut stream)) => {
+                if failures > 0 {
+                    tracing::info!("redis pub/sub: reconnected");
+                }
+                failures = 0;
+                drop(ps);
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.next() => m,
+                        _ = stop.changed() => return,
+                    };
+                    let Some(msg) = msg else { break };
+                    let Some(ps) = state.upgrade() else { return };
+                    ps.deliver(msg.get_payload_bytes());
+                }
+                tracing::warn!("redis pub/sub: connection lost; reconnecting");
+                if let Some(ps) = state.upgrade() {
+                    *ps.sub.lock().await = None;
+                }
+            }
+            Ok(Err(e)) => {
+                if failures == 0 {
+                    tracing::warn!("redis pub/sub: {e}; retrying");
+                }
+                drop(ps);
+            }
+            Err(_) => {
+                if failures == 0 {
+                    tracing::warn!("redis pub/sub: connection timed out; retrying");
+                }
+                drop(ps);
+            }
+        }
+        failures += 1;
+        let pause = Duration::from_millis((50u64 << failures.min(5)).min(2_000));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -204,9 +320,23 @@ impl RedisBackend {
     /// Connects (and checks the connection) to the Redis at `url`.
     pub async fn connect(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
         let client = Client::open(url).map_err(err)?;
+        let (stop_tx, stop) = watch::channel(());
         let backend = RedisBackend {
             cmd: Conn::new(client.clone(), config.command_timeout),
-            reader: Conn::new(client, config.command_timeout + Duration::from_secs(5)),
+            reader: Conn::new(
+                client.clone(),
+                config.command_timeout + Duration::from_secs(5),
+            ),
+            pubsub: Arc::new(PubSub {
+                client,
+                channels: std::sync::Mutex::new(HashSet::new()),
+                sink: std::sync::Mutex::new(None),
+                sub: Mutex::new(None),
+                started: AtomicBool::new(false),
+                dropped: AtomicU64::new(0),
+            }),
+            _stop: stop_tx,
+            stop,
             config,
             take: Script::new(TAKE),
             heartbeat_ttl_ms: std::sync::atomic::AtomicU64::new(7_000),
@@ -233,6 +363,16 @@ impl RedisBackend {
 
     fn seen_prefix(&self) -> String {
         format!("{}seen:", self.config.prefix)
+    }
+
+    /// Where requests of `nsp` go: every node of the namespace listens.
+    fn public_channel(&self, nsp: &str) -> String {
+        format!("{}#{}#", self.config.channel_prefix, nsp)
+    }
+
+    /// Where answers to node `uid` go.
+    fn private_channel(&self, nsp: &str, uid: &str) -> String {
+        format!("{}#{}#{}#", self.config.channel_prefix, nsp, uid)
     }
 
     fn record(e: &StreamId) -> Option<Record> {
@@ -279,6 +419,7 @@ impl ClusterBackend for RedisBackend {
                 let nsp = match msg {
                     ClusterMessage::Broadcast(b) => b.nsp.as_str(),
                     ClusterMessage::Probe { nsp, .. } => nsp.as_str(),
+                    ClusterMessage::Sockets { nsp, .. } => nsp.as_str(),
                     ClusterMessage::Other => "/",
                 };
                 p.cmd("XADD")
@@ -541,6 +682,60 @@ impl ClusterBackend for RedisBackend {
                 }
                 _ => TakeOutcome::NotFound,
             })
+        })
+    }
+
+    fn send_ephemeral<'a>(
+        &'a self,
+        to: Option<&'a str>,
+        message: &'a Ephemeral,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let channel = match to {
+                Some(uid) => self.private_channel(&message.nsp, uid),
+                None => self.public_channel(&message.nsp),
+            };
+            let mut c = redis::cmd("PUBLISH");
+            c.arg(channel).arg(codec::encode_ephemeral(message));
+            let _: i64 = self.cmd.query(&c).await?;
+            Ok(())
+        })
+    }
+
+    fn listeners<'a>(&'a self, nsp: &'a str) -> BoxFuture<'a, Result<usize, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("PUBSUB");
+            c.arg("NUMSUB").arg(self.public_channel(nsp));
+            let reply: Vec<(String, usize)> = self.cmd.query(&c).await?;
+            Ok(reply.first().map_or(0, |r| r.1))
+        })
+    }
+
+    fn listen<'a>(
+        &'a self,
+        uid: &'a str,
+        nsp: &'a str,
+        sink: EphemeralSink,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let channels = [self.public_channel(nsp), self.private_channel(nsp, uid)];
+            self.pubsub
+                .channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(channels.iter().cloned());
+            *self.pubsub.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+            if !self.pubsub.started.swap(true, Ordering::AcqRel) {
+                tokio::spawn(pubsub_task(Arc::downgrade(&self.pubsub), self.stop.clone()));
+            }
+            let mut slot = self.pubsub.sub.lock().await;
+            if let Some(sub) = slot.as_mut() {
+                if let Err(e) = sub.subscribe(&channels).await {
+                    // The task subscribes again to every channel when it reconnects.
+                    tracing::debug!("redis pub/sub: subscribe: {e}");
+                }
+            }
+            Ok(())
         })
     }
 

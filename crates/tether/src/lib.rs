@@ -35,15 +35,18 @@ mod operators;
 
 mod reason;
 pub mod recovery;
+mod remote;
 mod server;
 mod socket;
 
+pub use cluster::ServerSideAck;
 pub use config::ServerConfig;
 pub use error::{ConnectError, Error};
 pub use namespace::Namespace;
 pub use operators::{BroadcastOperator, BroadcastOptions};
 pub use reason::DisconnectReason;
 pub use recovery::RecoveryConfig;
+pub use remote::{AckResponse, AckResponses, RemoteSocket};
 pub use server::{DynamicNamespace, Server, SioHandler};
 pub use socket::{AckSender, EventHandler, Socket, SocketRef};
 pub use tether_engine::{bind, Cors, EngineConfig, Sid, Transports};

@@ -10,14 +10,17 @@ use tether_engine::{CloseReason, Sid};
 use tether_proto::sio::PacketType;
 
 use crate::client::Client;
-use crate::cluster::{Broadcast, Cluster, ClusterMessage, ClusterSession, EntryId, SessionOp};
+use crate::cluster::{
+    Broadcast, Cluster, ClusterMessage, ClusterSession, EntryId, ServerSideAck, SessionOp,
+    SocketsAction,
+};
 use crate::operators::{BroadcastOperator, BroadcastOptions};
 use crate::recovery::{
     self, MemoryStore, RecoveryConfig, RecoveryFailure, RecoveryMetrics, RecoveryMetricsSnapshot,
     RecoveryStore, Room, SessionRecord, StoredPacket, Target,
 };
 use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED, PENDING};
-use crate::{encode, ConnectError, DisconnectReason, Payload};
+use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
 
 /// How long a half-open socket may take to answer the probe that decides whether its pid
 /// can be taken over.
@@ -100,7 +103,11 @@ pub struct Namespace {
     cluster_lock: tokio::sync::Mutex<()>,
     /// The newest cluster entry delivered to this namespace.
     cluster_position: Mutex<EntryId>,
+    /// Handlers of events from other nodes.
+    server_side: RwLock<HashMap<String, ServerSideHandler>>,
 }
+
+type ServerSideHandler = Arc<dyn Fn(Payload, Option<ServerSideAck>) + Send + Sync>;
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,6 +135,7 @@ impl Namespace {
             cluster: std::sync::OnceLock::new(),
             cluster_lock: tokio::sync::Mutex::new(()),
             cluster_position: Mutex::new(EntryId::default()),
+            server_side: RwLock::new(HashMap::new()),
         };
         ns.set_recovery(recovery);
         Arc::new(ns)
@@ -294,12 +302,9 @@ impl Namespace {
     ///   log's order.
     pub(crate) fn emit_to(&self, opts: &BroadcastOptions, event: &str, payload: &Payload) {
         if let (Some(cluster), false) = (self.cluster.get(), opts.local) {
-            let mut data = Vec::with_capacity(payload.args.len() + 1);
-            data.push(Value::String(event.to_owned()));
-            data.extend(payload.args.iter().cloned());
             cluster.publish(ClusterMessage::Broadcast(Broadcast {
                 nsp: self.name.clone(),
-                data,
+                data: crate::cluster::requests::event_data(event, payload),
                 attachments: payload.attachments.clone(),
                 rooms: opts.rooms.clone(),
                 except: opts.except.clone(),
@@ -422,7 +427,108 @@ impl Namespace {
 
     pub(crate) fn attach_cluster(&self, cluster: Arc<Cluster>) {
         *self.position() = cluster.position();
+        cluster.listen(&self.name);
         let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster runtime, when the server joined a cluster.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Applies `socketsJoin`, `socketsLeave` or `disconnectSockets` to this node's targets.
+    pub(crate) fn apply_sockets_action(&self, opts: &BroadcastOptions, action: &SocketsAction) {
+        let mut targets = Vec::new();
+        self.for_each_target(opts, |s| targets.push(s.clone()));
+        for s in targets {
+            match action {
+                SocketsAction::Join(rooms) => rooms.iter().for_each(|r| s.join(r.clone())),
+                SocketsAction::Leave(rooms) => rooms.iter().for_each(|r| s.leave(r)),
+                SocketsAction::Disconnect { close: true } => s.close_transport(),
+                SocketsAction::Disconnect { close: false } => s.disconnect(),
+            }
+        }
+    }
+
+    /// Handles an event that other nodes send with
+    /// [`server_side_emit`](Self::server_side_emit) (`io.on(event)` of the reference).
+    /// The handler gets a [`ServerSideAck`] when the sender waits for an answer.
+    ///
+    /// ```no_run
+    /// # fn f(io: tether::Server) {
+    /// io.of("/").on_server_side("who-is-there", |_payload, ack| {
+    ///     if let Some(ack) = ack {
+    ///         ack.send("node-a");
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn on_server_side<F>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(Payload, Option<ServerSideAck>) + Send + Sync + 'static,
+    {
+        self.server_side
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event.into(), Arc::new(handler));
+    }
+
+    pub(crate) fn run_server_side(
+        &self,
+        event: &str,
+        payload: Payload,
+        ack: Option<ServerSideAck>,
+    ) {
+        let handler = self
+            .server_side
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(event)
+            .cloned();
+        if let Some(h) = handler {
+            h(payload, ack);
+        }
+    }
+
+    /// Sends an event to the [`on_server_side`](Self::on_server_side) handlers of the
+    /// other nodes of the cluster (not this one). Without a cluster there is nobody to
+    /// tell, and it returns at once.
+    pub async fn server_side_emit(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), Error> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(());
+        };
+        let p = payload.into();
+        c.server_side_emit(
+            &self.name,
+            crate::cluster::requests::event_data(event, &p),
+            p.attachments,
+        )
+        .await
+    }
+
+    /// Like [`server_side_emit`](Self::server_side_emit), and collects one answer from
+    /// every other node; [`Error::Timeout`] when one does not answer within `timeout`.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Vec<Payload>, Error> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(Vec::new());
+        };
+        let p = payload.into();
+        c.server_side_emit_with_ack(
+            &self.name,
+            crate::cluster::requests::event_data(event, &p),
+            p.attachments,
+            timeout,
+        )
+        .await
     }
 
     /// How long a live record lives without a refresh.

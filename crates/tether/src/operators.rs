@@ -2,9 +2,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_engine::Sid;
+use tokio::sync::oneshot;
 
+use crate::cluster::requests::event_data;
+use crate::cluster::{Broadcast, ClusterMessage, SocketsAction};
 use crate::namespace::Namespace;
 use crate::recovery::Room;
+use crate::remote::{AckResponse, AckResponses, RemoteSocket};
 use crate::socket::{attachments, SocketRef};
 use crate::{encode, Error, Payload};
 
@@ -34,7 +38,7 @@ impl BroadcastOptions {
 
 /// A chain of broadcast operators: `to`, `except`, `volatile`, `local`, `timeout`, then an
 /// action: `emit`, `emit_with_ack`, `fetch_sockets`, `sockets_join`, `sockets_leave`,
-/// `disconnect_sockets`.
+/// `disconnect_sockets`. In a cluster, every action reaches every node unless `local`.
 ///
 /// ```no_run
 /// # fn f(io: tether::Server) {
@@ -96,73 +100,145 @@ impl BroadcastOperator {
         self.ns.emit_to(&self.opts, event, &payload.into());
     }
 
-    /// Emits the event with an ack id and collects every target's answer, or
-    /// [`Error::Timeout`] for a target that did not answer in time (5 s by default).
-    pub async fn emit_with_ack(
-        self,
-        event: &str,
-        payload: impl Into<Payload>,
-    ) -> Vec<(SocketRef, Result<Payload, Error>)> {
+    /// Emits the event with an ack id to every target, on every node, and collects the
+    /// answers: one entry per target reached, with [`Error::Timeout`] for a target that did
+    /// not answer in time (5 s by default, see [`timeout`](Self::timeout)).
+    ///
+    /// ```no_run
+    /// # async fn f(io: tether::Server) {
+    /// use std::time::Duration;
+    /// let acks = io.of("/").to("room1").timeout(Duration::from_secs(2))
+    ///     .emit_with_ack("question", "ready?").await;
+    /// for r in &acks.responses {
+    ///     println!("{:?}: {:?}", r.socket_id, r.result);
+    /// }
+    /// # }
+    /// ```
+    pub async fn emit_with_ack(self, event: &str, payload: impl Into<Payload>) -> AckResponses {
         let payload = payload.into();
-        let id = self.ns.next_ack_id();
-        let msg = encode::event(self.ns.name(), Some(id), event, &payload, None);
-        let att = attachments(&payload);
-        let mut waits = Vec::new();
-        self.ns.for_each_target(&self.opts, |s| {
-            let rx = s.register_ack(id);
-            match s.send(msg.clone(), att.clone()) {
-                Ok(()) => waits.push((s.clone(), rx)),
-                Err(_) => s.forget_ack(id),
-            }
-        });
-        let timeout = self.opts.timeout.unwrap_or(Duration::from_secs(5));
+        let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut out = Vec::with_capacity(waits.len());
-        for (s, rx) in waits {
-            let r = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(p)) => Ok(p),
-                Ok(Err(_)) => Err(Error::Disconnected),
-                Err(_) => {
-                    s.forget_ack(id);
-                    Err(Error::Timeout)
+        let waits = send_with_ack(&self.ns, &self.opts, event, &payload);
+        let local = async {
+            let mut out = Vec::with_capacity(waits.len());
+            for (s, rx) in waits {
+                let result = match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(_)) => Err(Error::Disconnected),
+                    Err(_) => Err(Error::Timeout),
+                };
+                out.push(AckResponse {
+                    socket_id: Some(s.id().to_string()),
+                    result,
+                });
+            }
+            out
+        };
+        let remote = async {
+            match self.ns.cluster().filter(|_| !self.opts.local) {
+                Some(c) => {
+                    let b = Broadcast {
+                        nsp: self.ns.name().to_owned(),
+                        data: event_data(event, &payload),
+                        attachments: payload.attachments.clone(),
+                        rooms: self.opts.rooms.clone(),
+                        except: self.opts.except.clone(),
+                        volatile: false,
+                    };
+                    Some(c.broadcast_with_ack(b, timeout, deadline).await)
                 }
-            };
-            out.push((s, r));
+                None => None,
+            }
+        };
+        let (mut responses, remote) = tokio::join!(local, remote);
+        let mut complete = true;
+        if let Some(r) = remote {
+            responses.extend(r.responses);
+            complete = r.complete;
         }
-        out
+        AckResponses {
+            responses,
+            complete,
+        }
     }
 
-    /// The connected sockets that the operators target.
-    pub fn fetch_sockets(&self) -> Vec<SocketRef> {
+    /// The targets that are connected to this node.
+    pub fn local_sockets(&self) -> Vec<SocketRef> {
         let mut out = Vec::new();
         self.ns.for_each_target(&self.opts, |s| out.push(s.clone()));
         out
     }
 
-    /// Makes every target join a room.
+    /// The targets on every node (on this one only with [`local`](Self::local) or without
+    /// a cluster). [`Error::Timeout`] when a node does not answer in time (5 s by default,
+    /// see [`timeout`](Self::timeout)).
+    pub async fn fetch_sockets(&self) -> Result<Vec<RemoteSocket>, Error> {
+        let mut out: Vec<RemoteSocket> = self
+            .local_sockets()
+            .into_iter()
+            .map(|s| RemoteSocket::local(self.ns.clone(), s))
+            .collect();
+        if let Some(c) = self.ns.cluster().filter(|_| !self.opts.local) {
+            let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
+            let remote = c.fetch_sockets(self.ns.name(), &self.opts, timeout).await?;
+            out.extend(
+                remote
+                    .into_iter()
+                    .map(|info| RemoteSocket::remote(self.ns.clone(), info)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Makes every target, on every node, join a room.
     pub fn sockets_join(&self, room: impl Into<Room>) {
-        let room = room.into();
-        for s in self.fetch_sockets() {
-            s.join(room.clone());
-        }
+        self.sockets_action(SocketsAction::Join(vec![room.into()]));
     }
 
-    /// Makes every target leave a room.
+    /// Makes every target, on every node, leave a room.
     pub fn sockets_leave(&self, room: &str) {
-        for s in self.fetch_sockets() {
-            s.leave(room);
-        }
+        self.sockets_action(SocketsAction::Leave(vec![Room::from(room)]));
     }
 
-    /// Disconnects every target: with `close`, by closing the connection (recoverable);
-    /// otherwise with a DISCONNECT packet (not recoverable).
+    /// Disconnects every target, on every node: with `close`, by closing the connection
+    /// (recoverable); otherwise with a DISCONNECT packet (not recoverable).
     pub fn disconnect_sockets(&self, close: bool) {
-        for s in self.fetch_sockets() {
-            if close {
-                s.close_transport();
-            } else {
-                s.disconnect();
-            }
-        }
+        self.sockets_action(SocketsAction::Disconnect { close });
     }
+
+    fn sockets_action(&self, action: SocketsAction) {
+        if let Some(c) = self.ns.cluster().filter(|_| !self.opts.local) {
+            c.publish(ClusterMessage::Sockets {
+                nsp: self.ns.name().to_owned(),
+                rooms: self.opts.rooms.clone(),
+                except: self.opts.except.clone(),
+                action: action.clone(),
+            });
+        }
+        self.ns.apply_sockets_action(&self.opts, &action);
+    }
+}
+
+/// How long acks and cluster requests wait by default (the reference's 5 s).
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends the event with one ack id to every local target; the receivers of their answers.
+pub(crate) fn send_with_ack(
+    ns: &Arc<Namespace>,
+    opts: &BroadcastOptions,
+    event: &str,
+    payload: &Payload,
+) -> Vec<(SocketRef, oneshot::Receiver<Payload>)> {
+    let id = ns.next_ack_id();
+    let msg = encode::event(ns.name(), Some(id), event, payload, None);
+    let att = attachments(payload);
+    let mut waits = Vec::new();
+    ns.for_each_target(opts, |s| {
+        let rx = s.register_ack(id);
+        match s.send(msg.clone(), att.clone()) {
+            Ok(()) => waits.push((s.clone(), rx)),
+            Err(_) => s.forget_ack(id),
+        }
+    });
+    waits
 }

@@ -151,7 +151,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
         let mut ids: Vec<String> = socket
             .namespace()
             .to(room)
-            .fetch_sockets()
+            .local_sockets()
             .iter()
             .map(|s| s.id().to_string())
             .collect();
@@ -187,10 +187,11 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
                 .emit_with_ack("question", "room")
                 .await;
             let mut out: Vec<Value> = answers
+                .responses
                 .into_iter()
-                .map(|(s, r)| match r {
-                    Ok(p) => json!({ "id": s.id().to_string(), "answer": p.args }),
-                    Err(e) => json!({ "id": s.id().to_string(), "error": e.to_string() }),
+                .map(|r| match r.result {
+                    Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
+                    Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
                 })
                 .collect();
             out.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_owned());
@@ -199,6 +200,7 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
             }
         });
     });
+    cluster_events(socket);
     socket.on("kill-transport", |socket, _p, _ack| {
         socket.close_transport()
     });
@@ -207,6 +209,143 @@ fn on_connection(socket: &SocketRef, node_id: &str) {
     socket.on("node-id", move |_socket, _p, ack| {
         if let Some(ack) = ack {
             ack.send(json!(node_id));
+        }
+    });
+}
+
+/// Beyond the contract, for the cluster suite: the operations that reach every node.
+/// `{to?, except?, local?}` selects the targets as the broadcast operators do.
+fn cluster_events(socket: &SocketRef) {
+    fn operator(socket: &SocketRef, p: &Value) -> tether::BroadcastOperator {
+        let mut op = socket.namespace().operator();
+        if let Some(to) = p["to"].as_str() {
+            op = op.to(to);
+        }
+        if let Some(except) = p["except"].as_str() {
+            op = op.except(except);
+        }
+        if p["local"].as_bool() == Some(true) {
+            op = op.local();
+        }
+        if let Some(ms) = p["timeoutMs"].as_u64() {
+            op = op.timeout(Duration::from_millis(ms));
+        }
+        op
+    }
+    // ack({ids, local}): the sorted ids of the targets on every node, and on this one.
+    socket.on("fetch-sockets", |socket, p, ack| {
+        let Some(ack) = ack else { return };
+        let p = p.first().cloned().unwrap_or(Value::Null);
+        let op = operator(socket, &p);
+        tokio::spawn(async move {
+            match op.fetch_sockets().await {
+                Ok(found) => {
+                    let mut ids: Vec<&str> = found.iter().map(|s| s.id()).collect();
+                    ids.sort();
+                    let mut local: Vec<&str> = found
+                        .iter()
+                        .filter(|s| s.as_local().is_some())
+                        .map(|s| s.id())
+                        .collect();
+                    local.sort();
+                    let sockets: Vec<Value> = found
+                        .iter()
+                        .map(|s| json!({ "id": s.id(), "rooms": s.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(), "data": s.data() }))
+                        .collect();
+                    ack.send(json!({ "ids": ids, "local": local, "sockets": sockets }));
+                }
+                Err(e) => ack.send(json!({ "error": e.to_string() })),
+            }
+        });
+    });
+    // Acts on the targets everywhere, then ack() once this node's share is stored.
+    socket.on("sockets-join", |socket, p, ack| {
+        let p = p.first().cloned().unwrap_or(Value::Null);
+        operator(socket, &p).sockets_join(p["room"].as_str().unwrap_or_default());
+        ack_after_flush(socket, ack, Payload::default());
+    });
+    socket.on("sockets-leave", |socket, p, ack| {
+        let p = p.first().cloned().unwrap_or(Value::Null);
+        operator(socket, &p).sockets_leave(p["room"].as_str().unwrap_or_default());
+        ack_after_flush(socket, ack, Payload::default());
+    });
+    socket.on("disconnect-sockets", |socket, p, ack| {
+        let p = p.first().cloned().unwrap_or(Value::Null);
+        let op = operator(socket, &p);
+        // The ack goes first: the sender may be one of the targets.
+        if let Some(ack) = ack {
+            ack.send(Payload::default());
+        }
+        op.disconnect_sockets(p["close"].as_bool().unwrap_or(false));
+    });
+    // emit_with_ack of `question` with `args` to the targets: ack({answers, complete}).
+    socket.on("broadcast-ack", |socket, p, ack| {
+        let Some(ack) = ack else { return };
+        let p = p.first().cloned().unwrap_or(Value::Null);
+        let op = operator(socket, &p);
+        let args = p["args"].as_array().cloned().unwrap_or_default();
+        tokio::spawn(async move {
+            let acks = op.emit_with_ack("question", Payload::from_args(args)).await;
+            let mut answers: Vec<Value> = acks
+                .responses
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
+                    Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
+                })
+                .collect();
+            answers.sort_by_key(|v| v.to_string());
+            ack.send(json!({ "answers": answers, "complete": acks.complete }));
+        });
+    });
+    // server_side_emit(`hello`, text) to the other nodes, which emit `node-hello` to their
+    // sockets of this namespace.
+    socket.on("server-side-emit", |socket, p, ack| {
+        let ns = socket.namespace().clone();
+        let text = p.first().cloned().unwrap_or(Value::Null);
+        tokio::spawn(async move {
+            let r = ns.server_side_emit("hello", text).await;
+            if let Some(ack) = ack {
+                ack.send(json!({ "ok": r.is_ok() }));
+            }
+        });
+    });
+    // server_side_emit_with_ack(`ping`): ack(the other nodes' ids, sorted) or {error}.
+    socket.on("server-side-ping", |socket, p, ack| {
+        let Some(ack) = ack else { return };
+        let ns = socket.namespace().clone();
+        let ms = p.first().and_then(Value::as_u64).unwrap_or(2000);
+        tokio::spawn(async move {
+            match ns
+                .server_side_emit_with_ack("ping", (), Duration::from_millis(ms))
+                .await
+            {
+                Ok(answers) => {
+                    let mut ids: Vec<Value> = answers
+                        .into_iter()
+                        .filter_map(|p| p.args.into_iter().next())
+                        .collect();
+                    ids.sort_by_key(|v| v.to_string());
+                    ack.send(json!({ "ids": ids }));
+                }
+                Err(e) => ack.send(json!({ "error": e.to_string() })),
+            }
+        });
+    });
+}
+
+/// The handlers of the other nodes' server-side emits.
+fn server_side_handlers(ns: &std::sync::Arc<tether::Namespace>, node_id: &str) {
+    let node_id = node_id.to_owned();
+    ns.on_server_side("ping", move |_p, ack| {
+        if let Some(ack) = ack {
+            ack.send(json!(node_id));
+        }
+    });
+    let weak = std::sync::Arc::downgrade(ns);
+    ns.on_server_side("hello", move |p, _ack| {
+        if let Some(ns) = weak.upgrade() {
+            ns.operator().local().emit("node-hello", p);
         }
     });
 }
@@ -272,6 +411,7 @@ fn main() -> std::io::Result<()> {
                 socket.extensions(|e| e.insert(MiddlewareRan));
                 Ok(())
             });
+            server_side_handlers(&ns, &node_id);
             let node_id = node_id.clone();
             ns.on_connection(move |socket| on_connection(socket, &node_id));
         }

@@ -31,6 +31,9 @@ use crate::namespace::Namespace;
 use crate::recovery::{RecoveryFailure, Room, Target};
 use crate::server::ServerInner;
 
+pub(crate) mod requests;
+pub use requests::ServerSideAck;
+
 /// A boxed future, as the backend trait returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -102,9 +105,148 @@ pub enum ClusterMessage {
         /// The private session id.
         pid: String,
     },
+    /// Makes the matching sockets join or leave rooms, or disconnects them
+    /// (`socketsJoin`, `socketsLeave`, `disconnectSockets`).
+    Sockets {
+        /// The namespace.
+        nsp: String,
+        /// Target rooms (empty: the whole namespace).
+        rooms: Vec<Room>,
+        /// Rooms left out.
+        except: Vec<Room>,
+        /// What to do.
+        action: SocketsAction,
+    },
     /// Anything else (another implementation's heartbeats, for example).
     Other,
 }
+
+/// What [`ClusterMessage::Sockets`] does to its targets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SocketsAction {
+    /// Join these rooms.
+    Join(Vec<Room>),
+    /// Leave these rooms.
+    Leave(Vec<Room>),
+    /// Disconnect: with `close`, by closing the connection (recoverable); otherwise with a
+    /// DISCONNECT packet.
+    Disconnect {
+        /// Close the underlying connection.
+        close: bool,
+    },
+}
+
+/// A message between nodes that is not kept (Redis: pub/sub): a request that needs
+/// answers, or an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ephemeral {
+    /// The sending node.
+    pub uid: String,
+    /// The namespace.
+    pub nsp: String,
+    /// What it says.
+    pub body: EphemeralBody,
+}
+
+/// The requests and answers of [`Ephemeral`] messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EphemeralBody {
+    /// Emit to the matching sockets with an ack: answer [`EphemeralBody::ClientCount`]
+    /// at once, then one [`EphemeralBody::BroadcastAck`] per answer.
+    BroadcastWithAck {
+        /// The request's id.
+        request_id: String,
+        /// What to emit, and to whom (`volatile` is ignored).
+        broadcast: Broadcast,
+        /// How long the requester waits.
+        timeout: Option<Duration>,
+    },
+    /// Describe the matching sockets: answer [`EphemeralBody::Sockets`].
+    FetchSockets {
+        /// The request's id.
+        request_id: String,
+        /// Target rooms (empty: the whole namespace).
+        rooms: Vec<Room>,
+        /// Rooms left out.
+        except: Vec<Room>,
+    },
+    /// An event for the server-side handlers of the other nodes; with a request id,
+    /// each answers once with [`EphemeralBody::ServerSideAck`].
+    ServerSideEmit {
+        /// Present when an answer is expected.
+        request_id: Option<String>,
+        /// `[event, ...args]`; binary arguments are placeholders for `attachments`.
+        data: Vec<Value>,
+        /// Binary attachments.
+        attachments: Vec<Bytes>,
+    },
+    /// How many sockets a node reached with a broadcast with an ack.
+    ClientCount {
+        /// The request's id.
+        request_id: String,
+        /// The number of sockets.
+        count: u64,
+    },
+    /// One socket's answer to a broadcast with an ack.
+    BroadcastAck {
+        /// The request's id.
+        request_id: String,
+        /// The socket that answered (Tether nodes say; Node.js nodes do not).
+        sid: Option<String>,
+        /// Its answer.
+        args: Vec<Value>,
+        /// Binary attachments of the answer.
+        attachments: Vec<Bytes>,
+    },
+    /// A node's matching sockets.
+    Sockets {
+        /// The request's id.
+        request_id: String,
+        /// The sockets.
+        sockets: Vec<SocketInfo>,
+    },
+    /// A node's answer to a server-side emit.
+    ServerSideAck {
+        /// The request's id.
+        request_id: String,
+        /// The answer.
+        args: Vec<Value>,
+        /// Binary attachments of the answer.
+        attachments: Vec<Bytes>,
+    },
+}
+
+impl EphemeralBody {
+    /// The id of the request this message is or answers.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            EphemeralBody::ServerSideEmit { request_id, .. } => request_id.as_deref(),
+            EphemeralBody::BroadcastWithAck { request_id, .. }
+            | EphemeralBody::FetchSockets { request_id, .. }
+            | EphemeralBody::ClientCount { request_id, .. }
+            | EphemeralBody::BroadcastAck { request_id, .. }
+            | EphemeralBody::Sockets { request_id, .. }
+            | EphemeralBody::ServerSideAck { request_id, .. } => Some(request_id),
+        }
+    }
+}
+
+/// A socket as a node describes it to another (`fetchSockets`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketInfo {
+    /// The socket id.
+    pub id: String,
+    /// Its rooms, without its own id.
+    pub rooms: Vec<Room>,
+    /// `socket.data`.
+    pub data: Value,
+    /// The handshake, in the shape of the Node.js server's `socket.handshake`
+    /// (`headers`, `url`, `query`, `auth`, `address`, ...).
+    pub handshake: Value,
+}
+
+/// Where a backend hands the ephemeral messages it receives.
+pub type EphemeralSink = tokio::sync::mpsc::Sender<Ephemeral>;
 
 /// One entry read from the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,6 +394,36 @@ pub trait ClusterBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>>;
     /// Whether the holder of `pid` marked it alive (see [`SessionOp::MarkAlive`]).
     fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
+
+    /// Sends an ephemeral message to every node listening to its namespace (`to` is
+    /// `None`, the sender included) or to the node `to`. Nothing is kept: a node that is
+    /// not listening misses it.
+    fn send_ephemeral<'a>(
+        &'a self,
+        to: Option<&'a str>,
+        message: &'a Ephemeral,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (to, message);
+        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
+    }
+
+    /// How many nodes listen to the ephemeral messages of `nsp`, this one included.
+    fn listeners<'a>(&'a self, nsp: &'a str) -> BoxFuture<'a, Result<usize, BackendError>> {
+        let _ = nsp;
+        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
+    }
+
+    /// Starts handing to `sink` the ephemeral messages of `nsp` sent to every node or to
+    /// `uid`, for as long as the backend lives (through reconnections).
+    fn listen<'a>(
+        &'a self,
+        uid: &'a str,
+        nsp: &'a str,
+        sink: EphemeralSink,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let _ = (uid, nsp, sink);
+        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
+    }
 }
 
 /// Cluster runtime options.
@@ -318,6 +490,8 @@ pub struct Cluster {
     progress: watch::Sender<Progress>,
     dedup: Mutex<HashMap<String, u64>>,
     dropped: AtomicU64,
+    pending: requests::Pending,
+    ephemeral_tx: EphemeralSink,
 }
 
 impl fmt::Debug for Cluster {
@@ -346,6 +520,7 @@ impl Cluster {
             position: start,
             ..Progress::default()
         });
+        let (ephemeral_tx, ephemeral_rx) = tokio::sync::mpsc::channel(10_000);
         let cluster = Arc::new(Cluster {
             uid,
             backend,
@@ -361,8 +536,11 @@ impl Cluster {
             progress,
             dedup: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            pending: requests::Pending::default(),
+            ephemeral_tx,
         });
         let weak = Arc::downgrade(&cluster);
+        tokio::spawn(ephemeral_listener(weak.clone(), ephemeral_rx));
         tokio::spawn(reader(weak.clone(), start));
         tokio::spawn(publisher(weak.clone()));
         tokio::spawn(session_writer(weak.clone()));
@@ -594,6 +772,24 @@ impl Cluster {
                     ns.answer_probe(pid);
                 }
             }
+            ClusterMessage::Sockets {
+                nsp,
+                rooms,
+                except,
+                action,
+            } => {
+                // This node applied its own at once.
+                if record.uid != self.uid {
+                    if let Some(ns) = self.namespace(&nsp) {
+                        let opts = crate::BroadcastOptions {
+                            rooms,
+                            except,
+                            ..Default::default()
+                        };
+                        ns.apply_sockets_action(&opts, &action);
+                    }
+                }
+            }
             ClusterMessage::Other => {}
         }
     }
@@ -631,6 +827,16 @@ async fn reader(cluster: Weak<Cluster>, start: EntryId) {
                 tokio::time::sleep(backoff(failures)).await;
             }
         }
+    }
+}
+
+async fn ephemeral_listener(
+    cluster: Weak<Cluster>,
+    mut rx: tokio::sync::mpsc::Receiver<Ephemeral>,
+) {
+    while let Some(m) = rx.recv().await {
+        let Some(c) = cluster.upgrade() else { return };
+        c.handle_ephemeral(m);
     }
 }
 
