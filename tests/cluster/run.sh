@@ -15,6 +15,8 @@
 #   SKIP_BUILD=1             do not run cargo build
 #   CLUSTER_LOG=1            copy the nodes' output to stderr
 #   TEST_TIMEOUT             per-test timeout in ms (default 120000)
+#   REDIS_SERVER_BIN         redis-server that test 08 starts and restarts on its
+#                            own port (default: redis-server on the PATH)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

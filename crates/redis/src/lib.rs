@@ -316,6 +316,25 @@ return {'none'}
 const RETIRE_OWN: &str =
     "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end";
 
+/// The periodic refresh of a node's live records (KEYS, with their sessions from ARGV[5]
+/// on): extends the node's own records, writes the missing ones (a restart without
+/// persistence lost them), and leaves alone those that another node owns.
+const REFRESH_LIVE: &str = r#"
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('HGET', key, 'node')
+  if not owner then
+    redis.call('HSET', key, 'node', ARGV[1], 'nsp', ARGV[2], 'window', ARGV[4],
+      'session', ARGV[4 + i])
+    redis.call('PEXPIRE', key, ARGV[3])
+  elseif owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+end
+"#;
+
+/// Live records per `REFRESH_LIVE` call.
+const REFRESH_CHUNK: usize = 200;
+
 impl RedisBackend {
     /// Connects (and checks the connection) to the Redis at `url`.
     pub async fn connect(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
@@ -589,12 +608,22 @@ impl ClusterBackend for RedisBackend {
                                 .ignore();
                         }
                     }
-                    SessionOp::ExpireLive { pids, ttl } => {
-                        for pid in pids {
-                            p.cmd("PEXPIRE")
-                                .arg(self.live_key(pid))
-                                .arg(px(*ttl))
-                                .ignore();
+                    SessionOp::RefreshLive {
+                        nsp,
+                        sessions,
+                        ttl,
+                        window,
+                    } => {
+                        for chunk in sessions.chunks(REFRESH_CHUNK) {
+                            let c = p.cmd("EVAL").arg(REFRESH_LIVE).arg(chunk.len());
+                            for session in chunk {
+                                c.arg(self.live_key(&session.pid));
+                            }
+                            c.arg(uid).arg(nsp).arg(px(*ttl)).arg(px(*window));
+                            for session in chunk {
+                                c.arg(codec::encode_session(session));
+                            }
+                            c.ignore();
                         }
                     }
                     SessionOp::MarkAlive { pid, ttl } => {

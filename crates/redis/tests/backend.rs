@@ -273,3 +273,154 @@ async fn a_node_retires_only_its_own_live_record() {
         TakeOutcome::NotFound
     );
 }
+
+fn refresh(sessions: Vec<ClusterSession>, ttl: Duration, window: Duration) -> [SessionOp; 1] {
+    [SessionOp::RefreshLive {
+        nsp: "/".into(),
+        sessions,
+        ttl,
+        window,
+    }]
+}
+
+#[tokio::test]
+async fn the_refresh_extends_own_records_rewrites_lost_ones_and_leaves_others_alone() {
+    let b = backend("refresh").await;
+    let long = Duration::from_secs(30);
+    b.heartbeat("n1", Duration::from_millis(1500))
+        .await
+        .unwrap();
+    b.heartbeat("n2", Duration::from_secs(30)).await.unwrap();
+    let put = |pid: &str, ttl| {
+        [SessionOp::PutLive {
+            nsp: "/".into(),
+            session: session(pid),
+            ttl,
+            window: long,
+        }]
+    };
+    let mut newer = session("own");
+    newer.data = json!({"k": 2});
+    // n1's own record, about to expire; n2's record, about to expire too.
+    b.apply("n1", &put("own", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    b.apply("n2", &put("theirs", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    // n1's refresh: "lost" is missing (the engine restarted without its data).
+    let sessions = vec![session("lost"), newer, session("theirs")];
+    b.apply("n1", &refresh(sessions, long, long)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Written again, and extended.
+    assert_eq!(
+        b.take_session("/", "lost", None).await.unwrap(),
+        TakeOutcome::HolderAlive("n1".into())
+    );
+    assert_eq!(
+        b.take_session("/", "own", None).await.unwrap(),
+        TakeOutcome::HolderAlive("n1".into())
+    );
+    // Another node's record: neither taken over nor extended by n1.
+    assert_eq!(
+        b.take_session("/", "theirs", None).await.unwrap(),
+        TakeOutcome::NotFound
+    );
+    // n1 crashes: its records are restorable, as the refresh found or wrote them (an
+    // existing record keeps its own session, the refresh does not overwrite it).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        b.take_session("/", "lost", None).await.unwrap(),
+        TakeOutcome::Taken(session("lost"))
+    );
+    assert_eq!(
+        b.take_session("/", "own", None).await.unwrap(),
+        TakeOutcome::Taken(session("own"))
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_does_not_touch_a_record_another_node_owns() {
+    let b = backend("refresh-other").await;
+    b.heartbeat("new-holder", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut theirs = session("p");
+    theirs.data = json!({"holder": "new"});
+    b.apply(
+        "new-holder",
+        &[SessionOp::PutLive {
+            nsp: "/".into(),
+            session: theirs.clone(),
+            ttl: Duration::from_secs(30),
+            window: Duration::from_secs(30),
+        }],
+    )
+    .await
+    .unwrap();
+    // The old holder's late refresh (its socket was taken over meanwhile).
+    b.apply(
+        "old-holder",
+        &refresh(
+            vec![session("p")],
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.take_session("/", "p", None).await.unwrap(),
+        TakeOutcome::HolderAlive("new-holder".into())
+    );
+    // Once the new holder is gone, its own session is what is restored.
+    b.heartbeat("new-holder", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        b.take_session("/", "p", None).await.unwrap(),
+        TakeOutcome::Taken(theirs)
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_rewrites_many_lost_records_with_their_window() {
+    let b = backend("refresh-many").await;
+    b.heartbeat("n", Duration::from_secs(30)).await.unwrap();
+    // More than one script call's worth of records, all lost.
+    let pids: Vec<String> = (0..450).map(|k| format!("p{k}")).collect();
+    let sessions = pids.iter().map(|p| session(p)).collect();
+    b.apply(
+        "n",
+        &refresh(sessions, Duration::from_secs(30), Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    for pid in &pids {
+        assert_eq!(
+            b.take_session("/", pid, None).await.unwrap(),
+            TakeOutcome::HolderAlive("n".into()),
+            "{pid}"
+        );
+    }
+    // The window is written too: a dead node's rewritten record expires with it.
+    b.heartbeat("short", Duration::from_millis(100))
+        .await
+        .unwrap();
+    b.apply(
+        "short",
+        &refresh(
+            vec![session("w")],
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.take_session("/", "w", None).await.unwrap(),
+        TakeOutcome::NotFound
+    );
+}

@@ -550,14 +550,34 @@ impl Namespace {
         }
     }
 
-    /// The pids of this node's live sockets, for the cluster's refresh of live records.
-    pub(crate) fn live_pids(&self) -> Vec<String> {
-        self.live
+    /// Queues the periodic refresh of this node's live records (cluster and recovery
+    /// only): it extends them, and rewrites the ones the engine lost.
+    pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
+        let Some(rec) = self.recovery() else { return };
+        // Under the emit lock, which registration and `remove_socket` hold too: a socket
+        // retired before this refresh is not in it, and one retired after it has its
+        // `Retire` queued after it, so the refresh never writes back a retired record.
+        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sockets: Vec<SocketRef> = self
+            .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let sessions: Vec<ClusterSession> = sockets
+            .iter()
+            .filter(|s| s.registered.load(Ordering::Acquire))
+            .map(cluster_session)
+            .collect();
+        if !sessions.is_empty() {
+            cluster.session_op(SessionOp::RefreshLive {
+                nsp: self.name.clone(),
+                sessions,
+                ttl: Self::live_ttl(&rec),
+                window: rec.config.max_disconnection_duration,
+            });
+        }
     }
 
     pub(crate) fn join(&self, socket: &SocketRef, room: Room) {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 
 use crate::client::Client;
-use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig, SessionOp};
+use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
 use crate::namespace::{Namespace, NsHandlers};
 use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
 
@@ -84,19 +84,16 @@ impl ServerInner {
             .collect()
     }
 
-    /// Extends the life of this node's live records in the cluster.
+    /// Extends the life of this node's live records in the cluster, and rewrites the ones
+    /// the engine lost. At most one refresh waits for the engine at a time.
     pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
-        for ns in self.all_namespaces() {
-            if let Some(rec) = ns.recovery() {
-                let pids = ns.live_pids();
-                if !pids.is_empty() {
-                    cluster.session_op(SessionOp::ExpireLive {
-                        pids,
-                        ttl: Namespace::live_ttl(&rec),
-                    });
-                }
-            }
+        if cluster.refresh_pending() {
+            return;
         }
+        for ns in self.all_namespaces() {
+            ns.refresh_live_records(cluster);
+        }
+        cluster.refresh_queued();
     }
 
     fn new_namespace(

@@ -302,8 +302,8 @@ function unlockDb() {
   heldLock = null;
 }
 
-async function redisAdmin(db = REDIS_DB) {
-  const r = createClient({ url: `redis://${REDIS_HOST}:${REDIS_PORT}/${db}` });
+async function redisAdmin(db = REDIS_DB, host = REDIS_HOST, port = REDIS_PORT) {
+  const r = createClient({ url: `redis://${host}:${port}/${db}` });
   r.on("error", () => {});
   await r.connect();
   return r;
@@ -455,11 +455,15 @@ class Cluster {
     this.observers = new Map(); // node name -> client on "/" used for queries
   }
 
-  static async start(names = ["A", "B", "C"], { db = REDIS_DB } = {}) {
+  // `redis: {host, port}`: a Redis of the test's own (lib/redis-server.js) instead of
+  // the shared one. The nodes connect to it directly, with no proxy, so that they see
+  // its restarts as they are; nobody else uses it, so there is no database lock.
+  static async start(names = ["A", "B", "C"], { db = REDIS_DB, redis } = {}) {
     const c = new Cluster();
     c.db = db;
-    await lockDb(db);
-    c.redis = await redisAdmin(db);
+    c.direct = redis || null;
+    if (!c.direct) await lockDb(db);
+    c.redis = c.direct ? await redisAdmin(db, redis.host, redis.port) : await redisAdmin(db);
     await c.redis.flushDb();
     c.proxies = {};
     c.proxy = new ProxyGroup([]);
@@ -468,6 +472,12 @@ class Cluster {
   }
 
   async add(name, opts = {}) {
+    if (this.direct) {
+      const node = new ServerNode({ name, adapter: `redis://${this.direct.host}:${this.direct.port}/${this.db}`, ...opts });
+      this.nodes[name] = node;
+      await node.start();
+      return node;
+    }
     const proxy = new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
     await proxy.listen();
     this.proxies[name] = proxy;
@@ -510,8 +520,9 @@ class Cluster {
     this.observers.clear();
     await Promise.all(Object.values(this.nodes).map((n) => n.kill()));
     await Promise.all(Object.values(this.proxies || {}).map((p) => p.close()));
-    if (this.redis) await this.redis.quit().catch(() => {});
-    unlockDb();
+    // (a test's own Redis may be down: close at once rather than wait to send QUIT)
+    if (this.redis) await (this.direct ? this.redis.disconnect() : this.redis.quit()).catch(() => {});
+    if (!this.direct) unlockDb();
   }
 
   logs() {

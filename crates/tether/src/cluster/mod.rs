@@ -302,12 +302,19 @@ pub enum SessionOp {
         /// The session to keep, and for how long.
         keep: Option<(ClusterSession, Duration)>,
     },
-    /// Extends the life of live records.
-    ExpireLive {
-        /// The private session ids.
-        pids: Vec<String>,
+    /// The periodic refresh of this node's live records in `nsp`: extends the life of
+    /// each record this node owns, and writes the ones that are missing (an engine
+    /// restarted without its data lost them). A record that another node owns is left
+    /// alone.
+    RefreshLive {
+        /// The namespace.
+        nsp: String,
+        /// The sessions of the node's connected sockets, as of the refresh.
+        sessions: Vec<ClusterSession>,
         /// The new time to live.
         ttl: Duration,
+        /// The namespace's recovery window (see [`SessionOp::PutLive`]).
+        window: Duration,
     },
     /// Clears an earlier answer to a probe of `pid`, before probing again.
     ClearAlive {
@@ -492,6 +499,8 @@ pub struct Cluster {
     dropped: AtomicU64,
     pending: requests::Pending,
     ephemeral_tx: EphemeralSink,
+    /// The last session change of the last refresh of live records.
+    refresh_op: AtomicU64,
 }
 
 impl fmt::Debug for Cluster {
@@ -538,6 +547,7 @@ impl Cluster {
             dropped: AtomicU64::new(0),
             pending: requests::Pending::default(),
             ephemeral_tx,
+            refresh_op: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(ephemeral_listener(weak.clone(), ephemeral_rx));
@@ -602,6 +612,18 @@ impl Cluster {
             q.ops.push_back((seq, op));
         }
         self.op_notify.notify_one();
+    }
+
+    /// Whether the last refresh of live records still waits for the engine. The next one
+    /// is skipped then: an outage queues at most one refresh, not one every 10 s.
+    pub(crate) fn refresh_pending(&self) -> bool {
+        self.progress.borrow().applied_op < self.refresh_op.load(Ordering::Acquire)
+    }
+
+    /// Marks the session changes queued so far as the last refresh of live records.
+    pub(crate) fn refresh_queued(&self) {
+        let last = self.queues().next_op - 1;
+        self.refresh_op.store(last, Ordering::Release);
     }
 
     /// Waits until every broadcast and session change queued so far is in the engine and
@@ -915,14 +937,23 @@ async fn session_writer(cluster: Weak<Cluster>) {
 
 async fn heartbeat(cluster: Weak<Cluster>) {
     let mut since_refresh = Duration::ZERO;
+    let mut was_down = false;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let interval = c.config.heartbeat_interval;
-        if let Err(e) = c.backend.heartbeat(&c.uid, c.config.heartbeat_ttl).await {
-            tracing::debug!("cluster heartbeat: {e}");
-        }
+        let up = match c.backend.heartbeat(&c.uid, c.config.heartbeat_ttl).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("cluster heartbeat: {e}");
+                false
+            }
+        };
         since_refresh += interval;
-        if since_refresh >= Duration::from_secs(10) {
+        // Also as soon as the engine is back: if it restarted without its data, the live
+        // records are gone, and the refresh writes them again.
+        let back = up && was_down;
+        was_down = !up;
+        if since_refresh >= Duration::from_secs(10) || back {
             since_refresh = Duration::ZERO;
             if let Some(server) = c.server.upgrade() {
                 server.refresh_live_records(&c);
