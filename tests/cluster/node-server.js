@@ -165,7 +165,7 @@ async function main() {
       socket.on("broadcast-ack", async (p, ack) => {
         if (!isFn(ack)) return;
         try {
-          const answers = await operator(p).emitWithAck("question", ...(p.args || []));
+          const answers = await operator({ timeoutMs: 5000, ...p }).emitWithAck("question", ...(p.args || []));
           ack({ answers: answers.map((a) => ({ id: null, answer: [a] })), complete: true });
         } catch (e) {
           ack({ error: e.message });
@@ -175,10 +175,10 @@ async function main() {
         nsp.serverSideEmit("hello", text);
         if (isFn(ack)) ack({ ok: true });
       });
-      socket.on("server-side-ping", async (ms, ack) => {
+      socket.on("server-side-ping", async (_ms, ack) => {
         if (!isFn(ack)) return;
         try {
-          const ids = await nsp.timeout(ms || 2000).serverSideEmitWithAck("ping");
+          const ids = await nsp.serverSideEmitWithAck("ping"); // the adapter waits 5 s at most
           ack({ ids: ids.sort() });
         } catch (e) {
           ack({ error: e.message });

@@ -316,3 +316,71 @@ test("a live socket is not taken over across implementations", async () => {
   assert.equal((await b.ack("whoami")).recovered, false);
   assert.equal(t.connected && n.connected, true);
 });
+
+// Requests that need answers travel over Redis pub/sub in the adapter's format
+// (MessagePack of {uid, nsp, type, data} on `socket.io#<nsp>#` and
+// `socket.io#<nsp>#<uid>#`), so each side answers the other's.
+test("fetchSockets both ways: each side lists the other's sockets, with rooms and data", async () => {
+  const room = uniqueTag("mixed-fetch");
+  const t = await connect(cluster.url("T"), { name: "t" });
+  const n = await connect(cluster.url("N"), { name: "n" });
+  for (const [c, who] of [[t, "tether"], [n, "node"]]) {
+    await c.ack("join", room);
+    await c.ack("set-data", { who });
+  }
+  for (const [asker, other, who] of [[t, n, "node"], [n, t, "tether"]]) {
+    const res = await asker.ack("fetch-sockets", { to: room });
+    assert.deepEqual(res.ids, [t.id, n.id].sort(), `${asker.name} sees both`);
+    assert.deepEqual(res.local, [asker.id]);
+    const s = res.sockets.find((x) => x.id === other.id);
+    assert.deepEqual(s.rooms, [room]);
+    assert.deepEqual(s.data, { who });
+  }
+});
+
+test("broadcast with acks both ways: the other side's sockets answer", async () => {
+  const room = uniqueTag("mixed-ack");
+  const t = await connect(cluster.url("T"), { name: "t" });
+  const n = await connect(cluster.url("N"), { name: "n" });
+  for (const c of [t, n]) {
+    await c.ack("join", room);
+    c.socket.on("question", (...args) => args.pop()({ from: c.id, got: args }));
+  }
+  for (const asker of [t, n]) {
+    const res = await asker.ack("broadcast-ack", { to: room, args: ["q"] });
+    assert.ok(!res.error, `${asker.name}: ${res.error}`);
+    const froms = res.answers.map((a) => a.answer[0].from).sort();
+    assert.deepEqual(froms, [t.id, n.id].sort(), `${asker.name} hears both`);
+    for (const a of res.answers) assert.deepEqual(a.answer[0].got, ["q"]);
+  }
+});
+
+test("server-side emits both ways, with and without acks", async () => {
+  const t = await connect(cluster.url("T"), { name: "t" });
+  const n = await connect(cluster.url("N"), { name: "n" });
+  assert.deepEqual((await t.ack("server-side-ping", 3000)).ids, [cluster.node("N").nodeId]);
+  assert.deepEqual((await n.ack("server-side-ping", 3000)).ids, [cluster.node("T").nodeId]);
+  const a = uniqueTag("from-t");
+  const b = uniqueTag("from-n");
+  await t.ack("server-side-emit", a);
+  await n.ack("server-side-emit", b);
+  await waitFor(() => n.events.some((e) => e.event === "node-hello" && e.args[0] === a), 5000, "N hears T");
+  await waitFor(() => t.events.some((e) => e.event === "node-hello" && e.args[0] === b), 5000, "T hears N");
+});
+
+test("socketsJoin and disconnectSockets both ways", async () => {
+  const t = await connect(cluster.url("T"), { name: "t" });
+  const n = await connect(cluster.url("N"), { name: "n" });
+  const r1 = uniqueTag("j1");
+  const r2 = uniqueTag("j2");
+  await t.ack("sockets-join", { to: n.id, room: r1 });
+  await n.ack("sockets-join", { to: t.id, room: r2 });
+  await waitFor(async () => (await n.ack("whoami")).rooms.includes(r1), 5000, "N's socket joined");
+  await waitFor(async () => (await t.ack("whoami")).rooms.includes(r2), 5000, "T's socket joined");
+  await t.ack("disconnect-sockets", { to: n.id });
+  assert.equal(await n.waitDisconnect(5000), "io server disconnect");
+  const t2 = await connect(cluster.url("T"), { name: "t2" });
+  const n2 = await connect(cluster.url("N"), { name: "n2" });
+  await n2.ack("disconnect-sockets", { to: t2.id });
+  assert.equal(await t2.waitDisconnect(5000), "io server disconnect");
+});
