@@ -197,7 +197,10 @@ impl Namespace {
 
     /// Recovery counters, when recovery is on.
     pub fn recovery_metrics(&self) -> Option<RecoveryMetricsSnapshot> {
-        self.recovery().map(|r| r.metrics.snapshot(r.store.usage()))
+        self.recovery().map(|r| {
+            let usage = self.cluster.get().is_none().then(|| r.store.usage());
+            r.metrics.snapshot(usage)
+        })
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {

@@ -156,7 +156,7 @@ async fn an_evicted_packet_fails_recovery_cleanly_and_metrics_count_it() {
     let m = io.of("/").recovery_metrics().unwrap();
     assert_eq!(m.failed_evicted, 1);
     assert_eq!(m.sessions_recovered, 0);
-    assert!(m.log_bytes <= 4_096);
+    assert!(m.log_bytes.unwrap() <= 4_096);
     let text = io.metrics_text();
     assert!(
         text.contains("tether_recovery_failed_total{nsp=\"/\",reason=\"evicted\"} 1"),

@@ -31,10 +31,11 @@ pub struct RecoveryMetricsSnapshot {
     pub failed_still_connected: u64,
     /// Packets replayed.
     pub packets_replayed: u64,
-    /// Sessions held now.
-    pub sessions_held: u64,
-    /// Bytes in the packet log now.
-    pub log_bytes: u64,
+    /// Sessions held now by this node's in-memory store (`None` in a cluster, where the
+    /// engine holds them).
+    pub sessions_held: Option<u64>,
+    /// Bytes in this node's in-memory packet log now (`None` in a cluster).
+    pub log_bytes: Option<u64>,
 }
 
 impl RecoveryMetrics {
@@ -57,7 +58,7 @@ impl RecoveryMetrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, usage: (usize, usize)) -> RecoveryMetricsSnapshot {
+    pub(crate) fn snapshot(&self, usage: Option<(usize, usize)>) -> RecoveryMetricsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RecoveryMetricsSnapshot {
             sessions_kept: g(&self.kept),
@@ -67,8 +68,8 @@ impl RecoveryMetrics {
             failed_evicted: g(&self.failed_evicted),
             failed_still_connected: g(&self.failed_still_connected),
             packets_replayed: g(&self.replayed),
-            sessions_held: usage.0 as u64,
-            log_bytes: usage.1 as u64,
+            sessions_held: usage.map(|u| u.0 as u64),
+            log_bytes: usage.map(|u| u.1 as u64),
         }
     }
 }
@@ -78,7 +79,7 @@ impl RecoveryMetricsSnapshot {
     pub fn to_prometheus(&self, nsp: &str, out: &mut String) {
         use std::fmt::Write as _;
         let nsp = nsp.replace('\\', "\\\\").replace('"', "\\\"");
-        let rows: [(&str, &str, u64); 9] = [
+        let rows: [(&str, &str, u64); 7] = [
             (
                 "tether_recovery_sessions_kept_total",
                 "",
@@ -114,15 +115,40 @@ impl RecoveryMetricsSnapshot {
                 "",
                 self.packets_replayed,
             ),
+        ];
+        let gauges = [
             ("tether_recovery_sessions_held", "", self.sessions_held),
             ("tether_recovery_log_bytes", "", self.log_bytes),
         ];
-        for (name, reason, v) in rows {
+        let gauges = gauges
+            .into_iter()
+            .filter_map(|(n, r, v)| v.map(|v| (n, r, v)));
+        for (name, reason, v) in rows.into_iter().chain(gauges) {
             if reason.is_empty() {
                 let _ = writeln!(out, "{name}{{nsp=\"{nsp}\"}} {v}");
             } else {
                 let _ = writeln!(out, "{name}{{nsp=\"{nsp}\",reason=\"{reason}\"}} {v}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_are_left_out_when_the_engine_holds_the_sessions() {
+        let m = RecoveryMetrics::default();
+        m.kept();
+        let mut local = String::new();
+        m.snapshot(Some((3, 100))).to_prometheus("/", &mut local);
+        assert!(local.contains("tether_recovery_sessions_held{nsp=\"/\"} 3"));
+        assert!(local.contains("tether_recovery_log_bytes{nsp=\"/\"} 100"));
+        let mut cluster = String::new();
+        m.snapshot(None).to_prometheus("/", &mut cluster);
+        assert!(cluster.contains("tether_recovery_sessions_kept_total{nsp=\"/\"} 1"));
+        assert!(!cluster.contains("sessions_held"));
+        assert!(!cluster.contains("log_bytes"));
     }
 }
