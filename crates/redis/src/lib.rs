@@ -312,9 +312,18 @@ end
 return {'none'}
 "#;
 
-/// Deletes a live record only if the calling node owns it.
-const RETIRE_OWN: &str =
-    "if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('DEL', KEYS[1]) end";
+/// Retires a socket's live record (and its alive mark) and keeps its session, unless
+/// another node owns the record now: a node only ever retires its own.
+const RETIRE_OWN: &str = r#"
+local owner = redis.call('HGET', KEYS[1], 'node')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+  redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"#;
 
 /// The periodic refresh of a node's live records (KEYS, with their sessions from ARGV[5]
 /// on): extends the node's own records, writes the missing ones (a restart without
@@ -583,30 +592,24 @@ impl ClusterBackend for RedisBackend {
                     }
                     SessionOp::Retire { nsp, pid, keep } => {
                         // Only this node's record: another node may have taken the
-                        // session over meanwhile and written its own.
+                        // session over meanwhile (this node was cut off and looked dead)
+                        // and written its own; then this node keeps nothing either.
+                        let (session, ttl) = match keep {
+                            Some((s, ttl)) => (codec::encode_session(s), px(*ttl)),
+                            None => (String::new(), 1),
+                        };
                         p.cmd("EVAL")
                             .arg(RETIRE_OWN)
-                            .arg(1)
+                            .arg(4)
                             .arg(self.live_key(pid))
-                            .arg(uid)
-                            .ignore();
-                        p.cmd("DEL")
                             .arg(format!("{}alive:{}", self.config.prefix, pid))
+                            .arg(self.session_key(pid))
+                            .arg(self.session_nsp_key(pid))
+                            .arg(uid)
+                            .arg(session)
+                            .arg(nsp)
+                            .arg(ttl)
                             .ignore();
-                        if let Some((session, ttl)) = keep {
-                            p.cmd("SET")
-                                .arg(self.session_key(pid))
-                                .arg(codec::encode_session(session))
-                                .arg("PX")
-                                .arg(px(*ttl))
-                                .ignore();
-                            p.cmd("SET")
-                                .arg(self.session_nsp_key(pid))
-                                .arg(nsp)
-                                .arg("PX")
-                                .arg(px(*ttl))
-                                .ignore();
-                        }
                     }
                     SessionOp::RefreshLive {
                         nsp,

@@ -256,13 +256,19 @@ async fn a_node_retires_only_its_own_live_record() {
         .await
         .unwrap();
     b.apply("new-holder", &put).await.unwrap();
-    // The old holder retires late: the new holder's record stays.
+    // The old holder retires late, recoverably: the new holder's record stays, and no
+    // stale session is kept over it.
+    let late = [SessionOp::Retire {
+        nsp: "/".into(),
+        pid: "p".into(),
+        keep: Some((session("p"), Duration::from_secs(30))),
+    }];
+    b.apply("old-holder", &late).await.unwrap();
     let retire = [SessionOp::Retire {
         nsp: "/".into(),
         pid: "p".into(),
         keep: None,
     }];
-    b.apply("old-holder", &retire).await.unwrap();
     assert_eq!(
         b.take_session("/", "p", None).await.unwrap(),
         TakeOutcome::HolderAlive("new-holder".into())

@@ -20,6 +20,7 @@ const {
   assertIncreasingNoDup,
   uniqueTag,
 } = require("../lib/cluster");
+const { TcpProxy } = require("../lib/proxy");
 
 let cluster;
 before(async () => {
@@ -223,4 +224,43 @@ test("an append retried after its reply was lost is neither delivered nor replay
     [`${mid}#1`],
     "the replay after the first copy holds only the missed event (the second copy is the same event as the first)",
   );
+});
+
+test("a socket taken over while its node was cut off from the engine is let go when the node is back", async () => {
+  // Node A is cut off from Redis for longer than its heartbeat lives (7 s), so
+  // it looks dead. Its client's connection is half-open (nothing reaches the
+  // client any more) and the client comes back on B, which restores the
+  // session. When A is back, it reads B's probe of that pid, probes its own
+  // socket, gets no answer and lets it go, well before its 45 s ping timeout,
+  // without keeping a stale session over B's live one.
+  const front = new TcpProxy({ targetHost: "127.0.0.1", targetPort: cluster.node("A").port });
+  await front.listen();
+  try {
+    const room = uniqueTag("moved");
+    const c = await connect(`http://127.0.0.1:${front.port}`, { name: "c@A" });
+    await c.ack("join", room);
+    await c.ack("set-data", { k: 1 });
+    await c.ack("emit-to-self", "x");
+    const creds = c.creds();
+    front.dropReplies = true; // half-open: A's writes no longer reach the client
+    const cut = cluster.proxies.A.outage(9000);
+    await sleep(8000);
+    const moved = await recoverAs(cluster.url("B"), creds, { name: "c@B", timeout: 15000 });
+    const who = await moved.ack("whoami");
+    assert.equal(who.recovered, true, "restored on B: A looks dead");
+    assert.equal(who.id, c.id);
+    assert.deepEqual(who.rooms, [room]);
+    assert.deepEqual(who.data, { k: 1 });
+    await cut;
+    const t0 = Date.now();
+    await cluster.waitGone("A", c.id, 15000);
+    const took = Date.now() - t0;
+    await sleep(1000);
+    assert.equal(await cluster.redis.exists(`sio:session:${creds.pid}`), 0, "A kept no stale session");
+    assert.equal(await cluster.redis.hGet(`tether:live:${creds.pid}`, "node"), cluster.node("B").nodeId, "B's live record stands");
+    assert.equal(moved.connected, true);
+    assert.ok(took < 15000, `A let go ${took} ms after the engine was back`);
+  } finally {
+    await front.close();
+  }
 });

@@ -684,7 +684,16 @@ impl Cluster {
         let mut probed = false;
         loop {
             match self.backend.take_session(nsp, pid, offset).await {
-                Ok(TakeOutcome::Taken(s)) => return Ok(s),
+                Ok(TakeOutcome::Taken(s)) => {
+                    // A node taken for dead may still hold a socket with this pid (it was
+                    // cut off from the engine, not dead): when it reads this, it probes
+                    // the socket and lets it go unless it answers.
+                    self.publish(ClusterMessage::Probe {
+                        nsp: nsp.to_owned(),
+                        pid: pid.to_owned(),
+                    });
+                    return Ok(s);
+                }
                 Ok(TakeOutcome::NotFound | TakeOutcome::WrongNamespace) => {
                     return Err(RecoveryFailure::UnknownSession)
                 }
@@ -790,6 +799,9 @@ impl Cluster {
                 }
             }
             ClusterMessage::Probe { nsp, pid } => {
+                if record.uid == self.uid {
+                    return; // a node never probes for itself
+                }
                 if let Some(ns) = self.namespace(&nsp) {
                     ns.answer_probe(pid);
                 }
