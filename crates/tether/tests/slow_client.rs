@@ -58,16 +58,21 @@ async fn a_slow_client_is_disconnected_as_recoverable_and_gets_the_rest() {
     });
     let reasons: Arc<Mutex<Vec<DisconnectReason>>> = Arc::default();
     let seen = reasons.clone();
+    let emitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = emitted.clone();
     io.of("/").on_connection(move |socket| {
         let seen = seen.clone();
+        let counter = counter.clone();
         socket.on_disconnect(move |_, reason| seen.lock().unwrap().push(reason));
-        socket.on("flood", |socket, p, _ack| {
+        socket.on("flood", move |socket, p, _ack| {
             let n = p.get::<u64>(0).unwrap_or(0);
             let socket = socket.clone();
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let pad = "x".repeat(64 * 1024);
                 for i in 0..n {
                     socket.emit("big", json!([i, pad])).unwrap();
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::task::yield_now().await;
                 }
             });
@@ -100,8 +105,15 @@ async fn a_slow_client_is_disconnected_as_recoverable_and_gets_the_rest() {
     assert_eq!(reason, DisconnectReason::SendBufferFull);
     assert!(reason.is_recoverable());
     assert_eq!(reason.as_str(), "send buffer full");
-    // Wait until every event is emitted (the log keeps them for the session).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until every event is emitted (the log keeps them for the session): an event
+    // emitted after the recovery would go live into an outbox of 16 behind the replay, and
+    // close the connection again.
+    let mut waited = 0;
+    while emitted.load(std::sync::atomic::Ordering::SeqCst) < N {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 20;
+        assert!(waited < 30_000, "the flood never finished");
+    }
     drop(ws);
 
     // Reconnect with the pid and no offset (it never read one): everything comes back.
