@@ -25,7 +25,7 @@
 
 mod codec;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -193,8 +193,8 @@ pub struct RedisBackend {
 /// connection, and subscribes again to every channel after a reconnection.
 struct PubSub {
     client: Client,
-    channels: std::sync::Mutex<HashSet<String>>,
-    sink: std::sync::Mutex<Option<EphemeralSink>>,
+    /// Every channel listened to, and where its messages go.
+    channels: std::sync::Mutex<HashMap<String, EphemeralSink>>,
     /// The live subscription; its lock is held while the task (re)subscribes.
     sub: Mutex<Option<PubSubSink>>,
     started: AtomicBool,
@@ -206,16 +206,21 @@ impl PubSub {
         self.channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
             .cloned()
             .collect()
     }
 
-    fn deliver(&self, raw: &[u8]) {
+    fn deliver(&self, channel: &str, raw: &[u8]) {
+        let sink = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .cloned();
         let Some(m) = codec::decode_ephemeral(raw) else {
             return;
         };
-        let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(sink) = sink {
             if sink.try_send(m).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +268,7 @@ async fn pubsub_task(state: Weak<PubSub>, mut stop: watch::Receiver<()>) {
                     };
                     let Some(msg) = msg else { break };
                     let Some(ps) = state.upgrade() else { return };
-                    ps.deliver(msg.get_payload_bytes());
+                    ps.deliver(msg.get_channel_name(), msg.get_payload_bytes());
                 }
                 tracing::warn!("redis pub/sub: connection lost; reconnecting");
                 if let Some(ps) = state.upgrade() {
@@ -385,8 +390,7 @@ impl RedisBackend {
             ),
             pubsub: Arc::new(PubSub {
                 client,
-                channels: std::sync::Mutex::new(HashSet::new()),
-                sink: std::sync::Mutex::new(None),
+                channels: std::sync::Mutex::new(HashMap::new()),
                 sub: Mutex::new(None),
                 started: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
@@ -795,8 +799,7 @@ impl ClusterBackend for RedisBackend {
                 .channels
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .extend(channels.iter().cloned());
-            *self.pubsub.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+                .extend(channels.iter().map(|c| (c.clone(), sink.clone())));
             if !self.pubsub.started.swap(true, Ordering::AcqRel) {
                 tokio::spawn(pubsub_task(Arc::downgrade(&self.pubsub), self.stop.clone()));
             }

@@ -27,6 +27,7 @@ fn config(run: &str, name: &str) -> RedisConfig {
         stream: format!("{run}{name}:stream"),
         session_prefix: format!("{run}{name}:session:"),
         prefix: format!("{run}{name}:"),
+        channel_prefix: format!("{run}{name}"),
         ..RedisConfig::default()
     }
 }

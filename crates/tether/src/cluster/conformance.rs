@@ -30,7 +30,10 @@
 //! [`run_outage`] checks that every call fails, instead of hanging, while the server is
 //! down or stalled, and that the backend works again when it is back.
 //!
-//! Not covered yet: ephemeral messages (`send_ephemeral`, `listen`, `listeners`).
+//! - ephemeral messages: `listeners` counts the nodes that `listen` to a namespace; a
+//!   message to every node reaches each listener of its namespace (the sender included),
+//!   one to a node reaches that node only, binary included; other namespaces and other
+//!   clusters hear nothing.
 //!
 //! Every negative assertion has a positive control (a session that must still be there,
 //! a mark that must not have expired), so that no check passes by doing nothing.
@@ -90,8 +93,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use super::{
-    BackendError, Broadcast, ClusterBackend, ClusterMessage, ClusterSession, EntryId, Record,
-    SessionOp, SocketsAction, TakeOutcome,
+    BackendError, Broadcast, ClusterBackend, ClusterMessage, ClusterSession, EntryId, Ephemeral,
+    EphemeralBody, Record, SessionOp, SocketsAction, TakeOutcome,
 };
 use crate::recovery::Room;
 
@@ -194,6 +197,7 @@ where
     check("live_records_refresh", s.live_records_refresh()).await;
     check("alive_marks", s.alive_marks()).await;
     check("ops_apply_in_order", s.ops_apply_in_order()).await;
+    check("ephemeral_messages", s.ephemeral_messages()).await;
     eprintln!(
         "cluster conformance: all checks passed in {:.1?}",
         started.elapsed()
@@ -1456,6 +1460,113 @@ where
             TakeOutcome::Taken(k2),
             "apply must apply its ops in order (PutLive then Retire with keep)"
         );
+    }
+
+    async fn ephemeral_messages(&self) {
+        use tokio::sync::mpsc;
+        let a = self.node("eph").await;
+        let b = self.node("eph").await;
+        let other = self.node("eph-other").await;
+        let (ta, mut ra) = mpsc::channel(64);
+        let (tb, mut rb) = mpsc::channel(64);
+        let (tc, mut rc) = mpsc::channel(64);
+        let (to, mut ro) = mpsc::channel(64);
+        ok(a.listen("a", "/", ta).await, "listen");
+        ok(b.listen("b", "/", tb).await, "listen");
+        ok(b.listen("b", "/chat", tc).await, "listen");
+        ok(other.listen("o", "/", to).await, "listen");
+        // Subscriptions may take effect a moment after `listen` returns.
+        let deadline = Instant::now() + self.units(10);
+        loop {
+            let n = ok(a.listeners("/").await, "listeners");
+            if n == 2 {
+                break;
+            }
+            assert!(
+                n < 2 && Instant::now() < deadline,
+                "listeners(\"/\") must count the 2 nodes of the cluster that listen to it, got {n}"
+            );
+            sleep(self.unit / 4).await;
+        }
+        assert_eq!(
+            ok(a.listeners("/chat").await, "listeners"),
+            1,
+            "listeners counts per namespace"
+        );
+        assert_eq!(
+            ok(a.listeners("/none").await, "listeners"),
+            0,
+            "no listener: zero"
+        );
+        let message = |uid: &str, nsp: &str, body: EphemeralBody| Ephemeral {
+            uid: uid.into(),
+            nsp: nsp.into(),
+            body,
+        };
+        let to_all = message(
+            "a",
+            "/",
+            EphemeralBody::ServerSideEmit {
+                request_id: Some("r1".into()),
+                data: vec![json!("hello"), json!({"_placeholder": true, "num": 0})],
+                attachments: vec![Bytes::from_static(&[0, 1, 2, 255])],
+            },
+        );
+        ok(a.send_ephemeral(None, &to_all).await, "send_ephemeral");
+        let wait = self.units(10);
+        let got = |r: Option<Ephemeral>, who: &str| match r {
+            Some(m) => m,
+            None => panic!("{who}: no message"),
+        };
+        assert_eq!(
+            got(timeout(wait, rb.recv()).await.ok().flatten(), "b"),
+            to_all,
+            "a message to every node reaches another listener of its namespace, binary included"
+        );
+        assert_eq!(
+            got(timeout(wait, ra.recv()).await.ok().flatten(), "a"),
+            to_all,
+            "a message to every node reaches its sender too (the runtime drops its own)"
+        );
+        let answer = message(
+            "b",
+            "/",
+            EphemeralBody::ClientCount {
+                request_id: "r1".into(),
+                count: 3,
+            },
+        );
+        ok(b.send_ephemeral(Some("a"), &answer).await, "send_ephemeral");
+        assert_eq!(
+            got(timeout(wait, ra.recv()).await.ok().flatten(), "a"),
+            answer,
+            "a message to a node reaches it"
+        );
+        let chat = message(
+            "a",
+            "/chat",
+            EphemeralBody::FetchSockets {
+                request_id: "r2".into(),
+                rooms: rooms(&["room"]),
+                except: vec![],
+            },
+        );
+        ok(a.send_ephemeral(None, &chat).await, "send_ephemeral");
+        assert_eq!(
+            got(timeout(wait, rc.recv()).await.ok().flatten(), "b /chat"),
+            chat,
+            "a listener of /chat hears /chat"
+        );
+        // Nothing else arrived anywhere: b heard nothing of the answer to a, the other
+        // cluster and the other namespace heard nothing.
+        sleep(self.units(2)).await;
+        assert!(
+            rb.try_recv().is_err(),
+            "a message to a node reaches no other"
+        );
+        assert!(ra.try_recv().is_err(), "a does not listen to /chat");
+        assert!(rc.try_recv().is_err(), "each message once");
+        assert!(ro.try_recv().is_err(), "another cluster hears nothing");
     }
 }
 
