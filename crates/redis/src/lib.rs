@@ -7,6 +7,13 @@
 //! heartbeats under `tether:node:<uid>`. Taking a session is one Lua script: one-shot
 //! across the cluster, and a failed attempt consumes nothing.
 //!
+//! Requests that need answers (`fetch_sockets`, broadcasts with acks, server-side emits)
+//! are not kept: they go over pub/sub, to `socket.io#<nsp>#` (every node of the namespace)
+//! and `socket.io#<nsp>#<uid>#` (one node), and `PUBSUB NUMSUB` says how many nodes to wait
+//! for. One connection holds the subscriptions and subscribes again after a reconnection.
+//! Pub/sub is not per database: clusters that share a Redis server need their own
+//! [`RedisConfig::channel_prefix`].
+//!
 //! The entry and session formats are those of `@socket.io/redis-streams-adapter` 0.3.x
 //! (see `codec.rs`), so Tether and Node.js nodes can share a cluster.
 //!
