@@ -28,7 +28,7 @@ mod codec;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink};
@@ -81,7 +81,14 @@ impl Default for RedisConfig {
 struct Conn {
     client: Client,
     timeout: Duration,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Option<MultiplexedConnection>,
+    /// The last failed attempt to connect: when it ended, and why.
+    failed: Option<(Instant, BackendError)>,
 }
 
 fn err(e: impl std::fmt::Display) -> BackendError {
@@ -93,29 +100,47 @@ impl Conn {
         Conn {
             client,
             timeout,
-            conn: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
         }
     }
 
     async fn get(&self) -> Result<MultiplexedConnection, BackendError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
+        let asked = Instant::now();
+        let mut slot = self.slot.lock().await;
+        if let Some(c) = slot.conn.as_ref() {
             return Ok(c.clone());
+        }
+        // An attempt that failed while this call waited answers for it too: otherwise,
+        // while the server hangs, calls queue up behind each other's attempts (each as
+        // long as the connection timeout).
+        if let Some((at, e)) = &slot.failed {
+            if *at >= asked {
+                return Err(e.clone());
+            }
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(self.timeout));
-        let c = self
+        match self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(err)?;
-        *slot = Some(c.clone());
-        Ok(c)
+        {
+            Ok(c) => {
+                slot.conn = Some(c.clone());
+                slot.failed = None;
+                Ok(c)
+            }
+            Err(e) => {
+                let e = err(e);
+                slot.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     async fn reset(&self) {
-        *self.conn.lock().await = None;
+        self.slot.lock().await.conn = None;
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
