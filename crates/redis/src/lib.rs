@@ -28,7 +28,7 @@ mod codec;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink};
@@ -81,7 +81,14 @@ impl Default for RedisConfig {
 struct Conn {
     client: Client,
     timeout: Duration,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Option<MultiplexedConnection>,
+    /// The last failed attempt to connect: when it ended, and why.
+    failed: Option<(Instant, BackendError)>,
 }
 
 fn err(e: impl std::fmt::Display) -> BackendError {
@@ -93,29 +100,47 @@ impl Conn {
         Conn {
             client,
             timeout,
-            conn: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
         }
     }
 
     async fn get(&self) -> Result<MultiplexedConnection, BackendError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
+        let asked = Instant::now();
+        let mut slot = self.slot.lock().await;
+        if let Some(c) = slot.conn.as_ref() {
             return Ok(c.clone());
+        }
+        // An attempt that failed while this call waited answers for it too: otherwise,
+        // while the server hangs, calls queue up behind each other's attempts (each as
+        // long as the connection timeout).
+        if let Some((at, e)) = &slot.failed {
+            if *at >= asked {
+                return Err(e.clone());
+            }
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(self.timeout));
-        let c = self
+        match self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(err)?;
-        *slot = Some(c.clone());
-        Ok(c)
+        {
+            Ok(c) => {
+                slot.conn = Some(c.clone());
+                slot.failed = None;
+                Ok(c)
+            }
+            Err(e) => {
+                let e = err(e);
+                slot.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     async fn reset(&self) {
-        *self.conn.lock().await = None;
+        self.slot.lock().await.conn = None;
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BackendError> {
@@ -154,7 +179,8 @@ pub struct RedisBackend {
     /// The blocking reader's own connection.
     reader: Conn,
     take: Script,
-    /// The heartbeat's life, as the last `heartbeat` call gave it.
+    /// The heartbeat's life, as the last `heartbeat` call gave it: stands in for the life
+    /// of a dead node that did not record its own (an older version).
     heartbeat_ttl_ms: std::sync::atomic::AtomicU64,
     /// Requests and answers (pub/sub).
     pubsub: Arc<PubSub>,
@@ -293,14 +319,16 @@ local live = redis.call('HMGET', KEYS[3], 'node', 'nsp', 'session', 'window')
 if live[1] then
   if live[2] ~= ARGV[1] then return {'wrong_nsp'} end
   if redis.call('EXISTS', ARGV[3] .. live[1]) == 1 then return {'alive', live[1]} end
-  -- The node is dead: its sockets' window runs from its last heartbeat (plus the
-  -- heartbeat's life, since it died somewhere in between).
+  -- The node is dead: its sockets' window runs from its last heartbeat (plus that
+  -- heartbeat's life, since it died somewhere in between; nodes of older versions did
+  -- not record it: this node's stands in).
   local seen = redis.call('GET', ARGV[4] .. live[1])
   local window = tonumber(live[4] or '')
   if seen and window then
+    local life = tonumber(redis.call('GET', ARGV[6] .. live[1]) or ARGV[5])
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if now - tonumber(seen) > window + tonumber(ARGV[5]) then
+    if now - tonumber(seen) > window + life then
       redis.call('DEL', KEYS[3])
       return {'none'}
     end
@@ -391,6 +419,10 @@ impl RedisBackend {
 
     fn seen_prefix(&self) -> String {
         format!("{}seen:", self.config.prefix)
+    }
+
+    fn life_prefix(&self) -> String {
+        format!("{}life:", self.config.prefix)
     }
 
     /// Where requests of `nsp` go: every node of the namespace listens.
@@ -662,10 +694,17 @@ impl ClusterBackend for RedisBackend {
                 .arg("PX")
                 .arg(px(ttl))
                 .ignore();
-            // When it was last seen, for the windows of its sockets after a crash.
+            // When it was last seen, and how long that heartbeat lasts, for the windows
+            // of its sockets after a crash.
             p.cmd("SET")
                 .arg(format!("{}{}", self.seen_prefix(), uid))
                 .arg(now_ms)
+                .arg("PX")
+                .arg(86_400_000u64)
+                .ignore();
+            p.cmd("SET")
+                .arg(format!("{}{}", self.life_prefix(), uid))
+                .arg(px(ttl))
                 .arg("PX")
                 .arg(86_400_000u64)
                 .ignore();
@@ -693,7 +732,8 @@ impl ClusterBackend for RedisBackend {
                 .arg(
                     self.heartbeat_ttl_ms
                         .load(std::sync::atomic::Ordering::Relaxed),
-                );
+                )
+                .arg(self.life_prefix());
             let mut c = self.cmd.get().await?;
             let reply: Vec<String> = match inv.invoke_async(&mut c).await {
                 Ok(r) => r,

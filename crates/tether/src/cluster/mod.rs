@@ -15,6 +15,9 @@
 //! [`Cluster`] is the engine-independent runtime: the publish queue, the reader, the
 //! session writer, heartbeats, and the restore protocol.
 
+/// The conformance suite that every [`ClusterBackend`] must pass.
+pub mod conformance;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
