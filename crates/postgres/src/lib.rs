@@ -444,7 +444,7 @@ impl Listener {
         if let Some(sink) = sink {
             if sink.try_send(m).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(
                         "postgres listener: request dropped, the node is busy ({} so far)",
                         n + 1
@@ -1118,8 +1118,7 @@ impl ClusterBackend for PostgresBackend {
             let in_log = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", n.log);
             // `n-0` is entry `n`; any other id is not in this log.
             let offset = offset.map(|o| (o.seq == 0).then(|| log_id(o)));
-            let (outcome, commit) = self
-                .pool
+            self.pool
                 .run(|c| async move {
                     let offset_ok = |c: Arc<Client>| {
                         let in_log = in_log.clone();
@@ -1143,7 +1142,7 @@ impl ClusterBackend for PostgresBackend {
                         }
                         c.execute(&delete_kept, &[&pid]).await?;
                         c.batch_execute("COMMIT").await?;
-                        return Ok((taken(&session), true));
+                        return Ok(taken(&session));
                     }
                     let Some(row) = c.query_opt(&live, &[&pid]).await? else {
                         return rollback(&c, TakeOutcome::NotFound).await;
@@ -1163,18 +1162,16 @@ impl ClusterBackend for PostgresBackend {
                         // Dead for longer than the socket's window: gone.
                         c.execute(&delete_live, &[&pid]).await?;
                         c.batch_execute("COMMIT").await?;
-                        return Ok((TakeOutcome::NotFound, true));
+                        return Ok(TakeOutcome::NotFound);
                     }
                     if !offset_ok(c.clone()).await? {
                         return rollback(&c, TakeOutcome::UnknownOffset).await;
                     }
                     c.execute(&delete_live, &[&pid]).await?;
                     c.batch_execute("COMMIT").await?;
-                    Ok((taken(&session), true))
+                    Ok(taken(&session))
                 })
-                .await?;
-            let _ = commit;
-            Ok(outcome)
+                .await
         })
     }
 
@@ -1283,9 +1280,9 @@ fn taken(session: &str) -> TakeOutcome {
     }
 }
 
-async fn rollback(c: &Client, outcome: TakeOutcome) -> Result<(TakeOutcome, bool), PgError> {
+async fn rollback(c: &Client, outcome: TakeOutcome) -> Result<TakeOutcome, PgError> {
     c.batch_execute("ROLLBACK").await?;
-    Ok((outcome, false))
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -14,12 +14,15 @@ use tether_postgres::{PostgresBackend, PostgresConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend_passes_the_conformance_suite() {
     let run = common::run_prefix();
-    conformance::run(|name| {
-        let config = common::config(&run, &name);
-        common::connect(common::URL, config)
+    let prefix = run.clone();
+    common::with_clean_up(&run, async move {
+        conformance::run(|name| {
+            let config = common::config(&prefix, &name);
+            common::connect(common::URL, config)
+        })
+        .await;
     })
     .await;
-    common::clean_up(&run).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

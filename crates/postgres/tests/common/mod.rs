@@ -83,3 +83,18 @@ pub async fn clean_up(run: &str) {
             .expect("dropping the run's tables");
     }
 }
+
+/// Runs `test`, then drops the run's tables, also when it fails.
+pub async fn with_clean_up<F>(run: &str, test: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let r = tokio::spawn(test).await;
+    clean_up(run).await;
+    if let Err(e) = r {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("the test was cancelled: {e}");
+    }
+}
