@@ -1013,10 +1013,15 @@ impl ClusterBackend for PostgresBackend {
                                 if sessions.is_empty() {
                                     continue;
                                 }
+                                // Rows locked in one order by every node: no deadlocks.
+                                let mut sorted: Vec<&tether::cluster::ClusterSession> =
+                                    sessions.iter().collect();
+                                sorted.sort_by(|a, b| a.pid.cmp(&b.pid));
+                                sorted.dedup_by(|a, b| a.pid == b.pid);
                                 let pids: Vec<&str> =
-                                    sessions.iter().map(|s| s.pid.as_str()).collect();
+                                    sorted.iter().map(|s| s.pid.as_str()).collect();
                                 let encoded: Vec<String> =
-                                    sessions.iter().map(codec::encode_session).collect();
+                                    sorted.iter().map(|s| codec::encode_session(s)).collect();
                                 c.execute(
                                     &refresh,
                                     &[&uid, nsp, &ms(*window), &ms(*ttl), &pids, &encoded],
@@ -1131,6 +1136,11 @@ impl ClusterBackend for PostgresBackend {
                         }
                     };
                     c.batch_execute("BEGIN").await?;
+                    // The live record first: a Retire locks it before it writes the kept
+                    // session, so a take that meets a Retire in flight waits for it and
+                    // then sees the kept session (the next statement's snapshot), rather
+                    // than neither.
+                    let live_row = c.query_opt(&live, &[&pid]).await?;
                     if let Some(row) = c.query_opt(&kept, &[&pid]).await? {
                         let owner: String = row.try_get(0)?;
                         let session: String = row.try_get(1)?;
@@ -1144,7 +1154,7 @@ impl ClusterBackend for PostgresBackend {
                         c.batch_execute("COMMIT").await?;
                         return Ok(taken(&session));
                     }
-                    let Some(row) = c.query_opt(&live, &[&pid]).await? else {
+                    let Some(row) = live_row else {
                         return rollback(&c, TakeOutcome::NotFound).await;
                     };
                     let node: String = row.try_get(0)?;

@@ -178,3 +178,70 @@ async fn a_bad_prefix_is_refused() {
     };
     assert!(PostgresBackend::connect(common::URL, config).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_racing_a_keeping_retire_finds_the_record_or_the_session() {
+    let run = common::run_prefix();
+    let prefix = run.clone();
+    common::with_clean_up(&run, async move {
+        let holder = std::sync::Arc::new(
+            common::connect(common::URL, common::config(&prefix, "retire-race")).await,
+        );
+        let taker = std::sync::Arc::new(
+            common::connect(common::URL, common::config(&prefix, "retire-race")).await,
+        );
+        holder
+            .heartbeat("holder", Duration::from_secs(60))
+            .await
+            .unwrap();
+        for k in 0..40 {
+            let pid = format!("p{k}");
+            let s = tether::cluster::ClusterSession {
+                sid: format!("s{k}"),
+                pid: pid.clone(),
+                rooms: vec!["r".into()],
+                data: json!({"k": k}),
+                start: None,
+            };
+            let long = Duration::from_secs(60);
+            holder
+                .apply(
+                    "holder",
+                    &[SessionOp::PutLive {
+                        nsp: "/".into(),
+                        session: s.clone(),
+                        ttl: long,
+                        window: long,
+                    }],
+                )
+                .await
+                .unwrap();
+            let retire = [SessionOp::Retire {
+                nsp: "/".into(),
+                pid: pid.clone(),
+                keep: Some((s.clone(), long)),
+            }];
+            let h = holder.clone();
+            let retiring = tokio::spawn(async move { h.apply("holder", &retire).await });
+            // Vary who comes first.
+            if k % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            let first = taker.take_session("/", &pid, None).await.unwrap();
+            retiring.await.unwrap().unwrap();
+            match first {
+                TakeOutcome::Taken(got) => assert_eq!(got, s),
+                TakeOutcome::HolderAlive(h) => {
+                    assert_eq!(h, "holder");
+                    assert_eq!(
+                        taker.take_session("/", &pid, None).await.unwrap(),
+                        TakeOutcome::Taken(s),
+                        "round {k}: kept after the retire"
+                    );
+                }
+                other => panic!("round {k}: a take during a retire found {other:?}"),
+            }
+        }
+    })
+    .await;
+}
