@@ -1203,7 +1203,8 @@ where
         // A node cut off from the engine retires late, recoverably, a socket another
         // node took over: it keeps no stale session over the new holder's record.
         let stale = session("p1", &["stale"], json!("stale"), None);
-        self.apply(&other, "other", &[keep("/", &stale, LONG)]).await;
+        self.apply(&other, "other", &[keep("/", &stale, LONG)])
+            .await;
         assert_eq!(
             self.take(&other, "/", "p1", None).await,
             TakeOutcome::HolderAlive("holder".into()),
