@@ -310,12 +310,21 @@ function unlockDb() {
   heldLock = null;
 }
 
-// Runs SQL on the PostgreSQL of CLUSTER_ENGINE=postgres.
+// Runs SQL on the PostgreSQL of CLUSTER_ENGINE=postgres; the rows of its last
+// statement, each as an array of column texts.
 function psql(sql) {
-  execFileSync("psql", ["-h", PG_HOST, "-p", String(PG_PORT), "-U", "postgres", "-d", "test", "-q", "-v", "ON_ERROR_STOP=1", "-c", `SET client_min_messages = warning; ${sql}`], {
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  const out = execFileSync(
+    "psql",
+    ["-h", PG_HOST, "-p", String(PG_PORT), "-U", "postgres", "-d", "test", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", `SET client_min_messages = warning; ${sql}`],
+    { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" },
+  );
+  return out
+    .split("\n")
+    .filter((l) => l.length > 0)
+    .map((l) => l.split("\t"));
 }
+
+const sqlText = (s) => `'${String(s).replace(/'/g, "''")}'`;
 
 async function redisAdmin(db = REDIS_DB, host = REDIS_HOST, port = REDIS_PORT) {
   const r = createClient({ url: `redis://${host}:${port}/${db}` });
@@ -519,6 +528,36 @@ class Cluster {
 
   node(name) {
     return this.nodes[name];
+  }
+
+  // What the engine holds, whichever it is (the tests' view into it).
+
+  // The ids of the log entries whose data contains `text`.
+  async logIdsContaining(text) {
+    if (this.schema) {
+      const rows = psql(`SELECT id FROM ${this.schema}.tether_log WHERE strpos(data, ${sqlText(text)}) > 0 ORDER BY id`);
+      return rows.map((r) => `${r[0]}-0`);
+    }
+    const entries = await this.redis.xRange("socket.io", "-", "+");
+    return entries.filter((en) => (en.message.data || "").includes(text)).map((en) => en.id);
+  }
+
+  // Whether a session of `pid` is kept (after a recoverable disconnect).
+  async hasKeptSession(pid) {
+    if (this.schema) {
+      const rows = psql(`SELECT 1 FROM ${this.schema}.tether_sessions WHERE pid = ${sqlText(pid)} AND expires_at > clock_timestamp()`);
+      return rows.length > 0;
+    }
+    return (await this.redis.exists(`sio:session:${pid}`)) === 1;
+  }
+
+  // The node that owns the live record of `pid` (null: none).
+  async liveRecordNode(pid) {
+    if (this.schema) {
+      const rows = psql(`SELECT node FROM ${this.schema}.tether_live WHERE pid = ${sqlText(pid)} AND expires_at > clock_timestamp()`);
+      return rows.length ? rows[0][0] : null;
+    }
+    return await this.redis.hGet(`tether:live:${pid}`, "node");
   }
 
   url(name) {
