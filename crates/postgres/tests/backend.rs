@@ -245,3 +245,34 @@ async fn a_take_racing_a_keeping_retire_finds_the_record_or_the_session() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_trim_entries_older_than_the_retention() {
+    let run = common::run_prefix();
+    let prefix = run.clone();
+    common::with_clean_up(&run, async move {
+        let config = PostgresConfig {
+            retention: Duration::from_millis(300),
+            ..common::config(&prefix, "trim")
+        };
+        let b = common::connect(common::URL, config).await;
+        let m = ClusterMessage::Probe {
+            nsp: "/".into(),
+            pid: "p".into(),
+        };
+        let old = b.append("n", &[(1, m.clone())]).await.unwrap();
+        // Appends trim at most once a second per node.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let new = b.append("n", &[(2, m)]).await.unwrap();
+        let log = b
+            .range(EntryId::default(), new[0], 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>();
+        assert_eq!(log, new, "{old:?} must be trimmed");
+        assert_eq!(b.last_id().await.unwrap(), new[0]);
+    })
+    .await;
+}
