@@ -12,6 +12,10 @@
 #   SERVER_CMD               command that starts one node (run as
 #                            `/bin/sh -c "exec $SERVER_CMD"`, with PORT, ADAPTER,
 #                            NODE_NAME set); default target/release/conformance-server
+#   CLUSTER_ENGINE=postgres  PostgreSQL (tether-postgres) at PG_HOST:PG_PORT
+#                            (127.0.0.1:5432, user postgres, database test, with
+#                            psql) instead of Redis; for the engine-neutral files
+#                            (01-06, 09), not 07 (mixed) or 08 (redis-restart)
 #   SKIP_BUILD=1             do not run cargo build
 #   CLUSTER_LOG=1            copy the nodes' output to stderr
 #   TEST_TIMEOUT             per-test timeout in ms (default 120000)
@@ -42,7 +46,7 @@ redis_ping() {
   exec 3>&-
   [[ "$line" == "+PONG"* ]]
 }
-if ! redis_ping; then
+if [ "${CLUSTER_ENGINE:-redis}" != postgres ] && ! redis_ping; then
   if [[ "$REDIS_HOST" != "127.0.0.1" && "$REDIS_HOST" != "localhost" ]]; then
     echo "run.sh: Redis at $REDIS_HOST:$REDIS_PORT does not answer PING" >&2
     exit 1

@@ -350,11 +350,15 @@ fn server_side_handlers(ns: &std::sync::Arc<tether::Namespace>, node_id: &str) {
     });
 }
 
-/// Connects to Redis, retrying for up to 30 s (the engine may start after the node).
-async fn connect_redis(url: &str) -> std::io::Result<std::sync::Arc<tether_redis::RedisBackend>> {
+/// Connects to the engine, retrying for up to 30 s (the engine may start after the node).
+async fn connect_engine<B, F, Fut>(connect: F) -> std::io::Result<std::sync::Arc<B>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<B, tether::cluster::BackendError>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match tether_redis::RedisBackend::connect(url, Default::default()).await {
+        match connect().await {
             Ok(b) => return Ok(std::sync::Arc::new(b)),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("conformance-server: {e}; retrying");
@@ -365,16 +369,26 @@ async fn connect_redis(url: &str) -> std::io::Result<std::sync::Arc<tether_redis
     }
 }
 
+/// The cluster engine of `ADAPTER`.
+enum Engine {
+    Redis(String),
+    Postgres(String),
+}
+
 fn main() -> std::io::Result<()> {
     tether_servers::init_tracing();
     let adapter = std::env::var("ADAPTER").unwrap_or_default();
-    let redis_url = match adapter.as_str() {
+    let engine = match adapter.as_str() {
         "" | "memory" => None,
-        url if url.starts_with("redis://") => Some(url.to_owned()),
+        url if url.starts_with("redis://") => Some(Engine::Redis(url.to_owned())),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(Engine::Postgres(url.to_owned()))
+        }
         other => {
             eprintln!(
-                "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset) \
-                 or redis://HOST:PORT (postgres:// and nats:// are not implemented yet)"
+                "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset), \
+                 redis://HOST:PORT or postgres://USER@HOST:PORT/DB (nats:// is not \
+                 implemented yet)"
             );
             std::process::exit(2);
         }
@@ -415,16 +429,29 @@ fn main() -> std::io::Result<()> {
             let node_id = node_id.clone();
             ns.on_connection(move |socket| on_connection(socket, &node_id));
         }
-        if let Some(url) = redis_url {
-            let backend = connect_redis(&url).await?;
-            io.attach_cluster(
-                node_id.clone(),
-                backend,
-                tether::cluster::ClusterConfig::default(),
-            )
-            .await
-            .map_err(std::io::Error::other)?;
-            let _ = CLUSTER.set(());
+        let cluster = tether::cluster::ClusterConfig::default();
+        match engine {
+            None => {}
+            Some(Engine::Redis(url)) => {
+                let backend = connect_engine(|| {
+                    tether_redis::RedisBackend::connect(&url, Default::default())
+                })
+                .await?;
+                io.attach_cluster(node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let _ = CLUSTER.set(());
+            }
+            Some(Engine::Postgres(url)) => {
+                let backend = connect_engine(|| {
+                    tether_postgres::PostgresBackend::connect(&url, Default::default())
+                })
+                .await?;
+                io.attach_cluster(node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let _ = CLUSTER.set(());
+            }
         }
         let listener = tether::bind(addr)?;
         println!("conformance-server listening on http://{addr}");

@@ -8,6 +8,11 @@
 //   process; node X gets ADAPTER=redis://127.0.0.1:<its proxy's port>/<db>.
 //   `cluster.proxy` drives them all at once (an engine outage),
 //   `cluster.proxies[X]` one node's link to the engine.
+// - CLUSTER_ENGINE=postgres: PostgreSQL instead (tether-postgres) at PG_HOST:PG_PORT
+//   (127.0.0.1:5432, user postgres, database test, through psql): every Cluster gets
+//   a schema of its own, dropped by stopAll(), and node X gets
+//   ADAPTER=postgres://postgres@127.0.0.1:<its proxy's port>/test with that schema as
+//   its search_path. Only the engine-neutral test files apply (not 07, 08).
 // - ServerNode: one node, started as `/bin/sh -c "exec <cmd>"` in its own
 //   process group (default cmd: target/release/conformance-server, built by
 //   run.sh; override with SERVER_CMD), with PORT, ADAPTER and NODE_NAME.
@@ -17,7 +22,7 @@
 //   so a test decides where a client reconnects) that records every event.
 "use strict";
 
-const { spawn } = require("node:child_process");
+const { spawn, execFileSync } = require("node:child_process");
 const fs = require("node:fs");
 const os = require("node:os");
 const net = require("node:net");
@@ -32,6 +37,9 @@ const HOST = "127.0.0.1";
 const REDIS_HOST = process.env.REDIS_HOST || "127.0.0.1";
 const REDIS_PORT = Number(process.env.REDIS_PORT || 6379);
 const REDIS_DB = Number(process.env.CLUSTER_REDIS_DB || 7);
+const ENGINE = process.env.CLUSTER_ENGINE || "redis";
+const PG_HOST = process.env.PG_HOST || "127.0.0.1";
+const PG_PORT = Number(process.env.PG_PORT || 5432);
 const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(REPO, "target");
 const DEFAULT_BIN = path.join(TARGET_DIR, "release", "conformance-server");
 const START_TIMEOUT_MS = Number(process.env.SERVER_START_TIMEOUT_MS || 30000);
@@ -302,6 +310,22 @@ function unlockDb() {
   heldLock = null;
 }
 
+// Runs SQL on the PostgreSQL of CLUSTER_ENGINE=postgres; the rows of its last
+// statement, each as an array of column texts.
+function psql(sql) {
+  const out = execFileSync(
+    "psql",
+    ["-h", PG_HOST, "-p", String(PG_PORT), "-U", "postgres", "-d", "test", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", `SET client_min_messages = warning; ${sql}`],
+    { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" },
+  );
+  return out
+    .split("\n")
+    .filter((l) => l.length > 0)
+    .map((l) => l.split("\t"));
+}
+
+const sqlText = (s) => `'${String(s).replace(/'/g, "''")}'`;
+
 async function redisAdmin(db = REDIS_DB, host = REDIS_HOST, port = REDIS_PORT) {
   const r = createClient({ url: `redis://${host}:${port}/${db}` });
   r.on("error", () => {});
@@ -462,6 +486,14 @@ class Cluster {
     const c = new Cluster();
     c.db = db;
     c.direct = redis || null;
+    if (ENGINE === "postgres" && !c.direct) {
+      c.schema = `tether_cluster_${process.pid}_${Date.now()}`;
+      psql(`CREATE SCHEMA ${c.schema}`);
+      c.proxies = {};
+      c.proxy = new ProxyGroup([]);
+      await Promise.all(names.map((n) => c.add(n)));
+      return c;
+    }
     if (!c.direct) await lockDb(db);
     c.redis = c.direct ? await redisAdmin(db, redis.host, redis.port) : await redisAdmin(db);
     await c.redis.flushDb();
@@ -478,11 +510,17 @@ class Cluster {
       await node.start();
       return node;
     }
-    const proxy = new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
+    const pg = !!this.schema;
+    const proxy = pg
+      ? new TcpProxy({ targetHost: PG_HOST, targetPort: PG_PORT })
+      : new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
     await proxy.listen();
     this.proxies[name] = proxy;
     this.proxy.proxies.push(proxy);
-    const node = new ServerNode({ name, adapter: `redis://127.0.0.1:${proxy.port}/${this.db}`, ...opts });
+    const adapter = pg
+      ? `postgres://postgres@127.0.0.1:${proxy.port}/test?options=-csearch_path%3D${this.schema}`
+      : `redis://127.0.0.1:${proxy.port}/${this.db}`;
+    const node = new ServerNode({ name, adapter, ...opts });
     this.nodes[name] = node;
     await node.start();
     return node;
@@ -490,6 +528,36 @@ class Cluster {
 
   node(name) {
     return this.nodes[name];
+  }
+
+  // What the engine holds, whichever it is (the tests' view into it).
+
+  // The ids of the log entries whose data contains `text`.
+  async logIdsContaining(text) {
+    if (this.schema) {
+      const rows = psql(`SELECT id FROM ${this.schema}.tether_log WHERE strpos(data, ${sqlText(text)}) > 0 ORDER BY id`);
+      return rows.map((r) => `${r[0]}-0`);
+    }
+    const entries = await this.redis.xRange("socket.io", "-", "+");
+    return entries.filter((en) => (en.message.data || "").includes(text)).map((en) => en.id);
+  }
+
+  // Whether a session of `pid` is kept (after a recoverable disconnect).
+  async hasKeptSession(pid) {
+    if (this.schema) {
+      const rows = psql(`SELECT 1 FROM ${this.schema}.tether_sessions WHERE pid = ${sqlText(pid)} AND expires_at > clock_timestamp()`);
+      return rows.length > 0;
+    }
+    return (await this.redis.exists(`sio:session:${pid}`)) === 1;
+  }
+
+  // The node that owns the live record of `pid` (null: none).
+  async liveRecordNode(pid) {
+    if (this.schema) {
+      const rows = psql(`SELECT node FROM ${this.schema}.tether_live WHERE pid = ${sqlText(pid)} AND expires_at > clock_timestamp()`);
+      return rows.length ? rows[0][0] : null;
+    }
+    return await this.redis.hGet(`tether:live:${pid}`, "node");
   }
 
   url(name) {
@@ -522,6 +590,10 @@ class Cluster {
     await Promise.all(Object.values(this.proxies || {}).map((p) => p.close()));
     // (a test's own Redis may be down: close at once rather than wait to send QUIT)
     if (this.redis) await (this.direct ? this.redis.disconnect() : this.redis.quit()).catch(() => {});
+    if (this.schema) {
+      psql(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
+      return;
+    }
     if (!this.direct) unlockDb();
   }
 
