@@ -77,7 +77,7 @@
 
 mod codec;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -334,8 +334,8 @@ struct Listener {
     connect_timeout: Duration,
     /// Bumped on every log notification, and when notifications may have been missed.
     log_wake: watch::Sender<u64>,
-    channels: std::sync::Mutex<HashSet<String>>,
-    sink: std::sync::Mutex<Option<EphemeralSink>>,
+    /// The channels of ephemeral messages, and where each one's messages go.
+    channels: std::sync::Mutex<HashMap<String, EphemeralSink>>,
     requests: mpsc::Sender<ListenRequest>,
     /// Taken by the task when it starts.
     requests_rx: std::sync::Mutex<Option<mpsc::Receiver<ListenRequest>>>,
@@ -353,7 +353,7 @@ impl Listener {
             .channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
             .cloned()
             .collect();
         all.push(self.names.log_channel.clone());
@@ -440,7 +440,12 @@ impl Listener {
         let Some(m) = codec::decode_ephemeral(&text) else {
             return;
         };
-        let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sink = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(n.channel())
+            .cloned();
         if let Some(sink) = sink {
             if sink.try_send(m).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -629,8 +634,7 @@ impl PostgresBackend {
                 timeout: config.command_timeout,
                 connect_timeout: config.connect_timeout,
                 log_wake: watch::channel(0).0,
-                channels: std::sync::Mutex::new(HashSet::new()),
-                sink: std::sync::Mutex::new(None),
+                channels: std::sync::Mutex::new(HashMap::new()),
                 requests,
                 requests_rx: std::sync::Mutex::new(Some(requests_rx)),
                 started: AtomicBool::new(false),
@@ -1259,8 +1263,7 @@ impl ClusterBackend for PostgresBackend {
                 .channels
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .extend(channels.iter().cloned());
-            *self.listener.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+                .extend(channels.iter().map(|c| (c.clone(), sink.clone())));
             self.start_listener();
             // Listening before this returns: a request sent right after reaches this node.
             let (ack, acked) = oneshot::channel();
