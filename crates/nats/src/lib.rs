@@ -264,6 +264,12 @@ impl NatsBackend {
         what: &str,
         f: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
+        // While the client is disconnected, async-nats queues what is published and sends
+        // it after reconnecting: an append that failed here would land later. So calls
+        // fail at once instead.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BackendError(format!("{what}: not connected to NATS")));
+        }
         match tokio::time::timeout(self.config.command_timeout, f).await {
             Ok(r) => r,
             Err(_) => Err(BackendError(format!("{what} timed out"))),
