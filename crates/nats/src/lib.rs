@@ -57,7 +57,7 @@
 
 mod codec;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -100,7 +100,9 @@ pub struct NatsConfig {
     pub connect_timeout: Duration,
     /// How often a blocked `read_after` looks at the stream without a tick (1 s).
     pub poll_interval: Duration,
-    /// How long a listener registration lives without renewal (30 s).
+    /// How long a listener registration lives without renewal (15 s): a node that
+    /// crashed still counts in `listeners` for up to this long (one dropped cleanly
+    /// deletes its registrations).
     pub listener_ttl: Duration,
 }
 
@@ -116,7 +118,7 @@ impl Default for NatsConfig {
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
-            listener_ttl: Duration::from_secs(30),
+            listener_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -154,8 +156,10 @@ pub struct NatsBackend {
     tick_subject: String,
     /// Bumped by every append tick.
     ticks: watch::Receiver<u64>,
-    /// Listener registrations to renew: (key).
+    /// Listener registrations to renew (their keys).
     registrations: Arc<Mutex<HashSet<String>>>,
+    /// The forwarding task of every subject listened to: listening again replaces it.
+    subscriptions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     renewing: std::sync::atomic::AtomicBool,
     /// Ends the background tasks when the backend is dropped.
     _stop: watch::Sender<()>,
@@ -249,6 +253,7 @@ impl NatsBackend {
             tick_subject,
             ticks,
             registrations: Arc::new(Mutex::new(HashSet::new())),
+            subscriptions: Mutex::new(HashMap::new()),
             renewing: std::sync::atomic::AtomicBool::new(false),
             _stop: stop_tx,
             stop,
@@ -598,22 +603,8 @@ impl NatsBackend {
             SessionOp::Retire { nsp, pid, keep } => {
                 self.retire(uid, nsp, pid, keep.as_ref()).await?;
             }
-            SessionOp::RefreshLive {
-                nsp,
-                sessions,
-                ttl,
-                window,
-            } => {
-                let (ttl, window) = (ms(*ttl), ms(*window));
-                for chunk in sessions.chunks(PIPELINE) {
-                    let refreshes = chunk
-                        .iter()
-                        .map(|s| self.refresh_one(uid, nsp, s, ttl, window));
-                    for r in futures_util::future::join_all(refreshes).await {
-                        r?;
-                    }
-                }
-            }
+            // Applied by chunks in `apply`.
+            SessionOp::RefreshLive { .. } => {}
             SessionOp::ClearAlive { pid } => self.clear(&Self::key("a", pid)).await?,
             SessionOp::MarkAlive { pid, ttl } => {
                 let m = Expiring {
@@ -843,7 +834,30 @@ impl ClusterBackend for NatsBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             for op in ops {
-                self.bounded("apply", self.apply_op(uid, op)).await?;
+                match op {
+                    // However many sessions: each chunk has the command timeout.
+                    SessionOp::RefreshLive {
+                        nsp,
+                        sessions,
+                        ttl,
+                        window,
+                    } => {
+                        let (ttl, window) = (ms(*ttl), ms(*window));
+                        for chunk in sessions.chunks(PIPELINE) {
+                            let refreshes = chunk
+                                .iter()
+                                .map(|s| self.refresh_one(uid, nsp, s, ttl, window));
+                            self.bounded("apply", async {
+                                for r in futures_util::future::join_all(refreshes).await {
+                                    r?;
+                                }
+                                Ok(())
+                            })
+                            .await?;
+                        }
+                    }
+                    _ => self.bounded("apply", self.apply_op(uid, op)).await?,
+                }
             }
             Ok(())
         })
@@ -937,8 +951,17 @@ impl ClusterBackend for NatsBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.bounded("listen", async move {
             for subject in [self.public_subject(nsp), self.private_subject(nsp, uid)] {
-                let sub = self.client.subscribe(subject).await.map_err(err)?;
-                tokio::spawn(forward(sub, sink.clone(), self.stop.clone()));
+                let sub = self.client.subscribe(subject.clone()).await.map_err(err)?;
+                let task = tokio::spawn(forward(sub, sink.clone(), self.stop.clone()));
+                let old = self
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(subject, task);
+                if let Some(old) = old {
+                    // Its subscription ends with it.
+                    old.abort();
+                }
             }
             let key = Self::listener_key(nsp, uid);
             // Registered after subscribing: whoever counts it reaches the subscriptions
@@ -962,5 +985,29 @@ impl ClusterBackend for NatsBackend {
             }
             Ok(())
         }))
+    }
+}
+
+impl Drop for NatsBackend {
+    /// Deletes this backend's listener registrations (best effort, in the background).
+    fn drop(&mut self) {
+        let keys: Vec<String> = self
+            .registrations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (kv, timeout) = (self.kv.clone(), self.config.command_timeout);
+        rt.spawn(async move {
+            for key in keys {
+                let _ = tokio::time::timeout(timeout, kv.delete(&key)).await;
+            }
+        });
     }
 }

@@ -350,12 +350,25 @@ fn server_side_handlers(ns: &std::sync::Arc<tether::Namespace>, node_id: &str) {
     });
 }
 
-/// Connects to Redis, retrying for up to 30 s (the engine may start after the node).
-async fn connect_redis(url: &str) -> std::io::Result<std::sync::Arc<tether_redis::RedisBackend>> {
+/// Connects to the cluster engine at `url` (`redis://` or `nats://`), retrying for up to
+/// 30 s (the engine may start after the node).
+async fn connect_engine(
+    url: &str,
+) -> std::io::Result<std::sync::Arc<dyn tether::cluster::ClusterBackend>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match tether_redis::RedisBackend::connect(url, Default::default()).await {
-            Ok(b) => return Ok(std::sync::Arc::new(b)),
+        let connected: Result<std::sync::Arc<dyn tether::cluster::ClusterBackend>, _> =
+            if url.starts_with("nats://") {
+                tether_nats::NatsBackend::connect(url, Default::default())
+                    .await
+                    .map(|b| std::sync::Arc::new(b) as _)
+            } else {
+                tether_redis::RedisBackend::connect(url, Default::default())
+                    .await
+                    .map(|b| std::sync::Arc::new(b) as _)
+            };
+        match connected {
+            Ok(b) => return Ok(b),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("conformance-server: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -368,13 +381,13 @@ async fn connect_redis(url: &str) -> std::io::Result<std::sync::Arc<tether_redis
 fn main() -> std::io::Result<()> {
     tether_servers::init_tracing();
     let adapter = std::env::var("ADAPTER").unwrap_or_default();
-    let redis_url = match adapter.as_str() {
+    let engine_url = match adapter.as_str() {
         "" | "memory" => None,
-        url if url.starts_with("redis://") => Some(url.to_owned()),
+        url if url.starts_with("redis://") || url.starts_with("nats://") => Some(url.to_owned()),
         other => {
             eprintln!(
                 "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset) \
-                 or redis://HOST:PORT (postgres:// and nats:// are not implemented yet)"
+                 redis://HOST:PORT or nats://HOST:PORT (postgres:// is not implemented yet)"
             );
             std::process::exit(2);
         }
@@ -415,8 +428,8 @@ fn main() -> std::io::Result<()> {
             let node_id = node_id.clone();
             ns.on_connection(move |socket| on_connection(socket, &node_id));
         }
-        if let Some(url) = redis_url {
-            let backend = connect_redis(&url).await?;
+        if let Some(url) = engine_url {
+            let backend = connect_engine(&url).await?;
             io.attach_cluster(
                 node_id.clone(),
                 backend,
