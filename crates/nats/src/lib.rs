@@ -36,9 +36,18 @@
 //!   reaches every node listening to a namespace, `<subject_prefix>.req.<nsp>.<uid>` one
 //!   node. `listen` registers `e.<nsp>.<uid>` in the bucket, renewed every third of
 //!   [`NatsConfig::listener_ttl`]; `listeners` counts the unexpired registrations.
+//!   Registrations of a backend dropped cleanly are deleted; those of a crashed node
+//!   count until they expire.
 //! - **Outages**: async-nats reconnects by itself (and subscribes again); every call is
 //!   bounded by [`NatsConfig::command_timeout`], so calls fail instead of hanging while
-//!   the server is down or stalled.
+//!   the server is down or stalled. While the client is disconnected, calls fail at
+//!   once: async-nats would queue what they publish and send it after reconnecting, so
+//!   an append reported as failed would land later. (An append that times out while
+//!   connected may still land, as with any engine: the runtime drops the copy that its
+//!   retry appends, by uid and seq.)
+//! - The bucket's stream is created with the settings of `create_key_value`, but
+//!   directly: that call first asks for the account info, which async-nats 0.51 cannot
+//!   parse from a 2.9 server.
 //!
 //! Clusters sharing a NATS server need their own stream, bucket and subject prefix.
 //!
@@ -60,7 +69,7 @@ mod codec;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
@@ -146,13 +155,11 @@ const PIPELINE: usize = 32;
 /// The NATS JetStream [`ClusterBackend`].
 pub struct NatsBackend {
     config: NatsConfig,
-    client: async_nats::Client,
-    js: jetstream::Context,
-    log: stream::Stream,
-    kv: kv::Store,
-    /// The bucket's own stream (to list listener registrations).
-    kv_stream: stream::Stream,
-    log_subject: String,
+    /// Commands: JetStream and KV requests, publishes.
+    conn: Arc<Conn>,
+    /// Subscriptions only (append ticks, requests); it reconnects and subscribes again by
+    /// itself.
+    sub_client: async_nats::Client,
     tick_subject: String,
     /// Bumped by every append tick.
     ticks: watch::Receiver<u64>,
@@ -174,6 +181,91 @@ impl std::fmt::Debug for NatsBackend {
     }
 }
 
+/// One command connection with its JetStream handles.
+struct Inner {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    log: stream::Stream,
+    kv: kv::Store,
+    /// The bucket's own stream (to list listener registrations).
+    kv_stream: stream::Stream,
+    log_subject: String,
+}
+
+/// The command connection, opened anew on the next call once it is lost.
+///
+/// async-nats queues what is published while it reconnects and sends it once
+/// reconnected: an append reported as failed (timed out) would land later. So the
+/// command client makes a single reconnection attempt (a blip), and is replaced by a new
+/// one, opened on the next call, once that failed: what it had queued dies with it.
+struct Conn {
+    url: String,
+    config: NatsConfig,
+    slot: tokio::sync::Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    inner: Option<Arc<Inner>>,
+    /// The last failed attempt to connect: when it ended, and why.
+    failed: Option<(Instant, BackendError)>,
+}
+
+impl Conn {
+    async fn get(&self) -> Result<Arc<Inner>, BackendError> {
+        let asked = Instant::now();
+        let mut slot = self.slot.lock().await;
+        if let Some(inner) = &slot.inner {
+            if inner.client.connection_state() == async_nats::connection::State::Connected {
+                return Ok(inner.clone());
+            }
+            slot.inner = None;
+        }
+        // An attempt that failed while this call waited answers for it too: otherwise,
+        // while the server hangs, calls queue up behind each other's attempts.
+        if let Some((at, e)) = &slot.failed {
+            if *at >= asked {
+                return Err(e.clone());
+            }
+        }
+        let limit = self.config.connect_timeout + self.config.command_timeout;
+        let opened = tokio::time::timeout(limit, Box::pin(Inner::open(&self.url, &self.config)));
+        match opened.await {
+            Ok(Ok(inner)) => {
+                let inner = Arc::new(inner);
+                slot.inner = Some(inner.clone());
+                slot.failed = None;
+                Ok(inner)
+            }
+            Ok(Err(e)) => {
+                slot.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+            Err(_) => {
+                let e = BackendError(format!("connecting to {} timed out", self.url));
+                slot.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.command_timeout))
+        .ping_interval(Duration::from_secs(10))
+        .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(5)).min(1_000)))
+}
+
+fn key(kind: &str, name: &str) -> String {
+    format!("{kind}.{}", token(name))
+}
+
+fn listener_key(nsp: &str, uid: &str) -> String {
+    format!("e.{}.{}", token(nsp), token(uid))
+}
+
 impl NatsBackend {
     /// Connects to the NATS server at `url` (`nats://host:port`), creating the stream and
     /// the bucket if they do not exist.
@@ -187,11 +279,75 @@ impl NatsBackend {
     }
 
     async fn open(url: &str, config: NatsConfig) -> Result<Self, BackendError> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(config.connect_timeout)
-            .request_timeout(Some(config.command_timeout))
-            .ping_interval(Duration::from_secs(10))
-            .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(5)).min(1_000)))
+        let inner = Inner::open(url, &config).await?;
+        let sub_client = options(&config).connect(url).await.map_err(err)?;
+        let tick_subject = format!("{}.tick", config.subject_prefix);
+        let (stop_tx, stop) = watch::channel(());
+        let (tick_tx, ticks) = watch::channel(0u64);
+        let sub = sub_client
+            .subscribe(tick_subject.clone())
+            .await
+            .map_err(err)?;
+        // Subscribed once the server answers on this connection.
+        sub_client.flush().await.map_err(err)?;
+        tokio::spawn(tick_task(sub, tick_tx, stop.clone()));
+        let conn = Arc::new(Conn {
+            url: url.to_owned(),
+            config: config.clone(),
+            slot: tokio::sync::Mutex::new(Slot {
+                inner: Some(Arc::new(inner)),
+                failed: None,
+            }),
+        });
+        Ok(NatsBackend {
+            config,
+            conn,
+            sub_client,
+            tick_subject,
+            ticks,
+            registrations: Arc::new(Mutex::new(HashSet::new())),
+            subscriptions: Mutex::new(HashMap::new()),
+            renewing: std::sync::atomic::AtomicBool::new(false),
+            _stop: stop_tx,
+            stop,
+        })
+    }
+
+    /// Runs `f` on the command connection, bounded by the command timeout.
+    async fn with<T, Fut>(
+        &self,
+        what: &str,
+        f: impl FnOnce(Arc<Inner>) -> Fut,
+    ) -> Result<T, BackendError>
+    where
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let c = self.conn.get().await?;
+        match tokio::time::timeout(self.config.command_timeout, f(c)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError(format!("{what} timed out"))),
+        }
+    }
+
+    fn public_subject(&self, nsp: &str) -> String {
+        format!("{}.req.{}", self.config.subject_prefix, token(nsp))
+    }
+
+    fn private_subject(&self, nsp: &str, uid: &str) -> String {
+        format!(
+            "{}.req.{}.{}",
+            self.config.subject_prefix,
+            token(nsp),
+            token(uid)
+        )
+    }
+}
+
+impl Inner {
+    async fn open(url: &str, config: &NatsConfig) -> Result<Self, BackendError> {
+        // One reconnection attempt, then the connection is replaced (see `Conn`).
+        let client = options(config)
+            .max_reconnects(Some(1))
             .connect(url)
             .await
             .map_err(err)?;
@@ -199,7 +355,6 @@ impl NatsBackend {
             .timeout(config.command_timeout)
             .build(client.clone());
         let log_subject = format!("{}.log", config.subject_prefix);
-        let tick_subject = format!("{}.tick", config.subject_prefix);
         let log = js
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
@@ -237,69 +392,14 @@ impl NatsBackend {
             .get_stream(format!("KV_{}", config.bucket))
             .await
             .map_err(|e| err(format!("the bucket's stream: {e}")))?;
-
-        let (stop_tx, stop) = watch::channel(());
-        let (tick_tx, ticks) = watch::channel(0u64);
-        let sub = client.subscribe(tick_subject.clone()).await.map_err(err)?;
-        tokio::spawn(tick_task(sub, tick_tx, stop.clone()));
-        let backend = NatsBackend {
-            config,
+        Ok(Inner {
             client,
             js,
             log,
             kv,
             kv_stream,
             log_subject,
-            tick_subject,
-            ticks,
-            registrations: Arc::new(Mutex::new(HashSet::new())),
-            subscriptions: Mutex::new(HashMap::new()),
-            renewing: std::sync::atomic::AtomicBool::new(false),
-            _stop: stop_tx,
-            stop,
-        };
-        // Checks that JetStream answers.
-        backend.last_id().await?;
-        Ok(backend)
-    }
-
-    /// Bounds `f` by the command timeout.
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        f: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, BackendError> {
-        // While the client is disconnected, async-nats queues what is published and sends
-        // it after reconnecting: an append that failed here would land later. So calls
-        // fail at once instead.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(BackendError(format!("{what}: not connected to NATS")));
-        }
-        match tokio::time::timeout(self.config.command_timeout, f).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError(format!("{what} timed out"))),
-        }
-    }
-
-    fn key(kind: &str, name: &str) -> String {
-        format!("{kind}.{}", token(name))
-    }
-
-    fn listener_key(nsp: &str, uid: &str) -> String {
-        format!("e.{}.{}", token(nsp), token(uid))
-    }
-
-    fn public_subject(&self, nsp: &str) -> String {
-        format!("{}.req.{}", self.config.subject_prefix, token(nsp))
-    }
-
-    fn private_subject(&self, nsp: &str, uid: &str) -> String {
-        format!(
-            "{}.req.{}.{}",
-            self.config.subject_prefix,
-            token(nsp),
-            token(uid)
-        )
+        })
     }
 
     // ---- The log ----
@@ -442,8 +542,8 @@ impl NatsBackend {
         pid: &str,
         offset: Option<EntryId>,
     ) -> Result<TakeOutcome, BackendError> {
-        let s_key = Self::key("s", pid);
-        let l_key = Self::key("l", pid);
+        let s_key = key("s", pid);
+        let l_key = key("l", pid);
         for _ in 0..ATTEMPTS {
             let now = now_ms();
             if let Some((rev, Some(k))) = self.get::<Kept>(&s_key).await? {
@@ -470,7 +570,7 @@ impl NatsBackend {
                 return Ok(TakeOutcome::WrongNamespace);
             }
             let node = self
-                .get::<Node>(&Self::key("n", &live.node))
+                .get::<Node>(&key("n", &live.node))
                 .await?
                 .and_then(|(_, n)| n);
             if let Some(n) = &node {
@@ -503,8 +603,8 @@ impl NatsBackend {
         pid: &str,
         keep: Option<&(tether::cluster::ClusterSession, Duration)>,
     ) -> Result<(), BackendError> {
-        let s_key = Self::key("s", pid);
-        let l_key = Self::key("l", pid);
+        let s_key = key("s", pid);
+        let l_key = key("l", pid);
         let mut kept: Option<u64> = None;
         for _ in 0..ATTEMPTS {
             let now = now_ms();
@@ -528,7 +628,7 @@ impl NatsBackend {
                     kept = Some(self.put(&s_key, &k).await?);
                 }
             }
-            self.clear(&Self::key("a", pid)).await?;
+            self.clear(&key("a", pid)).await?;
             match live {
                 Some((rev, Some(_))) => {
                     if self.delete(&l_key, rev).await? {
@@ -551,7 +651,7 @@ impl NatsBackend {
         ttl: u64,
         window: u64,
     ) -> Result<(), BackendError> {
-        let key = Self::key("l", &session.pid);
+        let key = key("l", &session.pid);
         for _ in 0..ATTEMPTS {
             let now = now_ms();
             let done = match self.get::<Live>(&key).await? {
@@ -598,27 +698,27 @@ impl NatsBackend {
                     window: ms(*window),
                     exp: now_ms().saturating_add(ms(*ttl)),
                 };
-                self.put(&Self::key("l", &session.pid), &l).await?;
+                self.put(&key("l", &session.pid), &l).await?;
             }
             SessionOp::Retire { nsp, pid, keep } => {
                 self.retire(uid, nsp, pid, keep.as_ref()).await?;
             }
             // Applied by chunks in `apply`.
             SessionOp::RefreshLive { .. } => {}
-            SessionOp::ClearAlive { pid } => self.clear(&Self::key("a", pid)).await?,
+            SessionOp::ClearAlive { pid } => self.clear(&key("a", pid)).await?,
             SessionOp::MarkAlive { pid, ttl } => {
                 let m = Expiring {
                     exp: now_ms().saturating_add(ms(*ttl)),
                 };
-                self.put(&Self::key("a", pid), &m).await?;
+                self.put(&key("a", pid), &m).await?;
             }
         }
         Ok(())
     }
 
-    async fn register(&self, key: &str) -> Result<(), BackendError> {
+    async fn register(&self, key: &str, ttl: Duration) -> Result<(), BackendError> {
         let e = Expiring {
-            exp: now_ms().saturating_add(ms(self.config.listener_ttl)),
+            exp: now_ms().saturating_add(ms(ttl)),
         };
         self.put(key, &e).await.map(|_| ())
     }
@@ -685,7 +785,7 @@ async fn forward(
 
 /// Renews the listener registrations every third of their ttl.
 async fn renew_task(
-    kv: kv::Store,
+    conn: Arc<Conn>,
     registrations: Arc<Mutex<HashSet<String>>>,
     ttl: Duration,
     timeout: Duration,
@@ -702,18 +802,17 @@ async fn renew_task(
             .iter()
             .cloned()
             .collect();
-        for key in keys {
-            let e = Expiring {
-                exp: now_ms().saturating_add(ms(ttl)),
-            };
-            let put = kv.put(&key, codec::to_bytes(&e));
-            if let Ok(Err(e)) | Err(e) = tokio::time::timeout(timeout, put)
-                .await
-                .map_err(err)
-                .map(|r| r.map_err(err))
-            {
-                tracing::debug!("nats: renewing a listener registration: {e}");
+        let renew = async {
+            let c = conn.get().await?;
+            for key in keys {
+                c.register(&key, ttl).await?;
             }
+            Ok::<_, BackendError>(())
+        };
+        match tokio::time::timeout(timeout * 2, renew).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("nats: renewing the listener registrations: {e}"),
+            Err(_) => tracing::debug!("nats: renewing the listener registrations timed out"),
         }
     }
 }
@@ -724,35 +823,35 @@ impl ClusterBackend for NatsBackend {
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
     ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
-        Box::pin(self.bounded("append", async move {
+        Box::pin(async move {
             if batch.is_empty() {
                 return Ok(Vec::new());
             }
-            let js = &self.js;
-            let mut acks = Vec::with_capacity(batch.len());
-            for (seq, msg) in batch {
-                let payload = Bytes::from(codec::encode_entry(uid, *seq, msg));
-                acks.push(
-                    js.publish(self.log_subject.clone(), payload)
-                        .await
-                        .map_err(err)?,
-                );
-            }
-            let mut ids = Vec::with_capacity(acks.len());
-            for ack in acks {
-                let ack = ack.await.map_err(err)?;
-                ids.push(EntryId {
-                    ms: ack.sequence,
-                    seq: 0,
-                });
-            }
-            // Wakes the blocked readers (best effort: they also poll).
-            let _ = self
-                .client
-                .publish(self.tick_subject.clone(), Bytes::new())
-                .await;
-            Ok(ids)
-        }))
+            let tick = self.tick_subject.clone();
+            self.with("append", move |c| async move {
+                let mut acks = Vec::with_capacity(batch.len());
+                for (seq, msg) in batch {
+                    let payload = Bytes::from(codec::encode_entry(uid, *seq, msg));
+                    acks.push(
+                        c.js.publish(c.log_subject.clone(), payload)
+                            .await
+                            .map_err(err)?,
+                    );
+                }
+                let mut ids = Vec::with_capacity(acks.len());
+                for ack in acks {
+                    let ack = ack.await.map_err(err)?;
+                    ids.push(EntryId {
+                        ms: ack.sequence,
+                        seq: 0,
+                    });
+                }
+                // Wakes the blocked readers (best effort: they also poll).
+                let _ = c.client.publish(tick, Bytes::new()).await;
+                Ok(ids)
+            })
+            .await
+        })
     }
 
     fn read_after(
@@ -763,10 +862,13 @@ impl ClusterBackend for NatsBackend {
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + block;
             let mut ticks = self.ticks.clone();
+            let count = self.config.read_count;
             loop {
                 ticks.borrow_and_update();
                 let got = self
-                    .bounded("read_after", self.page_after(after, self.config.read_count))
+                    .with("read_after", move |c| async move {
+                        c.page_after(after, count).await
+                    })
                     .await?;
                 let now = tokio::time::Instant::now();
                 if !got.is_empty() || now >= deadline {
@@ -791,14 +893,14 @@ impl ClusterBackend for NatsBackend {
         upto: EntryId,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
-        Box::pin(self.bounded("range", async move {
+        Box::pin(self.with("range", move |c| async move {
             if count == 0 {
                 return Ok(Vec::new());
             }
-            let (first, last) = self.bounds().await?;
+            let (first, last) = c.bounds().await?;
             let from = after.ms.saturating_add(1).max(first);
             let to = upto.ms.min(last).min(from.saturating_add(count as u64 - 1));
-            self.fetch(from, to).await
+            c.fetch(from, to).await
         }))
     }
 
@@ -807,22 +909,22 @@ impl ClusterBackend for NatsBackend {
         upto: EntryId,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
-        Box::pin(self.bounded("recent", async move {
+        Box::pin(self.with("recent", move |c| async move {
             if count == 0 {
                 return Ok(Vec::new());
             }
-            let (first, last) = self.bounds().await?;
+            let (first, last) = c.bounds().await?;
             let to = upto.ms.min(last);
             let from = to.saturating_sub(count as u64 - 1).max(first).max(1);
-            let mut got = self.fetch(from, to).await?;
+            let mut got = c.fetch(from, to).await?;
             got.reverse();
             Ok(got)
         }))
     }
 
     fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
-        Box::pin(self.bounded("last_id", async move {
-            let (_, last) = self.bounds().await?;
+        Box::pin(self.with("last_id", |c| async move {
+            let (_, last) = c.bounds().await?;
             Ok(EntryId { ms: last, seq: 0 })
         }))
     }
@@ -844,10 +946,10 @@ impl ClusterBackend for NatsBackend {
                     } => {
                         let (ttl, window) = (ms(*ttl), ms(*window));
                         for chunk in sessions.chunks(PIPELINE) {
-                            let refreshes = chunk
-                                .iter()
-                                .map(|s| self.refresh_one(uid, nsp, s, ttl, window));
-                            self.bounded("apply", async {
+                            self.with("apply", move |c| async move {
+                                let refreshes = chunk
+                                    .iter()
+                                    .map(|s| c.refresh_one(uid, nsp, s, ttl, window));
                                 for r in futures_util::future::join_all(refreshes).await {
                                     r?;
                                 }
@@ -856,7 +958,10 @@ impl ClusterBackend for NatsBackend {
                             .await?;
                         }
                     }
-                    _ => self.bounded("apply", self.apply_op(uid, op)).await?,
+                    _ => {
+                        self.with("apply", move |c| async move { c.apply_op(uid, op).await })
+                            .await?
+                    }
                 }
             }
             Ok(())
@@ -868,14 +973,14 @@ impl ClusterBackend for NatsBackend {
         uid: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(self.bounded("heartbeat", async move {
+        Box::pin(self.with("heartbeat", move |c| async move {
             let now = now_ms();
             let n = Node {
                 exp: now.saturating_add(ms(ttl)),
                 seen: now,
                 life: ms(ttl),
             };
-            self.put(&Self::key("n", uid), &n).await.map(|_| ())
+            c.put(&key("n", uid), &n).await.map(|_| ())
         }))
     }
 
@@ -885,12 +990,14 @@ impl ClusterBackend for NatsBackend {
         pid: &'a str,
         offset: Option<EntryId>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
-        Box::pin(self.bounded("take_session", self.take(nsp, pid, offset)))
+        Box::pin(self.with("take_session", move |c| async move {
+            c.take(nsp, pid, offset).await
+        }))
     }
 
     fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(self.bounded("is_marked_alive", async move {
-            let m = self.get::<Expiring>(&Self::key("a", pid)).await?;
+        Box::pin(self.with("is_marked_alive", move |c| async move {
+            let m = c.get::<Expiring>(&key("a", pid)).await?;
             Ok(matches!(m, Some((_, Some(m))) if m.exp > now_ms()))
         }))
     }
@@ -900,29 +1007,26 @@ impl ClusterBackend for NatsBackend {
         to: Option<&'a str>,
         message: &'a Ephemeral,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(self.bounded("send_ephemeral", async move {
-            let subject = match to {
-                Some(uid) => self.private_subject(&message.nsp, uid),
-                None => self.public_subject(&message.nsp),
-            };
-            self.client
+        let subject = match to {
+            Some(uid) => self.private_subject(&message.nsp, uid),
+            None => self.public_subject(&message.nsp),
+        };
+        Box::pin(self.with("send_ephemeral", move |c| async move {
+            c.client
                 .publish(subject, codec::encode_ephemeral(message))
                 .await
                 .map_err(err)?;
             // Published means handed to the connection; a flush makes it sent.
-            self.client.flush().await.map_err(err)
+            c.client.flush().await.map_err(err)
         }))
     }
 
     fn listeners<'a>(&'a self, nsp: &'a str) -> BoxFuture<'a, Result<usize, BackendError>> {
-        Box::pin(self.bounded("listeners", async move {
-            let prefix = format!("$KV.{}.", self.config.bucket);
+        let bucket = self.config.bucket.clone();
+        Box::pin(self.with("listeners", move |c| async move {
+            let prefix = format!("$KV.{bucket}.");
             let filter = format!("{prefix}e.{}.*", token(nsp));
-            let mut subjects = self
-                .kv_stream
-                .info_with_subjects(filter)
-                .await
-                .map_err(err)?;
+            let mut subjects = c.kv_stream.info_with_subjects(filter).await.map_err(err)?;
             let mut keys = Vec::new();
             while let Some(s) = subjects.next().await {
                 let (subject, _) = s.map_err(err)?;
@@ -933,7 +1037,7 @@ impl ClusterBackend for NatsBackend {
             let now = now_ms();
             let mut n = 0;
             for key in keys {
-                if let Some((_, Some(e))) = self.get::<Expiring>(&key).await? {
+                if let Some((_, Some(e))) = c.get::<Expiring>(&key).await? {
                     if e.exp > now {
                         n += 1;
                     }
@@ -949,34 +1053,51 @@ impl ClusterBackend for NatsBackend {
         nsp: &'a str,
         sink: EphemeralSink,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(self.bounded("listen", async move {
-            for subject in [self.public_subject(nsp), self.private_subject(nsp, uid)] {
-                let sub = self.client.subscribe(subject.clone()).await.map_err(err)?;
-                let task = tokio::spawn(forward(sub, sink.clone(), self.stop.clone()));
-                let old = self
-                    .subscriptions
+        Box::pin(async move {
+            let subscribing = async {
+                for subject in [self.public_subject(nsp), self.private_subject(nsp, uid)] {
+                    let sub = self
+                        .sub_client
+                        .subscribe(subject.clone())
+                        .await
+                        .map_err(err)?;
+                    let task = tokio::spawn(forward(sub, sink.clone(), self.stop.clone()));
+                    let old = self
+                        .subscriptions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(subject, task);
+                    if let Some(old) = old {
+                        // Its subscription ends with it.
+                        old.abort();
+                    }
+                }
+                // Registered once the server has the subscriptions: whoever counts this
+                // node reaches it.
+                self.sub_client.flush().await.map_err(err)
+            };
+            match tokio::time::timeout(self.config.command_timeout, subscribing).await {
+                Ok(r) => r?,
+                Err(_) => return Err(BackendError("listen timed out".into())),
+            }
+            let k = listener_key(nsp, uid);
+            let ttl = self.config.listener_ttl;
+            self.with("listen", |c| async move {
+                c.register(&k, ttl).await.map(|()| k)
+            })
+            .await
+            .map(|k| {
+                self.registrations
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(subject, task);
-                if let Some(old) = old {
-                    // Its subscription ends with it.
-                    old.abort();
-                }
-            }
-            let key = Self::listener_key(nsp, uid);
-            // Registered after subscribing: whoever counts it reaches the subscriptions
-            // (one connection, in order).
-            self.register(&key).await?;
-            self.registrations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key);
+                    .insert(k);
+            })?;
             if !self
                 .renewing
                 .swap(true, std::sync::atomic::Ordering::AcqRel)
             {
                 tokio::spawn(renew_task(
-                    self.kv.clone(),
+                    self.conn.clone(),
                     self.registrations.clone(),
                     self.config.listener_ttl,
                     self.config.command_timeout,
@@ -984,7 +1105,7 @@ impl ClusterBackend for NatsBackend {
                 ));
             }
             Ok(())
-        }))
+        })
     }
 }
 
@@ -1003,10 +1124,13 @@ impl Drop for NatsBackend {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (kv, timeout) = (self.kv.clone(), self.config.command_timeout);
+        let Some(inner) = self.conn.slot.try_lock().ok().and_then(|s| s.inner.clone()) else {
+            return;
+        };
+        let timeout = self.config.command_timeout;
         rt.spawn(async move {
             for key in keys {
-                let _ = tokio::time::timeout(timeout, kv.delete(&key)).await;
+                let _ = tokio::time::timeout(timeout, inner.kv.delete(&key)).await;
             }
         });
     }
