@@ -38,13 +38,16 @@
 //!   [`NatsConfig::listener_ttl`]; `listeners` counts the unexpired registrations.
 //!   Registrations of a backend dropped cleanly are deleted; those of a crashed node
 //!   count until they expire.
-//! - **Outages**: async-nats reconnects by itself (and subscribes again); every call is
-//!   bounded by [`NatsConfig::command_timeout`], so calls fail instead of hanging while
-//!   the server is down or stalled. While the client is disconnected, calls fail at
-//!   once: async-nats would queue what they publish and send it after reconnecting, so
-//!   an append reported as failed would land later. (An append that times out while
+//! - **Outages**: every call is bounded by [`NatsConfig::command_timeout`] (connecting
+//!   by [`NatsConfig::connect_timeout`] too), so calls fail instead of hanging while the
+//!   server is down or stalled. Commands use a connection that makes a single
+//!   reconnection attempt and is then replaced by a new one on the next call (a failed
+//!   attempt answers the calls that waited for it): async-nats queues what is published
+//!   while it reconnects and sends it once reconnected, so with endless reconnection an
+//!   append reported as failed would land later. (An append that times out while
 //!   connected may still land, as with any engine: the runtime drops the copy that its
-//!   retry appends, by uid and seq.)
+//!   retry appends, by uid and seq.) Subscriptions (append ticks, requests) use a second
+//!   connection, which reconnects and subscribes again by itself.
 //! - The bucket's stream is created with the settings of `create_key_value`, but
 //!   directly: that call first asks for the account info, which async-nats 0.51 cannot
 //!   parse from a 2.9 server.
