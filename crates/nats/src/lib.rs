@@ -258,7 +258,11 @@ fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.command_timeout))
         .ping_interval(Duration::from_secs(10))
-        .reconnect_delay_callback(|n| Duration::from_millis((50u64 << n.min(5)).min(1_000)))
+        // async-nats waits this long before every attempt, the first one included.
+        .reconnect_delay_callback(|n| match n {
+            0 | 1 => Duration::ZERO,
+            n => Duration::from_millis((25u64 << n.min(6)).min(1_000)),
+        })
 }
 
 fn key(kind: &str, name: &str) -> String {
