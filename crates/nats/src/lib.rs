@@ -52,7 +52,11 @@
 //!   directly: that call first asks for the account info, which async-nats 0.51 cannot
 //!   parse from a 2.9 server.
 //!
-//! Clusters sharing a NATS server need their own stream, bucket and subject prefix.
+//! Clusters sharing a NATS server need their own stream, bucket and subject prefix. A
+//! stream or bucket that exists already is used as it is: one made by hand needs
+//! `allow_direct` (direct gets). Every entry and request is one NATS message, JSON with
+//! binary attachments in base64 (a third larger): the server's `max_payload` (1 MB by
+//! default) bounds a broadcast; a larger one fails to append.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
