@@ -373,6 +373,7 @@ where
 enum Engine {
     Redis(String),
     Postgres(String),
+    Nats(String),
 }
 
 fn main() -> std::io::Result<()> {
@@ -384,11 +385,11 @@ fn main() -> std::io::Result<()> {
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Some(Engine::Postgres(url.to_owned()))
         }
+        url if url.starts_with("nats://") => Some(Engine::Nats(url.to_owned())),
         other => {
             eprintln!(
                 "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset), \
-                 redis://HOST:PORT or postgres://USER@HOST:PORT/DB (nats:// is not \
-                 implemented yet)"
+                 redis://HOST:PORT, postgres://USER@HOST:PORT/DB or nats://HOST:PORT"
             );
             std::process::exit(2);
         }
@@ -447,6 +448,15 @@ fn main() -> std::io::Result<()> {
                     tether_postgres::PostgresBackend::connect(&url, Default::default())
                 })
                 .await?;
+                io.attach_cluster(node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let _ = CLUSTER.set(());
+            }
+            Some(Engine::Nats(url)) => {
+                let backend =
+                    connect_engine(|| tether_nats::NatsBackend::connect(&url, Default::default()))
+                        .await?;
                 io.attach_cluster(node_id.clone(), backend, cluster)
                     .await
                     .map_err(std::io::Error::other)?;
