@@ -369,6 +369,24 @@ where
     }
 }
 
+/// `nats://HOST:PORT[?cluster=NAME]`: with a name, the cluster's stream, bucket and
+/// subjects are its own (`TETHER_NAME`, `tether_NAME`, `tether.NAME`), so that clusters
+/// on one server never meet (the multi-node suite starts one per test file).
+fn nats_config(adapter: &str) -> (String, tether_nats::NatsConfig) {
+    let (url, query) = adapter.split_once('?').unwrap_or((adapter, ""));
+    let name = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("cluster="))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    let mut config = tether_nats::NatsConfig::default();
+    if let Some(n) = name {
+        config.stream = format!("TETHER_{n}");
+        config.bucket = format!("tether_{n}");
+        config.subject_prefix = format!("tether.{n}");
+    }
+    (url.to_owned(), config)
+}
+
 /// The cluster engine of `ADAPTER`.
 enum Engine {
     Redis(String),
@@ -454,8 +472,9 @@ fn main() -> std::io::Result<()> {
                 let _ = CLUSTER.set(());
             }
             Some(Engine::Nats(url)) => {
+                let (url, config) = nats_config(&url);
                 let backend =
-                    connect_engine(|| tether_nats::NatsBackend::connect(&url, Default::default()))
+                    connect_engine(|| tether_nats::NatsBackend::connect(&url, config.clone()))
                         .await?;
                 io.attach_cluster(node_id.clone(), backend, cluster)
                     .await

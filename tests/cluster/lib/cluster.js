@@ -13,6 +13,11 @@
 //   a schema of its own, dropped by stopAll(), and node X gets
 //   ADAPTER=postgres://postgres@127.0.0.1:<its proxy's port>/test with that schema as
 //   its search_path. Only the engine-neutral test files apply (not 07, 08).
+// - CLUSTER_ENGINE=nats: NATS JetStream instead (tether-nats) at NATS_HOST:NATS_PORT
+//   (127.0.0.1:4222): every Cluster gets a name of its own (its stream, KV bucket
+//   and subjects, deleted by stopAll()), and node X gets
+//   ADAPTER=nats://127.0.0.1:<its proxy's port>?cluster=<name>. The files that look
+//   into the engine or are about Redis do not apply (06, 07, 08).
 // - ServerNode: one node, started as `/bin/sh -c "exec <cmd>"` in its own
 //   process group (default cmd: target/release/conformance-server, built by
 //   run.sh; override with SERVER_CMD), with PORT, ADAPTER and NODE_NAME.
@@ -40,6 +45,31 @@ const REDIS_DB = Number(process.env.CLUSTER_REDIS_DB || 7);
 const ENGINE = process.env.CLUSTER_ENGINE || "redis";
 const PG_HOST = process.env.PG_HOST || "127.0.0.1";
 const PG_PORT = Number(process.env.PG_PORT || 5432);
+const NATS_HOST = process.env.NATS_HOST || "127.0.0.1";
+const NATS_PORT = Number(process.env.NATS_PORT || 4222);
+
+// Deletes JetStream streams with the plain NATS protocol (no client library needed).
+function natsDeleteStreams(names) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: NATS_HOST, port: NATS_PORT });
+    let buf = "";
+    const done = () => {
+      sock.destroy();
+      resolve();
+    };
+    sock.setTimeout(5000, done);
+    sock.on("error", done);
+    sock.on("data", (d) => {
+      buf += d.toString();
+      if (buf.includes("PONG")) done();
+    });
+    sock.on("connect", () => {
+      let cmd = 'CONNECT {"verbose":false}\r\n';
+      for (const n of names) cmd += `PUB $JS.API.STREAM.DELETE.${n} 0\r\n\r\n`;
+      sock.write(cmd + "PING\r\n");
+    });
+  });
+}
 const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(REPO, "target");
 const DEFAULT_BIN = path.join(TARGET_DIR, "release", "conformance-server");
 const START_TIMEOUT_MS = Number(process.env.SERVER_START_TIMEOUT_MS || 30000);
@@ -494,6 +524,13 @@ class Cluster {
       await Promise.all(names.map((n) => c.add(n)));
       return c;
     }
+    if (ENGINE === "nats" && !c.direct) {
+      c.natsName = `t${process.pid}_${Date.now()}`;
+      c.proxies = {};
+      c.proxy = new ProxyGroup([]);
+      await Promise.all(names.map((n) => c.add(n)));
+      return c;
+    }
     if (!c.direct) await lockDb(db);
     c.redis = c.direct ? await redisAdmin(db, redis.host, redis.port) : await redisAdmin(db);
     await c.redis.flushDb();
@@ -511,15 +548,20 @@ class Cluster {
       return node;
     }
     const pg = !!this.schema;
+    const nats = !!this.natsName;
     const proxy = pg
       ? new TcpProxy({ targetHost: PG_HOST, targetPort: PG_PORT })
-      : new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
+      : nats
+        ? new TcpProxy({ targetHost: NATS_HOST, targetPort: NATS_PORT })
+        : new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
     await proxy.listen();
     this.proxies[name] = proxy;
     this.proxy.proxies.push(proxy);
     const adapter = pg
       ? `postgres://postgres@127.0.0.1:${proxy.port}/test?options=-csearch_path%3D${this.schema}`
-      : `redis://127.0.0.1:${proxy.port}/${this.db}`;
+      : nats
+        ? `nats://127.0.0.1:${proxy.port}?cluster=${this.natsName}`
+        : `redis://127.0.0.1:${proxy.port}/${this.db}`;
     const node = new ServerNode({ name, adapter, ...opts });
     this.nodes[name] = node;
     await node.start();
@@ -592,6 +634,10 @@ class Cluster {
     if (this.redis) await (this.direct ? this.redis.disconnect() : this.redis.quit()).catch(() => {});
     if (this.schema) {
       psql(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
+      return;
+    }
+    if (this.natsName) {
+      await natsDeleteStreams([`TETHER_${this.natsName}`, `KV_tether_${this.natsName}`]);
       return;
     }
     if (!this.direct) unlockDb();
