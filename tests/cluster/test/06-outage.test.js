@@ -156,9 +156,9 @@ test("engine outage: nodes keep serving, emits are acked without duplicates, the
 test("right after an outage, a live socket is not taken over by another node", async () => {
   // §6.2: "the pid of a socket that is connected and alive on any node does not
   // recover anywhere". The outage exempts recovery attempts made *during* it
-  // (§6.5 "left open"), not the ones after the engine is back. Node B's
-  // heartbeat key (PX 3 s) lapses during a 3 s outage; attempts on A for the
-  // pids of B's live sockets start the moment the engine is back.
+  // (§6.5 "left open"), not the ones after the engine is back. Attempts on A
+  // for the pids of B's live sockets start the moment the engine is back, while
+  // B's heartbeat (7 s) may be about to lapse.
   const live = [];
   for (let k = 0; k < 20; k++) {
     const c = await connect(cluster.url("B"), { name: `live${k}@B` });
