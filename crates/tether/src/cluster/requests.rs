@@ -46,6 +46,34 @@ struct Open<'a> {
     rx: mpsc::UnboundedReceiver<Ephemeral>,
 }
 
+impl Open<'_> {
+    /// The first answer of every other node that `pick` accepts, in arrival order;
+    /// [`Error::Timeout`] when a node has not answered by `deadline`.
+    async fn one_per_node<T>(
+        &mut self,
+        deadline: Instant,
+        mut pick: impl FnMut(EphemeralBody) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
+        let mut answered = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while answered.len() < self.nodes {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    if answered.contains(&m.uid) {
+                        continue;
+                    }
+                    if let Some(v) = pick(m.body) {
+                        answered.insert(m.uid);
+                        out.push(v);
+                    }
+                }
+                _ => return Err(Error::Timeout),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.cluster.pending.lock().remove(&self.id);
@@ -240,24 +268,13 @@ impl Cluster {
         else {
             return Ok(Vec::new());
         };
-        let mut answered = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        while answered.len() < open.nodes {
-            match tokio::time::timeout_at(deadline, open.rx.recv()).await {
-                Ok(Some(Ephemeral {
-                    uid,
-                    body: EphemeralBody::Sockets { sockets, .. },
-                    ..
-                })) => {
-                    if answered.insert(uid) {
-                        out.extend(sockets);
-                    }
-                }
-                Ok(Some(_)) => {}
-                _ => return Err(Error::Timeout),
-            }
-        }
-        Ok(out)
+        let answers = open
+            .one_per_node(deadline, |body| match body {
+                EphemeralBody::Sockets { sockets, .. } => Some(sockets),
+                _ => None,
+            })
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// Sends an event to the server-side handlers of the other nodes.
@@ -302,27 +319,13 @@ impl Cluster {
         else {
             return Ok(Vec::new());
         };
-        let mut answered = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        while answered.len() < open.nodes {
-            match tokio::time::timeout_at(deadline, open.rx.recv()).await {
-                Ok(Some(Ephemeral {
-                    uid,
-                    body:
-                        EphemeralBody::ServerSideAck {
-                            args, attachments, ..
-                        },
-                    ..
-                })) => {
-                    if answered.insert(uid) {
-                        out.push(Payload { args, attachments });
-                    }
-                }
-                Ok(Some(_)) => {}
-                _ => return Err(Error::Timeout),
-            }
-        }
-        Ok(out)
+        open.one_per_node(deadline, |body| match body {
+            EphemeralBody::ServerSideAck {
+                args, attachments, ..
+            } => Some(Payload { args, attachments }),
+            _ => None,
+        })
+        .await
     }
 
     /// Sends an answer to the node that asked.
