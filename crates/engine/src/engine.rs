@@ -250,7 +250,10 @@ impl<H: Handler> Inner<H> {
         let socket = Arc::new(EngineSocket::new(
             sid,
             transport,
-            self.config.max_buffered_packets,
+            (
+                self.config.max_buffered_packets,
+                self.config.max_buffered_bytes,
+            ),
             handshake,
         ));
         let conn = self.handler.on_open(&socket);
@@ -338,11 +341,25 @@ async fn heartbeat<H: Handler>(
         CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::SendBufferFull
     );
     if server_initiated && socket.transport() == Transport::Polling {
-        // Let the next poll collect what is queued and the close packet.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !socket.close_sent.load(std::sync::atomic::Ordering::Acquire)
-            && tokio::time::Instant::now() < deadline
-        {
+        // Let the client collect what is queued, over as many polls as it takes, and then
+        // the close packet. The wait ends 2 s after the last poll (a client that stopped
+        // polling), and at the latest after a whole heartbeat.
+        use std::sync::atomic::Ordering;
+        const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+        let start = tokio::time::Instant::now();
+        let last = start + inner.config.ping_interval + inner.config.ping_timeout;
+        let mut polls = socket.polls.load(Ordering::Acquire);
+        let mut quiet_until = start + QUIET;
+        while !socket.close_sent.load(Ordering::Acquire) {
+            let now = tokio::time::Instant::now();
+            let seen = socket.polls.load(Ordering::Acquire);
+            if seen != polls {
+                polls = seen;
+                quiet_until = now + QUIET;
+            }
+            if now >= quiet_until || now >= last {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
@@ -351,6 +368,9 @@ async fn heartbeat<H: Handler>(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&socket.sid());
+    // Whatever a client did not collect is freed now, even while the layer above still
+    // holds the socket.
+    socket.outbox.clear();
 }
 
 pub(crate) fn status(code: StatusCode) -> Response<Full<Bytes>> {
@@ -538,5 +558,174 @@ mod tests {
         );
         let (status, _) = call(&engine, Method::GET, &q, "").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    fn session_of(engine: &Engine<Nop>, sid: &str) -> Arc<Session<Nop>> {
+        engine
+            .inner
+            .session(&Sid::parse(sid).expect("sid"))
+            .expect("session")
+    }
+
+    #[tokio::test]
+    async fn queued_events_go_out_before_the_close_packet_in_a_poll_of_their_own() {
+        for reason in [
+            CloseReason::ForcedClose,
+            CloseReason::ServerShutdown,
+            CloseReason::SendBufferFull,
+        ] {
+            let engine = engine(Duration::from_secs(5), Duration::from_secs(5));
+            let sid = open(&engine).await;
+            let q = format!("&sid={sid}");
+            let session = session_of(&engine, &sid);
+            for i in 0..3 {
+                session
+                    .socket
+                    .send(crate::TextMessage::new(&format!("2[\"e\",{i}]")))
+                    .expect("send");
+            }
+            session.socket.close(reason);
+            // The close packet never shares a payload with events.
+            assert_eq!(
+                call(&engine, Method::GET, &q, "").await,
+                (
+                    StatusCode::OK,
+                    "42[\"e\",0]\u{1e}42[\"e\",1]\u{1e}42[\"e\",2]".to_owned()
+                ),
+                "{reason:?}"
+            );
+            assert_eq!(
+                call(&engine, Method::GET, &q, "").await,
+                (StatusCode::OK, "1".to_owned())
+            );
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let (status, _) = call(&engine, Method::GET, &q, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_poll_woken_by_a_close_carries_the_events_only() {
+        let engine = engine(Duration::from_secs(5), Duration::from_secs(5));
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        let session = session_of(&engine, &sid);
+        let poll = {
+            let (engine, q) = (engine.clone(), q.clone());
+            tokio::spawn(async move { call(&engine, Method::GET, &q, "").await })
+        };
+        while !session
+            .socket
+            .polling_get
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        {
+            // An event and the close land while the poll waits, as a handler that emits
+            // and then closes the transport does.
+            let _ = session.socket.send(crate::TextMessage::new("2[\"last\"]"));
+            session.socket.close(CloseReason::ForcedClose);
+        }
+        assert_eq!(
+            poll.await.expect("poll"),
+            (StatusCode::OK, "42[\"last\"]".to_owned())
+        );
+        assert_eq!(
+            call(&engine, Method::GET, &q, "").await,
+            (StatusCode::OK, "1".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_queue_drains_over_several_polls_within_max_payload() {
+        let max_payload = 10_000;
+        let engine = Engine::new(
+            EngineConfig {
+                max_payload,
+                ..EngineConfig::default()
+            },
+            Nop,
+        );
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        let session = session_of(&engine, &sid);
+        let n = 20_000;
+        for i in 0..n {
+            session
+                .socket
+                .send(crate::TextMessage::new(&format!("2[\"n\",{i}]")))
+                .expect("a burst of 20 000 fits");
+        }
+        let mut got = Vec::new();
+        let mut polls = 0;
+        while got.len() < n {
+            let (status, body) = call(&engine, Method::GET, &q, "").await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.len() <= max_payload, "a poll of {} bytes", body.len());
+            got.extend(body.split('\u{1e}').map(str::to_owned));
+            polls += 1;
+        }
+        assert!(polls > 1);
+        let want: Vec<String> = (0..n).map(|i| format!("42[\"n\",{i}]")).collect();
+        assert_eq!(got, want, "every event once, in order");
+        assert!(!session.socket.is_closed());
+    }
+
+    #[tokio::test]
+    async fn one_packet_larger_than_max_payload_still_goes_out_alone() {
+        let engine = Engine::new(
+            EngineConfig {
+                max_payload: 100,
+                ..EngineConfig::default()
+            },
+            Nop,
+        );
+        let sid = open(&engine).await;
+        let q = format!("&sid={sid}");
+        let session = session_of(&engine, &sid);
+        let big = format!("2[\"{}\"]", "x".repeat(500));
+        session
+            .socket
+            .send(crate::TextMessage::new("2[1]"))
+            .expect("send");
+        session
+            .socket
+            .send(crate::TextMessage::new(&big))
+            .expect("send");
+        session
+            .socket
+            .send(crate::TextMessage::new("2[2]"))
+            .expect("send");
+        assert_eq!(call(&engine, Method::GET, &q, "").await.1, "42[1]");
+        assert_eq!(
+            call(&engine, Method::GET, &q, "").await.1,
+            format!("4{big}")
+        );
+        assert_eq!(call(&engine, Method::GET, &q, "").await.1, "42[2]");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_bounded_in_bytes() {
+        let engine = Engine::new(
+            EngineConfig {
+                max_buffered_bytes: 1 << 20,
+                ..EngineConfig::default()
+            },
+            Nop,
+        );
+        let sid = open(&engine).await;
+        let session = session_of(&engine, &sid);
+        let chunk = format!("2[\"{}\"]", "x".repeat(100_000));
+        let mut queued = 0;
+        while session.socket.send(crate::TextMessage::new(&chunk)).is_ok() {
+            queued += 1;
+            assert!(queued <= 11, "more than 1 MiB queued");
+        }
+        assert_eq!(queued, 10);
+        assert_eq!(
+            session.socket.close_reason(),
+            Some(CloseReason::SendBufferFull)
+        );
     }
 }

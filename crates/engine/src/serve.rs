@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::{Engine, Handler};
+use crate::{Engine, EngineConfig, Handler};
 
 /// Binds a TCP listener with an accept backlog of 1024 (the OS default of 128 overflows
 /// on connection bursts) and `SO_REUSEADDR`.
@@ -34,6 +34,7 @@ pub async fn serve_with_shutdown<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let http = http1_builder(engine.config());
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -48,13 +49,14 @@ pub async fn serve_with_shutdown<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
+        let http = http.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(addr);
                 let engine = engine.clone();
                 async move { Ok::<_, Infallible>(engine.handle(req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let conn = http
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -62,4 +64,16 @@ pub async fn serve_with_shutdown<H: Handler>(
             }
         });
     }
+}
+
+/// The HTTP/1 options that the engine's configuration asks for: how long headers may
+/// take (also the keep-alive idle time) and how large they may be.
+pub(crate) fn http1_builder(config: &EngineConfig) -> hyper::server::conn::http1::Builder {
+    // hyper's smallest read buffer; it panics below it.
+    const MIN_BUF: usize = 8192;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_header_size(config.max_header_bytes.max(MIN_BUF));
+    b
 }

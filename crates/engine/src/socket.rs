@@ -114,28 +114,81 @@ pub(crate) enum Frame {
     WithAttachments(Utf8Bytes, Arc<[Bytes]>),
 }
 
+impl Frame {
+    /// What the frame costs the outbox's byte budget: its bytes plus a fixed share for
+    /// the queue entry itself, so a flood of tiny frames is bounded too.
+    fn cost(&self) -> usize {
+        const ENTRY: usize = 48;
+        ENTRY
+            + match self {
+                Frame::Text(t) => t.len(),
+                Frame::Binary(b) => b.len(),
+                Frame::WithAttachments(t, bins) => {
+                    t.len() + bins.iter().map(|b| b.len() + ENTRY).sum::<usize>()
+                }
+            }
+    }
+
+    /// Its size in a polling payload: binary parts are base64 with a `b` prefix, and
+    /// parts are separated by one byte.
+    pub(crate) fn polling_len(&self) -> usize {
+        fn b64(n: usize) -> usize {
+            1 + n.div_ceil(3) * 4
+        }
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b64(b.len()),
+            Frame::WithAttachments(t, bins) => {
+                t.len() + bins.iter().map(|b| 1 + b64(b.len())).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// The outgoing queue of a session, bounded in packets and in bytes.
 pub(crate) struct Outbox {
-    queue: Mutex<VecDeque<Frame>>,
+    queue: Mutex<Queue>,
     pub(crate) notify: Notify,
-    cap: usize,
+    max_packets: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// The summed [`Frame::cost`] of `frames`.
+    bytes: usize,
 }
 
 impl Outbox {
-    fn new(cap: usize) -> Self {
+    fn new(max_packets: usize, max_bytes: usize) -> Self {
         Outbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
-            cap,
+            max_packets,
+            max_bytes,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame. A bounded push fails when the queue already holds
+    /// `max_packets`, or when the frame would take it past `max_bytes` (a frame alone in
+    /// the queue always fits, whatever its size).
     fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
         {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if bounded && q.len() >= self.cap {
+            let mut q = self.lock();
+            let cost = frame.cost();
+            if bounded
+                && !q.frames.is_empty()
+                && (q.frames.len() >= self.max_packets || q.bytes + cost > self.max_bytes)
+            {
                 return Err(SendError::Full);
             }
-            q.push_back(frame);
+            q.bytes += cost;
+            q.frames.push_back(frame);
         }
         self.notify.notify_one();
         Ok(())
@@ -144,8 +197,35 @@ impl Outbox {
     /// Moves everything queued to `out`. The queue gives its buffer away, so an idle
     /// session holds no outbox memory.
     pub(crate) fn drain_into(&self, out: &mut Vec<Frame>) {
-        let taken = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        out.extend(taken);
+        let taken = std::mem::take(&mut *self.lock());
+        out.extend(taken.frames);
+    }
+
+    /// Moves queued frames to `out` while their polling encoding fits in `max_len`
+    /// bytes (the first frame always goes, whatever its size); the rest stays for the
+    /// next poll.
+    pub(crate) fn drain_for_poll(&self, out: &mut Vec<Frame>, max_len: usize) {
+        let mut q = self.lock();
+        let mut len = 0;
+        while let Some(frame) = q.frames.front() {
+            let next = len + usize::from(len > 0) + frame.polling_len();
+            if !out.is_empty() && next > max_len {
+                break;
+            }
+            len = next;
+            if let Some(frame) = q.frames.pop_front() {
+                q.bytes -= frame.cost();
+                out.push(frame);
+            }
+        }
+        if q.frames.is_empty() {
+            *q = Queue::default();
+        }
+    }
+
+    /// Drops everything queued and frees the queue's memory.
+    pub(crate) fn clear(&self) {
+        *self.lock() = Queue::default();
     }
 }
 
@@ -194,8 +274,10 @@ impl Handshake {
 
 /// One Engine.IO session: a client connection that outlives its transports.
 ///
-/// Sending never blocks: packets wait in a bounded outbox that the current transport
-/// drains. See [`EngineConfig::max_buffered_packets`](crate::EngineConfig).
+/// Sending never blocks: packets wait in an outbox, bounded in packets and in bytes, that
+/// the current transport drains. See
+/// [`EngineConfig::max_buffered_packets`](crate::EngineConfig::max_buffered_packets) and
+/// [`EngineConfig::max_buffered_bytes`](crate::EngineConfig::max_buffered_bytes).
 pub struct EngineSocket {
     sid: Sid,
     transport: AtomicU8,
@@ -207,6 +289,8 @@ pub struct EngineSocket {
     pub(crate) polling_get: AtomicBool,
     pub(crate) polling_post: AtomicBool,
     pub(crate) close_sent: AtomicBool,
+    /// How many polls have been answered: a closing session waits while they go on.
+    pub(crate) polls: AtomicU64,
     closing: Mutex<Option<CloseReason>>,
     closed: AtomicBool,
     pub(crate) close_notify: Notify,
@@ -233,7 +317,7 @@ impl EngineSocket {
     pub(crate) fn new(
         sid: Sid,
         transport: Transport,
-        max_buffered: usize,
+        max_buffered: (usize, usize),
         handshake: Handshake,
     ) -> Self {
         EngineSocket {
@@ -242,12 +326,13 @@ impl EngineSocket {
                 Transport::Polling => POLLING,
                 Transport::Websocket => WEBSOCKET,
             }),
-            outbox: Outbox::new(max_buffered),
+            outbox: Outbox::new(max_buffered.0, max_buffered.1),
             upgrading: AtomicBool::new(false),
             upgrade_claimed: AtomicBool::new(false),
             polling_get: AtomicBool::new(false),
             polling_post: AtomicBool::new(false),
             close_sent: AtomicBool::new(false),
+            polls: AtomicU64::new(0),
             closing: Mutex::new(None),
             closed: AtomicBool::new(false),
             close_notify: Notify::new(),

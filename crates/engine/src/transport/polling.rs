@@ -51,12 +51,13 @@ pub(crate) async fn get<H: Handler>(
         }
     }
     let _release = Release(&socket.polling_get);
+    let max_len = engine.inner.config.max_payload;
     let mut frames = Vec::new();
     loop {
         let notified = socket.outbox.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        socket.outbox.drain_into(&mut frames);
+        socket.outbox.drain_for_poll(&mut frames, max_len);
         if !frames.is_empty() || socket.is_closed() {
             break;
         }
@@ -65,12 +66,22 @@ pub(crate) async fn get<H: Handler>(
         }
         notified.await;
     }
+    socket.polls.fetch_add(1, Ordering::AcqRel);
     if socket.close_reason() == Some(CloseReason::TransportClose) {
         // The client closed the session (a `1` in a POST): the pending poll ends with a
         // noop and what was queued is dropped, as in the reference.
         return text("6".to_owned());
     }
-    let mut body = String::new();
+    if frames.is_empty() {
+        // Closed, and everything queued has gone out in earlier polls, which the client
+        // acknowledged by making this one: only now the close packet. Sent with events,
+        // the official client would act on the close before it has handled them, and
+        // reconnect with an offset older than what it then receives (duplicates on
+        // recovery).
+        socket.close_sent.store(true, Ordering::Release);
+        return text("1".to_owned());
+    }
+    let mut body = String::with_capacity(frames.iter().map(|f| f.polling_len() + 1).sum());
     for frame in &frames {
         if !body.is_empty() {
             body.push(SEPARATOR);
@@ -87,14 +98,6 @@ pub(crate) async fn get<H: Handler>(
             }
         }
     }
-    if socket.is_closed() {
-        if !body.is_empty() {
-            body.push(SEPARATOR);
-        }
-        body.push('1');
-        socket.close_sent.store(true, Ordering::Release);
-    }
-    let _ = engine;
     text(body)
 }
 
@@ -124,11 +127,15 @@ where
     let body = if too_large {
         None
     } else {
-        Limited::new(req.into_body(), max)
-            .collect()
-            .await
-            .ok()
-            .map(|b| b.to_bytes())
+        // A body that trickles in is cut off, like one that is too large.
+        tokio::time::timeout(
+            engine.inner.config.body_read_timeout,
+            Limited::new(req.into_body(), max).collect(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| b.to_bytes())
     };
     let res = match body {
         None => {

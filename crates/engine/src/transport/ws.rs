@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -74,7 +75,7 @@ pub(crate) fn accept<H: Handler, B>(
             None => run_new(inner, ws, handshake).await,
             Some(_) if refuse => {
                 let mut ws = ws;
-                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(inner.config.write_timeout, ws.close(None)).await;
             }
             Some(session) => run_upgrade(inner, ws, session).await,
         }
@@ -93,7 +94,9 @@ pub(crate) fn accept<H: Handler, B>(
 async fn run_new<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, handshake: Handshake) {
     let session = inner.open_session(Transport::Websocket, handshake);
     let open = inner.open_packet(session.socket.sid(), Transport::Websocket);
-    if ws.send(WsMessage::text(open)).await.is_err() {
+    let sent =
+        tokio::time::timeout(inner.config.write_timeout, ws.send(WsMessage::text(open))).await;
+    if !matches!(sent, Ok(Ok(()))) {
         session.socket.close(CloseReason::TransportError);
         return;
     }
@@ -131,7 +134,7 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     if !upgraded || socket.is_closed() {
         socket.upgrading.store(false, Ordering::Release);
         socket.upgrade_claimed.store(false, Ordering::Release);
-        let _ = ws.close(None).await;
+        let _ = tokio::time::timeout(inner.config.write_timeout, ws.close(None)).await;
         return;
     }
     socket.set_transport(Transport::Websocket);
@@ -186,12 +189,26 @@ fn on_frame<H: Handler>(
 /// How many already-buffered frames are handled before queued output is flushed.
 const READ_BATCH: usize = 64;
 
+/// Writes `msgs` and flushes, each step bounded by `timeout` so that a peer that stops
+/// reading cannot hold the connection (and its buffers) forever. Returns whether all
+/// of it was written.
+async fn write_all(ws: &mut Ws, msgs: &mut Vec<WsMessage>, timeout: Duration) -> bool {
+    for m in msgs.drain(..) {
+        if !matches!(tokio::time::timeout(timeout, ws.feed(m)).await, Ok(Ok(()))) {
+            return false;
+        }
+    }
+    matches!(tokio::time::timeout(timeout, ws.flush()).await, Ok(Ok(())))
+}
+
 /// The connection loop: one task reads the socket and drains the outbox. Frames that
 /// arrive together are handled together, so their answers leave in one write.
 async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let socket = &session.socket;
+    let timeout = inner.config.write_timeout;
     let mut frames = Vec::new();
     let mut msgs = Vec::new();
+    let mut writable = true;
     loop {
         let notified = socket.outbox.notify.notified();
         tokio::pin!(notified);
@@ -201,15 +218,10 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
             for f in frames.drain(..) {
                 to_ws(f, &mut msgs);
             }
-            let mut failed = false;
-            for m in msgs.drain(..) {
-                if ws.feed(m).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed || ws.flush().await.is_err() {
+            if !write_all(&mut ws, &mut msgs, timeout).await {
+                tracing::debug!(sid = %socket.sid(), "websocket write failed or timed out");
                 socket.close(CloseReason::TransportError);
+                writable = false;
                 break;
             }
             continue;
@@ -236,15 +248,14 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
                     for f in frames.drain(..) {
                         to_ws(f, &mut msgs);
                     }
-                    for m in msgs.drain(..) {
-                        let _ = ws.feed(m).await;
-                    }
-                    let _ = ws.flush().await;
+                    writable = write_all(&mut ws, &mut msgs, timeout).await;
                     break;
                 }
             }
             _ = notified => {}
         }
     }
-    let _ = ws.close(None).await;
+    if writable {
+        let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+    }
 }
