@@ -19,6 +19,9 @@ pub enum Error {
     /// The JSON payload could not be parsed.
     #[error("invalid JSON payload")]
     BadJson,
+    /// The JSON payload nests deeper than [`json::MAX_DEPTH`](crate::json::MAX_DEPTH).
+    #[error("JSON payload nested too deeply")]
+    TooDeep,
     /// The payload does not have the shape this packet type requires.
     #[error("invalid payload for this packet type")]
     BadPayload,

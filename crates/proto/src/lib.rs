@@ -15,6 +15,7 @@
 
 pub mod engine;
 mod error;
+pub mod json;
 mod payload;
 pub mod sio;
 

@@ -106,7 +106,7 @@ impl Packet {
         let data = if rest.is_empty() {
             None
         } else {
-            Some(serde_json::from_str::<Value>(rest).map_err(|_| Error::BadJson)?)
+            Some(crate::json::from_str(rest)?)
         };
         validate(ty, data.as_ref())?;
         Ok(Packet {
@@ -123,8 +123,7 @@ impl Packet {
         let mut out = String::new();
         encode_header_into(&mut out, self.ty, self.attachments, &self.nsp, self.id);
         if let Some(data) = &self.data {
-            // Writing a `Value` to a `String` cannot fail.
-            let _ = write!(out, "{data}");
+            crate::json::write_value(&mut out, data);
         }
         out
     }
@@ -275,6 +274,7 @@ mod tests {
         rt(r#"51-["f",{"_placeholder":true,"num":0}]"#);
         rt(r#"62-/a,9[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
         rt(r#"2[42]"#);
+        rt(r#"2["s","\ud83d"]"#);
     }
 
     #[test]

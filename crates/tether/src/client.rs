@@ -17,6 +17,8 @@ use crate::{encode, DisconnectReason};
 struct Partial {
     packet: Packet,
     attachments: Vec<Bytes>,
+    /// The summed length of `attachments`.
+    bytes: usize,
 }
 
 /// One Engine.IO connection, as the Socket.IO layer sees it.
@@ -83,17 +85,37 @@ impl Client {
 
     pub(crate) fn on_message(self: &Arc<Self>, msg: Message<'_>) {
         match msg {
-            Message::Text(text) => match Packet::decode(text) {
-                Ok(p) if p.ty.is_binary() && p.attachments > 0 => self.start_binary(p),
-                Ok(p) => self.on_packet(p, Vec::new()),
-                Err(e) => self.parse_error(&e.to_string()),
-            },
+            Message::Text(text) => {
+                if self.partial.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    // As the reference's parser: text while attachments are awaited.
+                    return self.parse_error("text packet while awaiting attachments");
+                }
+                match Packet::decode(text) {
+                    Ok(p) if p.ty.is_binary() && p.attachments > 0 => self.start_binary(p),
+                    Ok(p) => self.on_packet(p, Vec::new()),
+                    Err(tether_proto::Error::TooDeep) if !text.starts_with(['5', '6']) => {
+                        // A clean refusal: the packet is dropped, the connection stays.
+                        tracing::warn!(
+                            sid = %self.engine.sid(),
+                            max_depth = tether_proto::json::MAX_DEPTH,
+                            "packet dropped: JSON nested too deeply"
+                        );
+                    }
+                    Err(e) => self.parse_error(&e.to_string()),
+                }
+            }
             Message::Binary(bytes) => {
                 let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(p) = partial.as_mut() else {
                     drop(partial);
                     return self.parse_error("unexpected binary message");
                 };
+                p.bytes += bytes.len();
+                if p.bytes > self.server.config.max_attachment_bytes {
+                    partial.take();
+                    drop(partial);
+                    return self.parse_error("attachments too large");
+                }
                 p.attachments.push(bytes);
                 if p.attachments.len() == p.packet.attachments {
                     if let Some(done) = partial.take() {
@@ -122,6 +144,7 @@ impl Client {
         *partial = Some(Partial {
             packet,
             attachments: Vec::new(),
+            bytes: 0,
         });
     }
 

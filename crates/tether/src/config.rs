@@ -11,8 +11,14 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     /// How long a connection may stay without joining any namespace (45 s).
     pub connect_timeout: Duration,
-    /// The most binary attachments one packet may announce (256).
+    /// The most binary attachments one packet may announce (10, as the reference's
+    /// parser). A packet that announces more closes the connection as a parse error.
     pub max_attachments: usize,
+    /// The most bytes of binary attachments that may wait for the rest of their packet
+    /// (10 MB: ten attachments of the default `max_payload`). Past it the connection
+    /// closes as a parse error, so a peer cannot pin memory with a packet it never
+    /// finishes.
+    pub max_attachment_bytes: usize,
     /// Connection state recovery for every namespace (off); namespaces may override it.
     pub recovery: Option<RecoveryConfig>,
 }
@@ -22,7 +28,8 @@ impl Default for ServerConfig {
         ServerConfig {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_secs(45),
-            max_attachments: 256,
+            max_attachments: 10,
+            max_attachment_bytes: 10_000_000,
             recovery: None,
         }
     }

@@ -1,7 +1,5 @@
 //! Encoding of outgoing packets straight into an Engine.IO message buffer.
 
-use std::fmt::Write as _;
-
 use serde_json::Value;
 use tether_engine::TextMessage;
 use tether_proto::sio::{encode_header_into, PacketType};
@@ -46,7 +44,7 @@ pub(crate) fn event_args(
     write_str(&mut buf, event);
     for a in args {
         buf.push(',');
-        let _ = write!(buf, "{a}");
+        tether_proto::json::write_value(&mut buf, a);
     }
     if let Some(o) = offset {
         buf.push(',');
@@ -70,7 +68,7 @@ pub(crate) fn ack(nsp: &str, id: u64, payload: &Payload) -> TextMessage {
         if i > 0 {
             buf.push(',');
         }
-        let _ = write!(buf, "{a}");
+        tether_proto::json::write_value(&mut buf, a);
     }
     buf.push(']');
     TextMessage::from_buffer(buf)
@@ -81,13 +79,13 @@ pub(crate) fn simple(ty: PacketType, nsp: &str, data: Option<&Value>) -> TextMes
     let mut buf = TextMessage::buffer();
     encode_header_into(&mut buf, ty, 0, nsp, None);
     if let Some(d) = data {
-        let _ = write!(buf, "{d}");
+        tether_proto::json::write_value(&mut buf, d);
     }
     TextMessage::from_buffer(buf)
 }
 
 fn write_str(buf: &mut String, s: &str) {
-    let _ = write!(buf, "{}", Value::String(s.to_owned()));
+    tether_proto::json::write_str(buf, s);
 }
 
 #[cfg(test)]
