@@ -190,7 +190,8 @@ struct StringWriter<'a>(&'a mut String);
 
 impl io::Write for StringWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let s = std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let s =
+            std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.0.push_str(s);
         Ok(buf.len())
     }
@@ -229,7 +230,10 @@ mod tests {
         assert_eq!(round_trip(r#""\ud83d\ude00""#), "\"😀\"");
         assert_eq!(round_trip(r#""\\ud83d""#), r#""\\ud83d""#);
         assert_eq!(from_str(r#""\ud83d""#).unwrap(), json!("\u{10f83d}"));
-        assert_eq!(round_trip(r#"{"a":[1,2.5,null,true,"é\n"]}"#), r#"{"a":[1,2.5,null,true,"é\n"]}"#);
+        assert_eq!(
+            round_trip(r#"{"a":[1,2.5,null,true,"é\n"]}"#),
+            r#"{"a":[1,2.5,null,true,"é\n"]}"#
+        );
     }
 
     #[test]
@@ -245,7 +249,15 @@ mod tests {
 
     #[test]
     fn never_panics_on_broken_escapes() {
-        for s in [r#""\u"#, r#""\ud8"#, r#""\ud83d\u"#, r#""\ud83d\udc"#, "\"\\", r#""\uzzzz""#, "\"\\u\u{e9}\u{e9}\""] {
+        for s in [
+            r#""\u"#,
+            r#""\ud8"#,
+            r#""\ud83d\u"#,
+            r#""\ud83d\udc"#,
+            "\"\\",
+            r#""\uzzzz""#,
+            "\"\\u\u{e9}\u{e9}\"",
+        ] {
             let _ = from_str(s);
         }
     }

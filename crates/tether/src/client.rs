@@ -86,7 +86,12 @@ impl Client {
     pub(crate) fn on_message(self: &Arc<Self>, msg: Message<'_>) {
         match msg {
             Message::Text(text) => {
-                if self.partial.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                if self
+                    .partial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some()
+                {
                     // As the reference's parser: text while attachments are awaited.
                     return self.parse_error("text packet while awaiting attachments");
                 }
