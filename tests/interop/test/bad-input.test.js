@@ -8,7 +8,7 @@ const { after } = require("node:test");
 const assert = require("node:assert/strict");
 const WebSocket = require("ws");
 const h = require("../lib/harness");
-const { test } = h;
+const { test, tetherOnly } = h;
 
 // Clients connected before any bad input; not tracked by the per-test cleanup.
 const sentinels = [];
@@ -449,4 +449,72 @@ test("many half-finished handshakes and abrupt disconnects do not hurt", async (
     r.ws._socket.destroy();
   }
   await assertHealthy("half-finished handshakes");
+});
+
+// ---------------------------------------------------------------------------
+// JSON as JavaScript writes it, and attachments
+
+for (const transports of [["websocket"], ["polling"]]) {
+  test(`lone surrogates round-trip with the official client (${transports[0]})`, async () => {
+    const s = await h.connect(srv.url, "/", { transports });
+    const args = ["😀".slice(0, 1), "a\udc00b", { ["k\ud800"]: ["\udbff", "😀"] }, "\ud83d\ud83d"];
+    const back = await h.ackAll(s, "echo", ...args);
+    assert.deepEqual(back, args);
+    assert.equal(s.connected, true);
+    // And to others, through a broadcast stored for recovery (offset appended).
+    const tag = "\ud83d" + h.uid("surrogate");
+    const got = h.collect(s, "self");
+    await h.ack(s, "emit-to-self", tag);
+    const [{ args: selfArgs }] = await got.waitFor(1);
+    assert.equal(selfArgs[0], tag);
+  });
+}
+
+tetherOnly(
+  "JSON nested deeper than 127: the packet is dropped, the connection stays",
+  "the reference parses any depth",
+  async () => {
+    const r = await rawWs();
+    await r.open();
+    await r.connectNsp("/");
+    const deep = "[".repeat(200) + "]".repeat(200);
+    r.send(`425["echo",${deep}]`);
+    r.send('4277["echo","alive"]');
+    assert.equal(await r.next((x) => x === '4377["alive"]'), '4377["alive"]');
+    assert.equal(r.msgs.some((m) => typeof m === "string" && m.startsWith("435")), false, "the deep packet was not answered");
+    assert.equal(r.closed, false);
+    r.close();
+    await assertHealthy("deep JSON");
+  },
+);
+
+test("a packet announcing 11 attachments closes the connection (the limit is 10)", async () => {
+  const r = await rawWs();
+  await r.open();
+  await r.connectNsp("/");
+  const ph = Array.from({ length: 11 }, (_, num) => ({ _placeholder: true, num }));
+  r.send(`4511-1${JSON.stringify(["echo", ...ph])}`);
+  assert.equal(await r.waitClosed(3000), true);
+  // Ten still work.
+  const r2 = await rawWs();
+  await r2.open();
+  await r2.connectNsp("/");
+  r2.send(`4510-1${JSON.stringify(["echo", ...ph.slice(0, 10)])}`);
+  for (let k = 0; k < 10; k++) r2.send(Buffer.from([k]));
+  const m = await r2.next((x) => typeof x === "string" && x.startsWith("4610-1"));
+  assert.ok(m, "ten attachments are echoed");
+  r.close();
+  r2.close();
+  await assertHealthy("attachments");
+});
+
+test("a text packet while attachments are awaited closes the connection, as the reference's parser", async () => {
+  const r = await rawWs();
+  await r.open();
+  await r.connectNsp("/");
+  r.send('451-["echo",{"_placeholder":true,"num":0}]');
+  r.send('42["echo","in between"]');
+  assert.equal(await r.waitClosed(3000), true);
+  r.close();
+  await assertHealthy("interleaved");
 });
