@@ -33,7 +33,7 @@ pub struct EngineConfig {
     /// memory.
     pub max_buffered_packets: usize,
     /// How many bytes may wait for a slow client, counting 48 bytes per packet on top of
-    /// its payload, before its session is closed as `"send buffer full"` (16 MiB). One
+    /// its payload, before its session is closed as `"send buffer full"` (8 MiB). One
     /// packet larger than this is still sent when nothing else waits.
     ///
     /// The reference has no bound: one client that sends requests and never reads the
@@ -67,7 +67,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_secs(10),
             transports: Transports::default(),
             max_buffered_packets: 65_536,
-            max_buffered_bytes: 16 << 20,
+            max_buffered_bytes: 8 << 20,
             write_timeout: Duration::from_secs(20),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
