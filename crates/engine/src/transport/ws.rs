@@ -194,11 +194,24 @@ const READ_BATCH: usize = 64;
 /// of it was written.
 async fn write_all(ws: &mut Ws, msgs: &mut Vec<WsMessage>, timeout: Duration) -> bool {
     for m in msgs.drain(..) {
-        if !matches!(tokio::time::timeout(timeout, ws.feed(m)).await, Ok(Ok(()))) {
+        if !bounded(ws.feed(m), timeout).await {
             return false;
         }
     }
-    matches!(tokio::time::timeout(timeout, ws.flush()).await, Ok(Ok(())))
+    bounded(ws.flush(), timeout).await
+}
+
+/// Runs one write step; a timer is armed only if it cannot finish at once, so the
+/// common case (the socket takes the bytes) costs no timer per message.
+async fn bounded<F>(step: F, timeout: Duration) -> bool
+where
+    F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+{
+    let mut step = std::pin::pin!(step);
+    if let Some(done) = step.as_mut().now_or_never() {
+        return done.is_ok();
+    }
+    matches!(tokio::time::timeout(timeout, step).await, Ok(Ok(())))
 }
 
 /// The connection loop: one task reads the socket and drains the outbox. Frames that
