@@ -1,6 +1,7 @@
 //! TLS to Redis: `rediss://` URLs on rustls (ring), a custom CA, a client certificate.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use redis::{Client, ClientTlsConfig, TlsCertificates};
 use tether::cluster::BackendError;
@@ -112,23 +113,35 @@ pub(crate) fn install_provider() {
 /// Says "TLS" in a connection error that comes from the TLS handshake, so a wrong CA or
 /// host name reads as such.
 pub(crate) fn describe(e: &redis::RedisError) -> String {
-    let text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    let mut tls = false;
-    while let Some(s) = source {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            tls = true;
-        }
-        source = s.source();
-    }
-    let lower = text.to_ascii_lowercase();
-    if tls || lower.contains("certificate") || lower.contains("tls") {
-        if lower.contains("tls") {
-            text
-        } else {
-            format!("TLS: {text}")
-        }
+    if from_tls(e) {
+        format!("TLS: {e}")
     } else {
-        text
+        e.to_string()
     }
+}
+
+/// Whether `e` or one of its sources is a rustls error (also inside an I/O error).
+fn from_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if from_tls(inner) {
+                return true;
+            }
+        }
+        // `RedisError` gives its cause as an `Arc`, whose own sources skip the cause.
+        if let Some(inner) = e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            if from_tls(&**inner) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
