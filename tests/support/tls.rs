@@ -51,6 +51,15 @@ impl Ca {
     /// A certificate for `names` (DNS names or IP addresses), signed by this CA, good for
     /// a server and a client.
     pub fn issue(&self, names: &[&str]) -> Pair {
+        self.make(names, false)
+    }
+
+    /// Like [`issue`](Self::issue), valid only in 2020: expired.
+    pub fn issue_expired(&self, names: &[&str]) -> Pair {
+        self.make(names, true)
+    }
+
+    fn make(&self, names: &[&str], expired: bool) -> Pair {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("params");
         params.distinguished_name = dn(names.first().map(String::as_str).unwrap_or("tether"));
@@ -62,6 +71,10 @@ impl Ca {
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
         let key = KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.cert, &self.key)

@@ -25,9 +25,18 @@ struct TlsRedis {
 /// Starts a private `redis-server` on a free TLS port; `auth_clients` is its
 /// `tls-auth-clients` (`yes`, `no`, `optional`). The server's certificate names `names`.
 fn tls_redis(auth_clients: &str, names: &[&str]) -> TlsRedis {
+    tls_redis_with(auth_clients, names, false)
+}
+
+/// [`tls_redis`], with an expired server certificate when `expired`.
+fn tls_redis_with(auth_clients: &str, names: &[&str], expired: bool) -> TlsRedis {
     let dir = TempDir::new("redis-tls");
     let ca = Ca::new("tether test CA");
-    let server = ca.issue(names);
+    let server = if expired {
+        ca.issue_expired(names)
+    } else {
+        ca.issue(names)
+    };
     let client = ca.issue(&["tether-client"]);
     let ca_file = dir.write("ca.pem", &ca.pem());
     let cert = dir.write("server.pem", &server.cert);
@@ -205,6 +214,25 @@ async fn a_wrong_host_name_is_a_tls_error_at_connect() {
     println!("wrong name: {text}");
     assert!(text.contains("TLS"), "{text}");
     assert!(text.contains("not valid for name"), "{text}");
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_a_tls_error_at_connect() {
+    let r = tls_redis_with("no", &["127.0.0.1"], true);
+    let config = RedisConfig {
+        tls: RedisTls {
+            ca: Some(r.ca.pem().into_bytes()),
+            ..RedisTls::default()
+        },
+        ..unique("expired")
+    };
+    let e = RedisBackend::connect(&format!("rediss://127.0.0.1:{}", r.port), config)
+        .await
+        .map(|_| ())
+        .expect_err("an expired certificate must fail");
+    let text = e.to_string();
+    println!("expired: {text}");
+    assert!(text.contains("TLS") && text.contains("expired"), "{text}");
 }
 
 #[tokio::test]
