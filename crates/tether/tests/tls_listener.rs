@@ -1,7 +1,8 @@
 //! The TLS listener end to end with the official `socket.io-client` (npm, in
 //! tests/interop/node_modules, installed with `npm ci` when missing): `https://` polling,
 //! the upgrade to `wss://`, WebSocket only, and a client without the CA refused; the CA
-//! and the server certificate are made at run time. No `node` or `npm` is a failure.
+//! and the server certificate are made at run time; a silent connection holds no one up
+//! and is dropped after the handshake limit. No `node` or `npm` is a failure.
 
 #[path = "../../../tests/support/tls.rs"]
 mod support;
@@ -92,6 +93,11 @@ async fn the_official_client_over_https_and_wss() {
         "plain HTTP answered: {plain}"
     );
 
+    // A client that opens a connection and says nothing: it holds no one else up, and
+    // the server drops it once the handshake time is up.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let silent_since = std::time::Instant::now();
+
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls/client.js");
     let url = format!("https://127.0.0.1:{port}");
     let out = tokio::task::spawn_blocking(move || {
@@ -130,6 +136,28 @@ async fn the_official_client_over_https_and_wss() {
     }
     // The two clients with the CA connected; those without never reached Socket.IO.
     assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+    let silent = tokio::task::spawn_blocking(move || {
+        silent
+            .set_read_timeout(Some(
+                tether_engine::TLS_HANDSHAKE_TIMEOUT + Duration::from_secs(20),
+            ))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        silent.read(&mut buf)
+    })
+    .await
+    .expect("silent client");
+    assert!(
+        matches!(silent, Ok(0))
+            || silent
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the silent connection should be closed by the server: {silent:?}"
+    );
+    assert!(
+        silent_since.elapsed() >= tether_engine::TLS_HANDSHAKE_TIMEOUT - Duration::from_millis(500)
+    );
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), server)
