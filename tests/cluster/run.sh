@@ -16,6 +16,12 @@
 #                            (127.0.0.1:5432, user postgres, database test, with
 #                            psql) instead of Redis; for the engine-neutral files
 #                            (01-06, 09), not 07 (mixed) or 08 (redis-restart)
+#   CLUSTER_ENGINE=redis-tls Redis over TLS: run.sh starts a private redis-server on
+#                            free ports (TLS with client certificates required, a
+#                            CA made at run time by target/release/test-certs, plus a
+#                            plain port for the suite's own inspection); the nodes
+#                            connect with rediss:// and a client certificate. Every
+#                            file but 08 (its own redis-server, plain)
 #   SKIP_BUILD=1             do not run cargo build
 #   CLUSTER_LOG=1            copy the nodes' output to stderr
 #   TEST_TIMEOUT             per-test timeout in ms (default 120000)
@@ -34,6 +40,34 @@ export REDIS_HOST REDIS_PORT
 if [ ! -d node_modules/socket.io-client ] || [ ! -d node_modules/@socket.io/redis-streams-adapter ] \
   || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# 1b. Redis over TLS: a private redis-server, stopped at the end
+TLS_REDIS_PID=
+if [ "${CLUSTER_ENGINE:-redis}" = redis-tls ]; then
+  if [ -z "${SERVER_CMD:-}" ] && [ "${SKIP_BUILD:-0}" != "1" ]; then
+    (cd "$ROOT" && cargo build --release --quiet -p tether-servers --bin conformance-server --bin test-certs)
+  fi
+  command -v redis-server >/dev/null || { echo "run.sh: redis-server (Redis 6+ with TLS) is not installed" >&2; exit 1; }
+  TLS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tether-cluster-tls.XXXXXX")
+  "${CARGO_TARGET_DIR:-$ROOT/target}/release/test-certs" "$TLS_DIR"
+  free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+  REDIS_PORT=$(free_port)
+  REDIS_TLS_PORT=$(free_port)
+  while [ "$REDIS_TLS_PORT" = "$REDIS_PORT" ]; do REDIS_TLS_PORT=$(free_port); done
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --tls-port "$REDIS_TLS_PORT" \
+    --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients yes \
+    --save "" --appendonly no --dir "$TLS_DIR" >"$TLS_DIR/redis.log" 2>&1 &
+  TLS_REDIS_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_TLS_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  trap 'kill "$TLS_REDIS_PID" 2>/dev/null; wait "$TLS_REDIS_PID" 2>/dev/null; rm -rf "$TLS_DIR"' EXIT
+  REDIS_HOST=127.0.0.1
+  export REDIS_HOST REDIS_PORT REDIS_TLS_PORT REDIS_TLS_DIR="$TLS_DIR"
+  echo "run.sh: private redis-server, TLS on $REDIS_TLS_PORT (client certificates required), plain on $REDIS_PORT for the suite" >&2
 fi
 
 # 2. Redis
@@ -89,11 +123,16 @@ else
     if [ "${CLUSTER_ENGINE:-redis}" = nats ] && [[ "$f" == test/06-* || "$f" == test/07-* || "$f" == test/08-* ]]; then
       continue
     fi
+    # 08 starts a plain redis-server of its own.
+    if [ "${CLUSTER_ENGINE:-redis}" = redis-tls ] && [[ "$f" == test/08-* ]]; then
+      continue
+    fi
     files+=("$f")
   done
 fi
-exec node --test \
-  --test-reporter=spec \
-  --test-concurrency=1 \
-  --test-timeout="${TEST_TIMEOUT:-120000}" \
-  "${files[@]}"
+node_args=(--test --test-reporter=spec --test-concurrency=1 --test-timeout="${TEST_TIMEOUT:-120000}" "${files[@]}")
+if [ -n "$TLS_REDIS_PID" ]; then
+  node "${node_args[@]}"  # not exec'd: the EXIT trap stops the private redis-server
+else
+  exec node "${node_args[@]}"
+fi

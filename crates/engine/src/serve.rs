@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::{Engine, EngineConfig, Handler};
 
@@ -33,6 +34,30 @@ pub async fn serve_with_shutdown<H: Handler>(
     engine: Engine<H>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    accept_loop(
+        listener,
+        engine,
+        shutdown,
+        |stream| async move { Some(stream) },
+    )
+    .await
+}
+
+/// The accept loop of [`serve_with_shutdown`] and of the TLS listener: `prepare` turns
+/// each accepted stream into the connection to serve (a TLS handshake), on the
+/// connection's own task; `None` drops it.
+pub(crate) async fn accept_loop<H, F, Fut, Io>(
+    listener: TcpListener,
+    engine: Engine<H>,
+    shutdown: impl Future<Output = ()>,
+    prepare: F,
+) -> std::io::Result<()>
+where
+    H: Handler,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = Option<Io>> + Send + 'static,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     tokio::pin!(shutdown);
     let http = http1_builder(engine.config());
     loop {
@@ -50,14 +75,16 @@ pub async fn serve_with_shutdown<H: Handler>(
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
         let http = http.clone();
+        let io = prepare(stream);
         tokio::spawn(async move {
+            let Some(io) = io.await else { return };
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(addr);
                 let engine = engine.clone();
                 async move { Ok::<_, Infallible>(engine.handle(req).await) }
             });
             let conn = http
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(io), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::trace!("http connection ended: {e}");

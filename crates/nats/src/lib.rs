@@ -72,6 +72,9 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod tls;
+
+pub use tls::NatsTls;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -120,6 +123,9 @@ pub struct NatsConfig {
     /// crashed still counts in `listeners` for up to this long (one dropped cleanly
     /// deletes its registrations).
     pub listener_ttl: Duration,
+    /// TLS material (a custom CA, a client certificate); none by default. The URL's
+    /// `tls_ca`, `tls_cert` and `tls_key` files fill it too.
+    pub tls: NatsTls,
 }
 
 impl Default for NatsConfig {
@@ -135,6 +141,7 @@ impl Default for NatsConfig {
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             listener_ttl: Duration::from_secs(15),
+            tls: NatsTls::default(),
         }
     }
 }
@@ -257,8 +264,8 @@ impl Conn {
     }
 }
 
-fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
-    async_nats::ConnectOptions::new()
+fn options(config: &NatsConfig, url: &str) -> Result<async_nats::ConnectOptions, BackendError> {
+    let options = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.command_timeout))
         .ping_interval(Duration::from_secs(10))
@@ -266,7 +273,8 @@ fn options(config: &NatsConfig) -> async_nats::ConnectOptions {
         .reconnect_delay_callback(|n| match n {
             0 | 1 => Duration::ZERO,
             n => Duration::from_millis((25u64 << n.min(6)).min(1_000)),
-        })
+        });
+    tls::apply(tls::credentials(options, url), &config.tls)
 }
 
 fn key(kind: &str, name: &str) -> String {
@@ -278,9 +286,11 @@ fn listener_key(nsp: &str, uid: &str) -> String {
 }
 
 impl NatsBackend {
-    /// Connects to the NATS server at `url` (`nats://host:port`), creating the stream and
+    /// Connects to the NATS server at `url` (`nats://host:port`, `tls://host:port` for
+    /// TLS, `user:password@` or `token@` for authentication; see [`NatsTls`]), creating the stream and
     /// the bucket if they do not exist.
-    pub async fn connect(url: &str, config: NatsConfig) -> Result<Self, BackendError> {
+    pub async fn connect(url: &str, mut config: NatsConfig) -> Result<Self, BackendError> {
+        let url = &tls::strip_url(url, &mut config.tls)?;
         let limit = config.connect_timeout + config.command_timeout;
         // Boxed: the connecting future is large.
         match tokio::time::timeout(limit, Box::pin(Self::open(url, config))).await {
@@ -291,7 +301,10 @@ impl NatsBackend {
 
     async fn open(url: &str, config: NatsConfig) -> Result<Self, BackendError> {
         let inner = Inner::open(url, &config).await?;
-        let sub_client = options(&config).connect(url).await.map_err(err)?;
+        let sub_client = options(&config, url)?
+            .connect(url)
+            .await
+            .map_err(|e| BackendError(tls::describe(&e)))?;
         let tick_subject = format!("{}.tick", config.subject_prefix);
         let (stop_tx, stop) = watch::channel(());
         let (tick_tx, ticks) = watch::channel(0u64);
@@ -357,11 +370,11 @@ impl NatsBackend {
 impl Inner {
     async fn open(url: &str, config: &NatsConfig) -> Result<Self, BackendError> {
         // One reconnection attempt, then the connection is replaced (see `Conn`).
-        let client = options(config)
+        let client = options(config, url)?
             .max_reconnects(Some(1))
             .connect(url)
             .await
-            .map_err(err)?;
+            .map_err(|e| BackendError(tls::describe(&e)))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.command_timeout)
             .build(client.clone());

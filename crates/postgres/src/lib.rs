@@ -76,6 +76,9 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod tls;
+
+pub use tls::{PostgresTls, SslMode};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -89,7 +92,7 @@ use tether::cluster::{
     Record, SessionOp, TakeOutcome,
 };
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Row};
+use tokio_postgres::{AsyncMessage, Client, Notification, Row};
 
 /// Names, limits and timeouts.
 #[derive(Debug, Clone)]
@@ -114,6 +117,9 @@ pub struct PostgresConfig {
     pub poll_interval: Duration,
     /// How long stored ephemeral messages (those too large for `NOTIFY`) are kept (60 s).
     pub ephemeral_retention: Duration,
+    /// TLS options under the URL's `sslmode`, `sslrootcert`, `sslcert`, `sslkey`: the
+    /// default mode (`prefer`), a custom CA, a client certificate.
+    pub tls: PostgresTls,
 }
 
 impl Default for PostgresConfig {
@@ -127,6 +133,7 @@ impl Default for PostgresConfig {
             pool_size: 4,
             poll_interval: Duration::from_secs(1),
             ephemeral_retention: Duration::from_secs(60),
+            tls: PostgresTls::default(),
         }
     }
 }
@@ -146,7 +153,8 @@ fn err(e: impl std::fmt::Display) -> BackendError {
 fn pg_err(e: PgError) -> BackendError {
     match e.as_db_error() {
         Some(db) => err(db),
-        None => err(e),
+        None if tls::from_tls(&e) => err(format!("TLS: {}", tls::with_sources(&e))),
+        None => err(tls::with_sources(&e)),
     }
 }
 
@@ -236,8 +244,8 @@ struct Slot {
 }
 
 /// Opens a connection and drives it on its own task.
-async fn open(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, BackendError> {
-    let (client, conn) = tokio::time::timeout(limit, pg.connect(NoTls))
+async fn open(pg: &tls::Target, limit: Duration) -> Result<Client, BackendError> {
+    let (client, conn) = tokio::time::timeout(limit, pg.connect())
         .await
         .map_err(|_| err("connecting timed out"))?
         .map_err(pg_err)?;
@@ -252,7 +260,7 @@ async fn open(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, Ba
 /// Connections for commands, each used by one call at a time (transactions need that),
 /// replaced on the next call after a failure.
 struct Pool {
-    pg: tokio_postgres::Config,
+    pg: tls::Target,
     slots: Vec<Mutex<Slot>>,
     next: AtomicUsize,
     timeout: Duration,
@@ -328,7 +336,7 @@ type ListenRequest = (Vec<String>, oneshot::Sender<()>);
 
 /// The `LISTEN` side: the channels, where messages go, and the readers to wake.
 struct Listener {
-    pg: tokio_postgres::Config,
+    pg: tls::Target,
     names: Names,
     timeout: Duration,
     connect_timeout: Duration,
@@ -372,7 +380,7 @@ impl Listener {
         ),
         BackendError,
     > {
-        let (client, mut conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
+        let (client, mut conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect())
             .await
             .map_err(|_| err("connecting timed out"))?
             .map_err(pg_err)?;
@@ -610,11 +618,12 @@ impl PostgresBackend {
     /// Connects to the database at `url` (`postgres://user@host:port/db` or a key=value
     /// string) and creates the tables if they are missing.
     pub async fn connect(url: &str, config: PostgresConfig) -> Result<Self, BackendError> {
-        let mut pg: tokio_postgres::Config = url.parse().map_err(pg_err)?;
+        let (mut pg, tls) = tls::configure(url, &config.tls)?;
         pg.connect_timeout(config.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("tether");
         }
+        let pg = tls::Target { config: pg, tls };
         let names = Names::new(&config.prefix)?;
         let (stop_tx, stop) = watch::channel(());
         let (requests, requests_rx) = mpsc::channel(64);

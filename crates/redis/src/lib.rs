@@ -31,6 +31,9 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod tls;
+
+pub use tls::RedisTls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +71,9 @@ pub struct RedisConfig {
     /// Prefix of the pub/sub channels of requests and answers (`socket.io`): a namespace's
     /// requests go to `<prefix>#<nsp>#`, answers to `<prefix>#<nsp>#<uid>#`.
     pub channel_prefix: String,
+    /// TLS material for `rediss://` URLs (a custom CA, a client certificate); none by
+    /// default (the platform's roots).
+    pub tls: RedisTls,
 }
 
 impl Default for RedisConfig {
@@ -80,6 +86,7 @@ impl Default for RedisConfig {
             prefix: "tether:".into(),
             command_timeout: Duration::from_secs(5),
             channel_prefix: "socket.io".into(),
+            tls: RedisTls::default(),
         }
     }
 }
@@ -139,7 +146,7 @@ impl Conn {
                 Ok(c)
             }
             Err(e) => {
-                let e = err(e);
+                let e = BackendError(tls::describe(&e));
                 slot.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
@@ -385,9 +392,12 @@ end
 const REFRESH_CHUNK: usize = 200;
 
 impl RedisBackend {
-    /// Connects (and checks the connection) to the Redis at `url`.
+    /// Connects (and checks the connection) to the Redis at `url`: `redis://` in plain
+    /// text, `rediss://` over TLS (rustls; see [`RedisTls`] for a custom CA and a client
+    /// certificate), `[user]:password@` for `requirepass` or an ACL user, `/db` for the
+    /// database.
     pub async fn connect(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
-        let client = Client::open(url).map_err(err)?;
+        let client = tls::client(url, &config.tls)?;
         let (stop_tx, stop) = watch::channel(());
         let backend = RedisBackend {
             cmd: Conn::new(client.clone(), config.command_timeout),

@@ -38,6 +38,7 @@ pub mod recovery;
 mod remote;
 mod server;
 mod socket;
+mod tls;
 
 pub use cluster::ServerSideAck;
 pub use config::ServerConfig;
@@ -49,5 +50,5 @@ pub use recovery::RecoveryConfig;
 pub use remote::{AckResponse, AckResponses, RemoteSocket};
 pub use server::{DynamicNamespace, Server, SioHandler};
 pub use socket::{AckSender, EventHandler, Socket, SocketRef};
-pub use tether_engine::{bind, Cors, EngineConfig, Sid, Transports};
+pub use tether_engine::{bind, rustls, Cors, EngineConfig, Sid, Transports};
 pub use tether_proto::Payload;

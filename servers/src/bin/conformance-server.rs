@@ -369,7 +369,7 @@ where
     }
 }
 
-/// `nats://HOST:PORT[?cluster=NAME]`: with a name, the cluster's stream, bucket and
+/// `nats://HOST:PORT[?cluster=NAME]` (or `tls://`, with `tls_*` parameters): with a name, the cluster's stream, bucket and
 /// subjects are its own (`TETHER_NAME`, `tether_NAME`, `tether.NAME`), so that clusters
 /// on one server never meet (the multi-node suite starts one per test file).
 fn nats_config(adapter: &str) -> (String, tether_nats::NatsConfig) {
@@ -384,7 +384,16 @@ fn nats_config(adapter: &str) -> (String, tether_nats::NatsConfig) {
         config.bucket = format!("tether_{n}");
         config.subject_prefix = format!("tether.{n}");
     }
-    (url.to_owned(), config)
+    // The other parameters (tls_ca, tls_cert, tls_key) are the backend's.
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("cluster="))
+        .collect();
+    if rest.is_empty() {
+        (url.to_owned(), config)
+    } else {
+        (format!("{url}?{}", rest.join("&")), config)
+    }
 }
 
 /// The cluster engine of `ADAPTER`.
@@ -399,15 +408,20 @@ fn main() -> std::io::Result<()> {
     let adapter = std::env::var("ADAPTER").unwrap_or_default();
     let engine = match adapter.as_str() {
         "" | "memory" => None,
-        url if url.starts_with("redis://") => Some(Engine::Redis(url.to_owned())),
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(Engine::Redis(url.to_owned()))
+        }
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Some(Engine::Postgres(url.to_owned()))
         }
-        url if url.starts_with("nats://") => Some(Engine::Nats(url.to_owned())),
+        url if url.starts_with("nats://") || url.starts_with("tls://") => {
+            Some(Engine::Nats(url.to_owned()))
+        }
         other => {
             eprintln!(
                 "conformance-server: ADAPTER={other:?} is not supported: use memory (or unset), \
-                 redis://HOST:PORT, postgres://USER@HOST:PORT/DB or nats://HOST:PORT"
+                 redis://HOST:PORT (rediss:// for TLS), postgres://USER@HOST:PORT/DB \
+                 or nats://HOST:PORT (tls:// for TLS)"
             );
             std::process::exit(2);
         }

@@ -41,6 +41,13 @@ const REPO = path.resolve(__dirname, "..", "..", "..");
 const HOST = "127.0.0.1";
 const REDIS_HOST = process.env.REDIS_HOST || "127.0.0.1";
 const REDIS_PORT = Number(process.env.REDIS_PORT || 6379);
+// CLUSTER_ENGINE=redis-tls (run.sh): the nodes reach the same Redis on its TLS port, with
+// the CA and a client certificate of REDIS_TLS_DIR; the suite itself uses the plain port.
+const REDIS_TLS_PORT = process.env.CLUSTER_ENGINE === "redis-tls" ? Number(process.env.REDIS_TLS_PORT) : 0;
+const redisTlsParams = () => {
+  const d = process.env.REDIS_TLS_DIR;
+  return new URLSearchParams({ tls_ca: `${d}/ca.pem`, tls_cert: `${d}/client.pem`, tls_key: `${d}/client.key` }).toString();
+};
 const REDIS_DB = Number(process.env.CLUSTER_REDIS_DB || 7);
 const ENGINE = process.env.CLUSTER_ENGINE || "redis";
 const PG_HOST = process.env.PG_HOST || "127.0.0.1";
@@ -549,11 +556,14 @@ class Cluster {
     }
     const pg = !!this.schema;
     const nats = !!this.natsName;
+    // Over redis-tls, a node with its own command (07's Node.js node, whose adapter takes
+    // redis:// only) uses the plain port of the same Redis.
+    const tls = REDIS_TLS_PORT && !opts.cmd;
     const proxy = pg
       ? new TcpProxy({ targetHost: PG_HOST, targetPort: PG_PORT })
       : nats
         ? new TcpProxy({ targetHost: NATS_HOST, targetPort: NATS_PORT })
-        : new TcpProxy({ targetHost: REDIS_HOST, targetPort: REDIS_PORT });
+        : new TcpProxy({ targetHost: REDIS_HOST, targetPort: tls ? REDIS_TLS_PORT : REDIS_PORT });
     await proxy.listen();
     this.proxies[name] = proxy;
     this.proxy.proxies.push(proxy);
@@ -561,7 +571,9 @@ class Cluster {
       ? `postgres://postgres@127.0.0.1:${proxy.port}/test?options=-csearch_path%3D${this.schema}`
       : nats
         ? `nats://127.0.0.1:${proxy.port}?cluster=${this.natsName}`
-        : `redis://127.0.0.1:${proxy.port}/${this.db}`;
+        : tls
+          ? `rediss://127.0.0.1:${proxy.port}/${this.db}?${redisTlsParams()}`
+          : `redis://127.0.0.1:${proxy.port}/${this.db}`;
     const node = new ServerNode({ name, adapter, ...opts });
     this.nodes[name] = node;
     await node.start();
