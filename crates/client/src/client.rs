@@ -472,7 +472,8 @@ impl ClientBuilder {
 
     namespace_options!();
 
-    /// Connects and returns once the namespace is connected.
+    /// Connects and returns once the namespace is connected and its
+    /// [`Lifecycle::Connect`] handlers ran.
     ///
     /// Fails with the error of the first attempt (no retries before the first success;
     /// [`Reconnection`] applies once connected): [`Error::ConnectError`] if the server
@@ -571,7 +572,8 @@ impl SocketBuilder {
         self
     }
 
-    /// Connects the namespace over the shared connection, and returns once connected.
+    /// Connects the namespace over the shared connection, and returns once connected and
+    /// its [`Lifecycle::Connect`] handlers ran.
     /// Fails with [`Error::ConnectError`] if the server refuses it, with
     /// [`Error::Config`] if this namespace is already open on the connection, and with
     /// the connection's error if the connection fails before the namespace connected.
@@ -663,6 +665,17 @@ async fn dispatch_loop(
     mgr: Arc<ManagerShared>,
 ) {
     while let Some(d) = rx.recv().await {
+        let d = match d {
+            Dispatch::Ack(reply, r) => {
+                let _ = reply.send(r);
+                continue;
+            }
+            Dispatch::Ready(reply, r) => {
+                let _ = reply.send(r);
+                continue;
+            }
+            d => d,
+        };
         let Some(tx) = tx.upgrade() else { return };
         let client = Client {
             tx,
@@ -684,6 +697,7 @@ async fn dispatch_loop(
                     tracing::trace!(event = %ev.name, "no handler");
                 }
             }
+            Dispatch::Ack(..) | Dispatch::Ready(..) => {}
             Dispatch::Lifecycle(l) => {
                 let hs = ns
                     .handlers
@@ -850,6 +864,9 @@ impl Client {
     }
 
     /// Emits an event and waits for the server's acknowledgement.
+    ///
+    /// It returns after the handlers of every event the server sent before the
+    /// acknowledgement ran (one order per namespace).
     ///
     /// Fails with [`Error::Timeout`] if it does not come within `timeout` (the event is
     /// then removed from the send buffer if it was still there), and with

@@ -48,6 +48,11 @@
 //!   maximum and randomisation ([`Reconnection`]), [`Lifecycle`] events for attempts and
 //!   failures, a send buffer while disconnected, and optional at-least-once sending
 //!   ([`ClientBuilder::retries`], [`ClientBuilder::ack_timeout`]).
+//! - **One order.** Per namespace, everything the server sent reaches you in wire
+//!   order: event handlers, [`Lifecycle`] handlers, and the completion of
+//!   [`Client::emit_with_ack`]. When the server emits an event and then acknowledges your
+//!   emit, the event's handler has run when `emit_with_ack` returns; `connect()` returns
+//!   after the first [`Lifecycle::Connect`] handlers ran.
 //! - **Errors** are one type, [`Error`], with predicates such as
 //!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!

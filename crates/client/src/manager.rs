@@ -54,10 +54,16 @@ pub(crate) enum Cmd {
     },
 }
 
-/// What the dispatch task of a namespace delivers to its handlers.
+/// What the dispatch task of a namespace delivers, in the order the manager saw it: events
+/// and lifecycle events go to the handlers; acknowledgements and `connect()` results go to
+/// the callers waiting for them. Completions travel the same queue as events, so that an
+/// ack never overtakes an event the server sent before it, and `connect()` returns after
+/// the first connect handlers ran.
 pub(crate) enum Dispatch {
     Event(Event),
     Lifecycle(Lifecycle),
+    Ack(oneshot::Sender<Result<Payload>>, Result<Payload>),
+    Ready(oneshot::Sender<Result<()>>, Result<()>),
 }
 
 /// A namespace that a builder wants connected.
@@ -144,24 +150,42 @@ impl Ns {
         let _ = self.dispatch.send(Dispatch::Lifecycle(l));
     }
 
+    /// Completes an acknowledgement once the handlers saw everything received before it.
+    fn complete(&self, tx: oneshot::Sender<Result<Payload>>, r: Result<Payload>) {
+        if let Err(mpsc::error::SendError(Dispatch::Ack(tx, r))) =
+            self.dispatch.send(Dispatch::Ack(tx, r))
+        {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Answers a `connect()` caller once the handlers saw everything before.
+    fn ready(&self, tx: oneshot::Sender<Result<()>>, r: Result<()>) {
+        if let Err(mpsc::error::SendError(Dispatch::Ready(tx, r))) =
+            self.dispatch.send(Dispatch::Ready(tx, r))
+        {
+            let _ = tx.send(r);
+        }
+    }
+
     /// Fails everything pending, for a namespace that goes away.
     fn fail_all(&mut self, err: &Error) {
-        for (_, a) in self.acks.drain() {
+        for (_, a) in std::mem::take(&mut self.acks) {
             if let Some(t) = a.timer {
                 t.abort();
             }
             if let AckKind::User(tx) = a.kind {
-                let _ = tx.send(Err(err.clone()));
+                self.complete(tx, Err(err.clone()));
             }
         }
-        for q in self.queue.drain(..) {
+        for q in std::mem::take(&mut self.queue) {
             if let Some(tx) = q.reply {
-                let _ = tx.send(Err(err.clone()));
+                self.complete(tx, Err(err.clone()));
             }
         }
         self.send_buffer.clear();
-        for w in self.waiters.drain(..) {
-            let _ = w.send(Err(err.clone()));
+        for w in std::mem::take(&mut self.waiters) {
+            self.ready(w, Err(err.clone()));
         }
         let mut st = self.shared.status();
         st.active = false;
@@ -747,8 +771,8 @@ impl Manager {
                 }
                 debug!(nsp = %p.nsp, sid, recovered, "namespace connected");
                 ns.lifecycle(Lifecycle::Connect { recovered });
-                for w in ns.waiters.drain(..) {
-                    let _ = w.send(Ok(()));
+                for w in std::mem::take(&mut ns.waiters) {
+                    ns.ready(w, Ok(()));
                 }
                 if let Some(engine) = engine {
                     for out in std::mem::take(&mut ns.send_buffer) {
@@ -860,7 +884,7 @@ fn send_event(
     if volatile && (!ns.connected || engine.is_none()) {
         trace!(event, "volatile event dropped while disconnected");
         if let Some((_, AckKind::User(tx))) = ack {
-            let _ = tx.send(Err(Error::Disconnected));
+            ns.complete(tx, Err(Error::Disconnected));
         }
         return;
     }
@@ -931,9 +955,7 @@ fn resolve_ack(
     result: Result<Payload>,
 ) {
     match kind {
-        AckKind::User(tx) => {
-            let _ = tx.send(result);
-        }
+        AckKind::User(tx) => ns.complete(tx, result),
         AckKind::Queue(seq) => {
             let retries = ns.retries;
             let Some(head) = ns.queue.front_mut() else {
@@ -946,7 +968,7 @@ fn resolve_ack(
                 Ok(p) => {
                     if let Some(q) = ns.queue.pop_front() {
                         if let Some(tx) = q.reply {
-                            let _ = tx.send(Ok(p));
+                            ns.complete(tx, Ok(p));
                         }
                     }
                 }
@@ -955,7 +977,7 @@ fn resolve_ack(
                         debug!(seq, tries = head.tries, "queued event discarded");
                         if let Some(q) = ns.queue.pop_front() {
                             if let Some(tx) = q.reply {
-                                let _ = tx.send(Err(e));
+                                ns.complete(tx, Err(e));
                             }
                         }
                     } else {

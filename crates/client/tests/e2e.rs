@@ -835,6 +835,50 @@ async fn volatile_trailing_strings_are_taken_for_offsets(kind: ServerKind) {
     assert_eq!(ev.args(), &[json!("str"), json!(2)]);
 }
 
+async fn acks_never_overtake_earlier_events(kind: ServerKind) {
+    // The server writes `42["self",i]` then the ack of `emit-to-me`: the handler of
+    // "self" must have run when `emit_with_ack` returns, and the first connect handler
+    // when `connect()` returns.
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("polling", POLLING), ("websocket", WS)] {
+        let seen = Arc::new(AtomicU32::new(u32::MAX));
+        let connected = Arc::new(AtomicU32::new(0));
+        let (s, c2) = (seen.clone(), connected.clone());
+        let c = ClientBuilder::new(server.url())
+            .transports(transports.iter().copied())
+            .on("self", move |_c, ev| {
+                // A little work, so that a racing ack would win.
+                std::thread::sleep(Duration::from_micros(200));
+                s.store(ev.args()[0].as_u64().unwrap() as u32, Ordering::SeqCst);
+            })
+            .on_lifecycle(move |_c, l| {
+                if matches!(l, Lifecycle::Connect { .. }) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    c2.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .connect()
+            .await
+            .unwrap();
+        let connect_handler_ran = connected.load(Ordering::SeqCst) == 1;
+        let mut overtaken = 0;
+        for i in 0..50u32 {
+            c.emit_with_ack("emit-to-me", vec![json!("self"), json!(i)], T)
+                .await
+                .unwrap();
+            if seen.load(Ordering::SeqCst) != i {
+                overtaken += 1;
+            }
+        }
+        assert!(
+            connect_handler_ran && overtaken == 0,
+            "{mode}: connect handler ran before connect() returned: {connect_handler_ran}; \
+             {overtaken} of 50 acks overtook their event"
+        );
+        c.close().await;
+    }
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -879,3 +923,17 @@ on_both_servers!(
     heartbeat_keeps_the_connection_alive,
     volatile_trailing_strings_are_taken_for_offsets,
 );
+
+// On the multi-threaded runtime, where handlers and the awaiting task really race.
+mod node_mt {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_never_overtake_earlier_events() {
+        super::acks_never_overtake_earlier_events(super::ServerKind::Node).await
+    }
+}
+mod tether_mt {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_never_overtake_earlier_events() {
+        super::acks_never_overtake_earlier_events(super::ServerKind::Tether).await
+    }
+}
