@@ -36,6 +36,7 @@ pub struct Event {
     pub payload: Payload,
     /// Present when the server asked for an acknowledgement.
     pub ack: Option<AckSender>,
+    pub(crate) offset: Option<String>,
 }
 
 impl Event {
@@ -43,6 +44,32 @@ impl Event {
     pub fn args(&self) -> &[Value] {
         &self.payload.args
     }
+
+    /// The connection state recovery offset the server gave this event, if any (see the
+    /// crate documentation for which trailing string is an offset).
+    pub fn offset(&self) -> Option<&str> {
+        self.offset.as_deref()
+    }
+}
+
+/// What a server with connection state recovery needs to restore a session: its private
+/// id and the offset of the last event handled. Read it with [`Client::session`], keep it
+/// (it is `serde`-serializable), and give it to [`ClientBuilder::session`] in a new
+/// process to resume within the server's `maxDisconnectionDuration`.
+///
+/// ```
+/// # use tether_client::Session;
+/// let s = Session { pid: "p1".into(), offset: Some("o9".into()) };
+/// let saved = serde_json::to_string(&s).unwrap();
+/// assert_eq!(serde_json::from_str::<Session>(&saved).unwrap(), s);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    /// The private session id (`pid` of the `CONNECT` reply).
+    pub pid: String,
+    /// The offset of the last event whose handlers ran; `None` before the first.
+    #[serde(default)]
+    pub offset: Option<String>,
 }
 
 /// Acknowledges one event of the server. Only the first [`send`](AckSender::send) of an
@@ -219,6 +246,9 @@ pub(crate) struct Status {
     pub connected: bool,
     pub sid: Option<String>,
     pub pid: Option<String>,
+    /// The pid and the offset of the last event whose handlers ran (kept by the
+    /// dispatch task, so it matches what the handlers saw).
+    pub session: Option<Session>,
     pub recovered: bool,
 }
 
@@ -266,6 +296,7 @@ struct NsConfig {
     handlers: Vec<(String, EventHandler)>,
     any: Vec<EventHandler>,
     lifecycle: Vec<LifecycleHandler>,
+    session: Option<Session>,
     error: Option<Error>,
 }
 
@@ -278,6 +309,7 @@ impl Default for NsConfig {
             handlers: Vec::new(),
             any: Vec::new(),
             lifecycle: Vec::new(),
+            session: None,
             error: None,
         }
     }
@@ -349,6 +381,16 @@ macro_rules! namespace_options {
         /// default) turns it off.
         pub fn retries(mut self, retries: u32) -> Self {
             self.ns.retries = retries;
+            self
+        }
+
+        /// Resumes a session saved by [`Client::session`] (in this process or an earlier
+        /// one): the first `CONNECT` sends its `pid` and `offset`, so a server with
+        /// connection state recovery restores the socket id, rooms and data, and sends the
+        /// events missed since that offset ([`Client::recovered`] tells whether it did;
+        /// if not, the namespace connects as a new socket).
+        pub fn session(mut self, session: Session) -> Self {
+            self.ns.session = Some(session);
             self
         }
 
@@ -631,6 +673,7 @@ fn new_namespace(
         nsp: nsp.clone(),
         status: Mutex::new(Status {
             active: true,
+            session: cfg.session.clone(),
             ..Status::default()
         }),
         handlers: RwLock::new(handlers),
@@ -647,6 +690,7 @@ fn new_namespace(
         auth: cfg.auth,
         retries: cfg.retries,
         ack_timeout: cfg.ack_timeout,
+        session: cfg.session,
         dispatch: dtx,
     };
     let client = Client {
@@ -674,6 +718,10 @@ async fn dispatch_loop(
                 let _ = reply.send(r);
                 continue;
             }
+            Dispatch::NewSession(pid) => {
+                ns.status().session = pid.map(|pid| Session { pid, offset: None });
+                continue;
+            }
             d => d,
         };
         let Some(tx) = tx.upgrade() else { return };
@@ -684,6 +732,7 @@ async fn dispatch_loop(
         };
         match d {
             Dispatch::Event(ev) => {
+                let offset = ev.offset.clone();
                 let (any, specific) = {
                     let h = ns.handlers.read().unwrap_or_else(PoisonError::into_inner);
                     (h.any.clone(), h.events.get(&ev.name).cloned())
@@ -696,8 +745,13 @@ async fn dispatch_loop(
                 } else {
                     tracing::trace!(event = %ev.name, "no handler");
                 }
+                if offset.is_some() {
+                    if let Some(s) = &mut ns.status().session {
+                        s.offset = offset;
+                    }
+                }
             }
-            Dispatch::Ack(..) | Dispatch::Ready(..) => {}
+            Dispatch::Ack(..) | Dispatch::Ready(..) | Dispatch::NewSession(_) => {}
             Dispatch::Lifecycle(l) => {
                 let hs = ns
                     .handlers
@@ -764,6 +818,18 @@ impl Client {
     /// The private session id for connection state recovery, if the server has it on.
     pub fn pid(&self) -> Option<String> {
         self.ns.status().pid.clone()
+    }
+
+    /// The session to resume in another process ([`ClientBuilder::session`]), if the
+    /// server has connection state recovery on: the `pid`, and the offset of the last
+    /// event whose handlers ran (so an event received but not yet handled is sent again).
+    ///
+    /// Save it whenever convenient (after each event, or when the app goes to the
+    /// background). [`Client::disconnect`] and [`Client::close`] end the session on the
+    /// server (the server does not keep sessions of clients that leave), so a process
+    /// that means to resume must exit without calling them.
+    pub fn session(&self) -> Option<Session> {
+        self.ns.status().session.clone()
     }
 
     /// The Engine.IO transport in use, if the connection is open.

@@ -69,6 +69,31 @@
 //!
 //! Unlike the JavaScript client, the offset is **not** handed to the handlers as an
 //! argument: the client takes it off the event.
+//! [`Event::offset`] gives it.
+//!
+//! ## Resuming in a new process
+//!
+//! [`Client::session`] returns the `pid` and the offset of the last event whose handlers
+//! ran ([`Session`], serializable); [`ClientBuilder::session`] builds a client that
+//! sends them with its first `CONNECT`. A process killed and restarted within the
+//! server's window (a mobile app, a CLI) gets its socket id, rooms and missed events back:
+//!
+//! ```no_run
+//! # async fn f(saved: String) -> tether_client::Result<()> {
+//! let session: tether_client::Session = serde_json::from_str(&saved).unwrap();
+//! let client = tether_client::ClientBuilder::new("http://localhost:3000")
+//!     .on("chat", |_c, ev| println!("{:?}", ev.args())) // missed events come here first
+//!     .session(session)
+//!     .connect()
+//!     .await?;
+//! println!("recovered: {}", client.recovered());
+//! // ... later, before the process may be killed:
+//! let saved = serde_json::to_string(&client.session()).unwrap();
+//! # let _ = saved; Ok(()) }
+//! ```
+//!
+//! [`Client::close`] and [`Client::disconnect`] end the session on the server: a process
+//! that means to resume exits without calling them.
 //!
 //! ## Which trailing string is an offset
 //!
@@ -112,7 +137,7 @@ mod url;
 
 pub use backoff::Reconnection;
 pub use client::{
-    AckSender, Client, ClientBuilder, DisconnectReason, Event, Lifecycle, SocketBuilder,
+    AckSender, Client, ClientBuilder, DisconnectReason, Event, Lifecycle, Session, SocketBuilder,
 };
 pub use engine::Transport;
 pub use error::{Error, Result};

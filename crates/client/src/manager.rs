@@ -19,6 +19,7 @@ use tracing::{debug, trace, warn};
 
 use crate::client::{
     AckSender, Auth, DisconnectReason, Event, Lifecycle, ManagerConfig, ManagerShared, NsShared,
+    Session,
 };
 use crate::engine::{self, CloseReason, EngineEvent, EngineHandle, Handshake};
 use crate::{Error, Payload, Result};
@@ -64,6 +65,8 @@ pub(crate) enum Dispatch {
     Lifecycle(Lifecycle),
     Ack(oneshot::Sender<Result<Payload>>, Result<Payload>),
     Ready(oneshot::Sender<Result<()>>, Result<()>),
+    /// A session that was not recovered: a new pid (or none), no offset yet.
+    NewSession(Option<String>),
 }
 
 /// A namespace that a builder wants connected.
@@ -72,6 +75,7 @@ pub(crate) struct NewNamespace {
     pub auth: Auth,
     pub retries: u32,
     pub ack_timeout: Option<Duration>,
+    pub session: Option<Session>,
     pub dispatch: mpsc::UnboundedSender<Dispatch>,
 }
 
@@ -124,6 +128,10 @@ struct Ns {
 
 impl Ns {
     fn new(n: NewNamespace) -> Self {
+        let (pid, offset) = match n.session {
+            Some(s) => (Some(s.pid), s.offset),
+            None => (None, None),
+        };
         Ns {
             shared: n.shared,
             auth: n.auth,
@@ -131,8 +139,8 @@ impl Ns {
             ack_timeout: n.ack_timeout,
             dispatch: n.dispatch,
             connected: false,
-            pid: None,
-            offset: None,
+            pid,
+            offset,
             next_id: 0,
             acks: HashMap::new(),
             send_buffer: Vec::new(),
@@ -759,6 +767,7 @@ impl Manager {
                 let recovered = pid.is_some() && ns.pid == pid;
                 if !recovered {
                     ns.offset = None;
+                    let _ = ns.dispatch.send(Dispatch::NewSession(pid.clone()));
                 }
                 ns.pid = pid;
                 ns.connected = true;
@@ -805,8 +814,8 @@ impl Manager {
                 else {
                     return;
                 };
-                if let Some(o) = offset {
-                    ns.offset = Some(o);
+                if let Some(o) = &offset {
+                    ns.offset = Some(o.clone());
                 }
                 let ev = Event {
                     name,
@@ -814,6 +823,7 @@ impl Manager {
                     ack: p
                         .id
                         .map(|id| AckSender::new(weak.clone(), p.nsp.clone(), id)),
+                    offset,
                 };
                 let _ = ns.dispatch.send(Dispatch::Event(ev));
             }

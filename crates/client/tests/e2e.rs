@@ -879,6 +879,103 @@ async fn acks_never_overtake_earlier_events(kind: ServerKind) {
     }
 }
 
+async fn a_saved_session_resumes_in_a_new_client(kind: ServerKind) {
+    // A client "process" (its own runtime, dropped without a word to the server, as a
+    // killed app) saves its session; a new client built from it recovers the socket and
+    // gets the events sent meanwhile, once and in order.
+    let server = TestServer::start(kind).await;
+    let url = server.url();
+    let (saved, old_id) = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async {
+            let (b, mut rec) = builder(&url, WS);
+            let c = b.connect().await.unwrap();
+            assert!(c.session().is_some_and(|s| s.offset.is_none()));
+            c.emit_with_ack("join", json!("resume-room"), T)
+                .await
+                .unwrap();
+            c.emit_with_ack(
+                "numbered",
+                vec![json!("resume-room"), json!(0), json!(3)],
+                T,
+            )
+            .await
+            .unwrap();
+            for i in 0..3 {
+                let ev = recv(&mut rec.events, 5, "numbered").await;
+                assert_eq!(ev.args(), &[json!(i)]);
+                assert!(ev.offset().is_some());
+            }
+            let s = c.session().unwrap();
+            assert_eq!(Some(s.pid.clone()), c.pid());
+            assert!(s.offset.is_some(), "{s:?}");
+            (serde_json::to_string(&s).unwrap(), c.id().unwrap())
+        });
+        drop(rt); // every task and socket gone, no DISCONNECT sent
+        r
+    })
+    .await
+    .unwrap();
+
+    // Meanwhile, events for the room.
+    let other = ClientBuilder::new(server.url())
+        .transports([Transport::Websocket])
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    other
+        .emit_with_ack(
+            "numbered",
+            vec![json!("resume-room"), json!(3), json!(3)],
+            T,
+        )
+        .await
+        .unwrap();
+
+    let session: tether_client::Session = serde_json::from_str(&saved).unwrap();
+    let (b, mut rec) = builder(&server.url(), WS);
+    let c = b.session(session).connect().await.unwrap();
+    assert!(c.recovered(), "{kind:?}: not recovered");
+    assert_eq!(c.id().unwrap(), old_id);
+    for i in 3..6 {
+        let ev = recv(&mut rec.events, 5, "missed event").await;
+        assert_eq!((ev.name.as_str(), ev.args()), ("numbered", &[json!(i)][..]));
+    }
+    // Nothing twice: the next event is a new one.
+    other
+        .emit_with_ack(
+            "numbered",
+            vec![json!("resume-room"), json!(6), json!(1)],
+            T,
+        )
+        .await
+        .unwrap();
+    let ev = recv(&mut rec.events, 5, "live event").await;
+    assert_eq!(ev.args(), &[json!(6)]);
+    let who = whoami(&c).await;
+    assert!(who["rooms"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("resume-room")));
+
+    // A session the server does not know gives a new socket, not an error.
+    let (b, _rec) = builder(&server.url(), WS);
+    let c2 = b
+        .session(tether_client::Session {
+            pid: "unknown".into(),
+            offset: Some("0-0".into()),
+        })
+        .connect()
+        .await
+        .unwrap();
+    assert!(!c2.recovered());
+    assert_ne!(c2.session().unwrap().pid, "unknown");
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -922,6 +1019,7 @@ on_both_servers!(
     client_disconnect_reaches_the_server,
     heartbeat_keeps_the_connection_alive,
     volatile_trailing_strings_are_taken_for_offsets,
+    a_saved_session_resumes_in_a_new_client,
 );
 
 // On the multi-threaded runtime, where handlers and the awaiting task really race.
