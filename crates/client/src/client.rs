@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{EngineOptions, Transport};
 use crate::manager::{Cmd, Dispatch, Manager, NewNamespace};
+use crate::tls::TlsOptions;
 use crate::url::{self, Endpoint};
 use crate::{Error, Payload, Reconnection, Result};
 
@@ -438,6 +439,8 @@ pub struct ClientBuilder {
     upgrade: bool,
     reconnection: Reconnection,
     timeout: Duration,
+    tls: TlsOptions,
+    tls_error: Option<Error>,
     ns: NsConfig,
 }
 
@@ -456,8 +459,46 @@ impl ClientBuilder {
             upgrade: true,
             reconnection: Reconnection::default(),
             timeout: Duration::from_secs(20),
+            tls: TlsOptions::default(),
+            tls_error: None,
             ns: NsConfig::default(),
         }
+    }
+
+    /// Trusts this root certificate (DER) for `https://` and `wss://`, instead of the
+    /// platform's roots (the default). Call it once per certificate.
+    pub fn tls_root_certificate(
+        mut self,
+        cert: rustls::pki_types::CertificateDer<'static>,
+    ) -> Self {
+        match &mut self.tls {
+            TlsOptions::Roots(v) => v.push(cert),
+            _ => self.tls = TlsOptions::Roots(vec![cert]),
+        }
+        self
+    }
+
+    /// Trusts the root certificates of this PEM data (`-----BEGIN CERTIFICATE-----`...)
+    /// instead of the platform's roots; invalid PEM makes [`connect`](Self::connect) fail
+    /// with [`Error::Config`].
+    pub fn tls_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        match crate::tls::parse_pem(pem.as_ref()) {
+            Ok(certs) => {
+                for c in certs {
+                    self = self.tls_root_certificate(c);
+                }
+            }
+            Err(e) => self.tls_error = Some(e),
+        }
+        self
+    }
+
+    /// Uses this rustls configuration for `https://` and `wss://` (client certificates,
+    /// custom verifiers, protocol versions...). Its ALPN protocols are replaced by
+    /// HTTP/1.1.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = TlsOptions::Config(config);
+        self
     }
 
     /// The namespace to connect (default: the URL's path, else `/`).
@@ -522,10 +563,15 @@ impl ClientBuilder {
     /// refuses the namespace, [`Error::Timeout`], [`Error::ProtocolVersion`],
     /// [`Error::Transport`]...
     pub async fn connect(self) -> Result<Client> {
-        if let Some(e) = self.ns.error.clone() {
+        if let Some(e) = self.ns.error.clone().or(self.tls_error.clone()) {
             return Err(e);
         }
         let parsed = url::parse(&self.url)?;
+        let tls = if parsed.tls {
+            Some(self.tls.client_config()?)
+        } else {
+            None
+        };
         let mut query = parsed.query;
         for (k, v) in &self.query {
             query.push(format!(
@@ -548,12 +594,14 @@ impl ClientBuilder {
         let engine = EngineOptions {
             endpoint: Endpoint {
                 authority: parsed.authority,
+                tls: parsed.tls,
                 path: url::normalise_path(&self.path),
                 query,
             },
             headers,
             transports: self.transports,
             upgrade: self.upgrade,
+            tls,
         };
         let cfg = ManagerConfig {
             engine: Arc::new(engine),
@@ -1028,11 +1076,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Config(_)));
-        let e = ClientBuilder::new("wss://example.com")
+        let e = ClientBuilder::new("wss://127.0.0.1:1")
+            .tls_root_certificates_pem("no pem here")
             .connect()
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::Unsupported(_)));
+        assert!(matches!(e, Error::Config(_)), "{e}");
         let e = ClientBuilder::new("http://127.0.0.1:1")
             .header("bad header", "x")
             .connect()

@@ -24,15 +24,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tether_proto::engine::{self as eio, Packet, PayloadItem};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, trace};
 
+use crate::tls;
 use crate::url::Endpoint;
 use crate::{Error, Result};
 
@@ -77,6 +77,8 @@ pub(crate) struct EngineOptions {
     pub headers: http::HeaderMap,
     pub transports: Vec<Transport>,
     pub upgrade: bool,
+    /// The TLS configuration, for `https://` and `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The server's handshake (`0{"sid",...}`).
@@ -210,18 +212,43 @@ fn transport_to_u8(t: Transport) -> u8 {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<tls::Stream>;
+
+type HyperClient<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
+
+/// hyper's client, over TCP or TLS.
+#[derive(Clone)]
+enum HttpClient {
+    Plain(HyperClient<HttpConnector>),
+    Tls(HyperClient<hyper_rustls::HttpsConnector<HttpConnector>>),
+}
 
 /// The HTTP client of the polling transport.
 #[derive(Clone)]
 struct Http {
-    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     headers: http::HeaderMap,
 }
 
 impl Http {
-    fn new(headers: http::HeaderMap) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    fn new(headers: http::HeaderMap, tls: Option<&Arc<rustls::ClientConfig>>) -> Self {
+        let builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        let client = match tls {
+            None => HttpClient::Plain(builder.build_http()),
+            Some(cfg) => {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                let mut cfg = (**cfg).clone();
+                // hyper-rustls sets the ALPN itself (HTTP/1.1 only).
+                cfg.alpn_protocols.clear();
+                let conn = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(cfg)
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(http);
+                HttpClient::Tls(builder.build(conn))
+            }
+        };
         Http { client, headers }
     }
 
@@ -241,7 +268,11 @@ impl Http {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Error::Config(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(Error::transport)?;
+        let resp = match &self.client {
+            HttpClient::Plain(c) => c.request(req).await,
+            HttpClient::Tls(c) => c.request(req).await,
+        }
+        .map_err(Error::transport)?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -297,7 +328,9 @@ async fn connect_ws(opts: &EngineOptions, sid: Option<&str>) -> Result<Ws> {
     for (k, v) in &opts.headers {
         req.headers_mut().append(k, v.clone());
     }
-    match tokio_tungstenite::connect_async(req).await {
+    let (host, port) = opts.endpoint.host_port()?;
+    let stream = tls::connect(&host, port, opts.tls.as_ref()).await?;
+    match tokio_tungstenite::client_async(req, stream).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => {
             let body = resp.body().clone().unwrap_or_default();
@@ -322,7 +355,7 @@ pub(crate) async fn connect(
         .first()
         .copied()
         .ok_or_else(|| Error::Config("no transport enabled".into()))?;
-    let http = Http::new(opts.headers.clone());
+    let http = Http::new(opts.headers.clone(), opts.tls.as_ref());
     let (t_tx, t_rx) = mpsc::unbounded_channel();
     let mut guard = TaskGuard::default();
     let (handshake, transport, initial) = match first {

@@ -53,6 +53,12 @@
 //!   [`Client::emit_with_ack`]. When the server emits an event and then acknowledges your
 //!   emit, the event's handler has run when `emit_with_ack` returns; `connect()` returns
 //!   after the first [`Lifecycle::Connect`] handlers ran.
+//! - **TLS.** `https://` and `wss://` on rustls (ring; no OpenSSL), trusting the
+//!   platform's root certificates by default (`rustls-native-certs`), or the roots given
+//!   with [`ClientBuilder::tls_root_certificate`] /
+//!   [`ClientBuilder::tls_root_certificates_pem`], or a whole [`rustls::ClientConfig`]
+//!   ([`ClientBuilder::tls_config`]). An untrusted, expired or misnamed certificate is
+//!   [`Error::Tls`] ([`Error::is_tls`], with rustls' reason in [`Error::tls_error`]).
 //! - **Errors** are one type, [`Error`], with predicates such as
 //!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!
@@ -122,7 +128,7 @@
 //!
 //! # Not done
 //!
-//! TLS (`https://`, `wss://`), cookies, permessage-deflate, the msgpack parser, the
+//! Cookies, permessage-deflate, the msgpack parser, the
 //! `compress` flag, and retrying the very first connection (the first attempt's error is
 //! returned by [`ClientBuilder::connect`]; [`Reconnection`] applies once connected).
 #![forbid(unsafe_code)]
@@ -132,6 +138,7 @@ mod client;
 mod engine;
 mod error;
 mod manager;
+mod tls;
 
 mod url;
 
@@ -145,5 +152,7 @@ pub use tether_proto::Payload;
 
 /// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;
+/// Re-exported: rustls, for [`ClientBuilder::tls_config`] and [`Error::tls_error`].
+pub use rustls;
 /// Re-exported: JSON values and the `json!` macro.
 pub use serde_json::{json, Value};
