@@ -286,6 +286,8 @@ pub(crate) struct ManagerConfig {
     pub engine: Arc<EngineOptions>,
     pub reconnection: Reconnection,
     pub timeout: Duration,
+    /// Retry the first connection too.
+    pub retry_first: bool,
 }
 
 /// Settings of one namespace (the JavaScript client's Socket options) and its handlers.
@@ -441,6 +443,8 @@ pub struct ClientBuilder {
     timeout: Duration,
     tls: TlsOptions,
     tls_error: Option<Error>,
+    cookies: bool,
+    retry_first: bool,
     ns: NsConfig,
 }
 
@@ -461,8 +465,32 @@ impl ClientBuilder {
             timeout: Duration::from_secs(20),
             tls: TlsOptions::default(),
             tls_error: None,
+            cookies: false,
+            retry_first: false,
             ns: NsConfig::default(),
         }
+    }
+
+    /// Keeps the cookies the server sets (`Set-Cookie` on polling responses and on the
+    /// WebSocket handshake) and sends them back with every later request of this
+    /// connection, reconnections included, as a browser does with `withCredentials`. Off
+    /// by default; turn it on behind a load balancer with cookie-based sticky sessions,
+    /// which long-polling needs (every request of a session must reach the same server).
+    pub fn cookies(mut self, on: bool) -> Self {
+        self.cookies = on;
+        self
+    }
+
+    /// Retries the very first connection under the [`reconnection`](Self::reconnection)
+    /// policy, as the JavaScript client does, instead of failing at the first error (off
+    /// by default). [`connect`](Self::connect) then returns once connected, or the last
+    /// attempt's error when the policy gives up (never, with unlimited attempts: put a
+    /// timeout around it if needed); [`Lifecycle::ReconnectAttempt`] and
+    /// [`Lifecycle::ReconnectError`] tell each try. A refusal of the namespace
+    /// (`CONNECT_ERROR`) is not retried.
+    pub fn retry_first_connection(mut self, on: bool) -> Self {
+        self.retry_first = on;
+        self
     }
 
     /// Trusts this root certificate (DER) for `https://` and `wss://`, instead of the
@@ -602,11 +630,15 @@ impl ClientBuilder {
             transports: self.transports,
             upgrade: self.upgrade,
             tls,
+            cookies: self
+                .cookies
+                .then(|| Arc::new(Mutex::new(cookie_store::CookieStore::default()))),
         };
         let cfg = ManagerConfig {
             engine: Arc::new(engine),
             reconnection: self.reconnection,
             timeout: self.timeout,
+            retry_first: self.retry_first,
         };
         let nsp = normalise_namespace(self.namespace.as_deref().unwrap_or(&parsed.namespace));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -617,7 +649,19 @@ impl ClientBuilder {
         let (ns, client) = new_namespace(&tx, &mgr, nsp, self.ns);
         let (reply_tx, reply_rx) = oneshot::channel();
         Manager::spawn(cfg.clone(), rx, tx.downgrade(), mgr, ns, reply_tx);
-        match tokio::time::timeout(cfg.timeout, reply_rx).await {
+        // With retries, each attempt has its own timeout, and the policy decides the end.
+        let limit = if cfg.retry_first {
+            Duration::MAX
+        } else {
+            cfg.timeout
+        };
+        let reply = async {
+            match tokio::time::Instant::now().checked_add(limit) {
+                Some(deadline) => tokio::time::timeout_at(deadline, reply_rx).await,
+                None => Ok(reply_rx.await),
+            }
+        };
+        match reply.await {
             Ok(Ok(Ok(()))) => Ok(client),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::Closed),

@@ -59,6 +59,11 @@
 //!   [`ClientBuilder::tls_root_certificates_pem`], or a whole [`rustls::ClientConfig`]
 //!   ([`ClientBuilder::tls_config`]). An untrusted, expired or misnamed certificate is
 //!   [`Error::Tls`] ([`Error::is_tls`], with rustls' reason in [`Error::tls_error`]).
+//! - **Cookies** ([`ClientBuilder::cookies`], off by default): a jar per connection
+//!   (`cookie_store`), so that long-polling works behind a load balancer with
+//!   cookie-based sticky sessions.
+//! - **The first connection** can be retried under the [`Reconnection`] policy like the
+//!   later ones ([`ClientBuilder::retry_first_connection`]; off by default).
 //! - **Errors** are one type, [`Error`], with predicates such as
 //!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!
@@ -128,9 +133,8 @@
 //!
 //! # Not done
 //!
-//! Cookies, permessage-deflate, the msgpack parser, the
-//! `compress` flag, and retrying the very first connection (the first attempt's error is
-//! returned by [`ClientBuilder::connect`]; [`Reconnection`] applies once connected).
+//! Permessage-deflate, the msgpack parser, the `compress` flag, client certificates other
+//! than through [`ClientBuilder::tls_config`].
 #![forbid(unsafe_code)]
 
 mod backoff;

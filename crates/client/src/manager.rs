@@ -220,6 +220,8 @@ pub(crate) struct Manager {
     reconnect_at: Option<Instant>,
     attempts: u32,
     reconnecting: bool,
+    /// Whether an Engine.IO connection ever opened.
+    opened_once: bool,
     nsps: BTreeMap<String, Ns>,
     /// A binary packet waiting for its attachments.
     partial: Option<(sio::Packet, Vec<Bytes>)>,
@@ -378,6 +380,7 @@ impl Manager {
             reconnect_at: None,
             attempts: 0,
             reconnecting: false,
+            opened_once: false,
             nsps: BTreeMap::new(),
             partial: None,
         };
@@ -457,6 +460,7 @@ impl Manager {
                 }
                 self.reconnecting = false;
                 self.attempts = 0;
+                self.opened_once = true;
                 for ns in self.nsps.values_mut() {
                     send_connect(&handle, ns);
                 }
@@ -464,7 +468,12 @@ impl Manager {
             }
             Err(e) => {
                 debug!("connection attempt failed: {e}");
-                self.fail_waiting(&e);
+                let r = &self.cfg.reconnection;
+                let gives_up = !r.enabled || r.attempts.is_some_and(|max| self.attempts >= max);
+                let retry_first = self.cfg.retry_first && !self.opened_once;
+                if !retry_first || gives_up {
+                    self.fail_waiting(&e);
+                }
                 if self.reconnecting {
                     self.broadcast(|| Lifecycle::ReconnectError(e.clone()));
                     self.reconnecting = false;

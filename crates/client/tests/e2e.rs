@@ -976,6 +976,60 @@ async fn a_saved_session_resumes_in_a_new_client(kind: ServerKind) {
     assert_ne!(c2.session().unwrap().pid, "unknown");
 }
 
+async fn the_first_connection_is_retried_when_asked(kind: ServerKind) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Off (the default): the first error is the answer.
+    let (b, _) = builder(&url, WS);
+    let e = b.connect().await.unwrap_err();
+    assert!(e.is_transport(), "{e}");
+    // On, with two attempts, nobody listening: the last error, after both attempts.
+    let (b, mut rec) = builder(&url, WS);
+    let e = b
+        .reconnection(
+            Reconnection::default()
+                .attempts(2)
+                .delay(Duration::from_millis(50))
+                .delay_max(Duration::from_millis(50)),
+        )
+        .retry_first_connection(true)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.is_transport(), "{e}");
+    let mut attempts = Vec::new();
+    while let Ok(l) = rec.life.try_recv() {
+        if let Lifecycle::ReconnectAttempt(n) = l {
+            attempts.push(n);
+        }
+    }
+    assert_eq!(attempts, vec![1, 2]);
+    // On, and the server comes up later: connected.
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&url, transports);
+        let pending = tokio::spawn(b.retry_first_connection(true).connect());
+        let _ = recv_until(&mut rec.life, 10, "a retry", |l| {
+            matches!(l, Lifecycle::ReconnectAttempt(2))
+        })
+        .await;
+        let port_s = port.to_string();
+        let server = TestServer::start_with(kind, &[("PORT", &port_s)]).await;
+        let c = tokio::time::timeout(Duration::from_secs(10), pending)
+            .await
+            .expect("connect() did not return once the server was up")
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(c.connected(), "{mode}");
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+        server.kill().await;
+    }
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1020,7 +1074,60 @@ on_both_servers!(
     heartbeat_keeps_the_connection_alive,
     volatile_trailing_strings_are_taken_for_offsets,
     a_saved_session_resumes_in_a_new_client,
+    the_first_connection_is_retried_when_asked,
 );
+
+// A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
+// the handshake sets a cookie, every later request of the session must bring it back).
+#[tokio::test]
+async fn cookies_keep_polling_sessions_sticky() {
+    let server = TestServer::start_with(ServerKind::Node, &[("COOKIE", "sticky")]).await;
+    // Without the jar (the default), the session's first request is refused.
+    let (b, _) = builder(&server.url(), POLLING);
+    let e = b
+        .reconnection(Reconnection::disabled())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.is_transport() || e.is_closed(), "{e}");
+    let probe = ClientBuilder::new(server.url())
+        .cookies(true)
+        .transports([Transport::Websocket])
+        .connect()
+        .await
+        .unwrap();
+    let refused = get_log(&probe, "cookie-refused").await.len();
+    assert!(refused >= 1, "the server refused nothing without cookies");
+
+    for (mode, transports) in [("polling", POLLING), ("upgrade", UPGRADE)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.cookies(true).connect().await.unwrap();
+        assert!(matches!(
+            recv(&mut rec.life, 5, "connect").await,
+            Lifecycle::Connect { .. }
+        ));
+        if transports == UPGRADE {
+            wait_for_upgrade(&c).await;
+        }
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        let seen = get_log(&probe, "cookies").await;
+        let cookie = seen.last().and_then(Value::as_str).unwrap_or_default();
+        assert!(
+            cookie.contains("sticky=") && cookie.contains("other=1"),
+            "{mode}: {cookie:?}"
+        );
+        // A reconnection is a new session: its handshake sets a new cookie, kept too.
+        c.emit("drop", ()).unwrap();
+        wait_reconnected(&mut rec).await;
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+    }
+    assert_eq!(
+        get_log(&probe, "cookie-refused").await.len(),
+        refused,
+        "a request with the jar on was refused"
+    );
+}
 
 // On the multi-threaded runtime, where handlers and the awaiting task really race.
 mod node_mt {

@@ -13,7 +13,7 @@
 //   - TLS_CERT / TLS_KEY (paths of PEM files, Node server only): serve HTTPS with them
 //     (https.createServer), for tests/tls.rs;
 //   - COOKIE (Node server only): a sticky-session check, as a cookie-sticky load balancer
-//     would do: the handshake response sets `COOKIE=<sid>`, and every later request of
+//     would do: the handshake response sets `COOKIE=<token>`, and every later request of
 //     the session without that cookie is refused with 400;
 //   - the events below.
 "use strict";
@@ -49,14 +49,6 @@ function hasStickyCookie(req) {
 }
 
 const io = new Server(httpServer, {
-  allowRequest: (req, callback) => {
-    const sid = new URL(req.url, "http://x").searchParams.get("sid");
-    if (COOKIE && sid && !hasStickyCookie(req)) {
-      log("cookie-refused", req.url);
-      return callback("no sticky cookie", false);
-    }
-    callback(null, true);
-  },
   pingInterval: PING_INTERVAL,
   pingTimeout: PING_TIMEOUT,
   connectionStateRecovery: {
@@ -206,6 +198,16 @@ function setup(nsp) {
 }
 
 if (COOKIE) {
+  // Every HTTP request and WebSocket upgrade of a session (those with a sid).
+  io.engine.use((req, res, next) => {
+    const sid = new URL(req.url, "http://x").searchParams.get("sid");
+    if (sid && !hasStickyCookie(req)) {
+      log("cookie-refused", req.url);
+      return next(new Error("no sticky cookie"));
+    }
+    if (sid) log("cookies", req.headers.cookie);
+    next();
+  });
   io.engine.on("initial_headers", (headers) => {
     const token = Math.random().toString(36).slice(2);
     cookieTokens.add(token);
