@@ -46,6 +46,31 @@ impl Event {
         &self.payload.args
     }
 
+    /// Deserializes argument `i` into `T` (a missing argument is `null`), with an error
+    /// that names the event and the argument.
+    ///
+    /// ```no_run
+    /// # fn f(ev: tether_client::Event) -> tether_client::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Chat { user: String, text: String }
+    /// let chat: Chat = ev.arg_as(0)?;
+    /// # let _ = (chat.user, chat.text); Ok(()) }
+    /// ```
+    pub fn arg_as<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T> {
+        crate::typed::arg_of(&self.payload, i, &format!("event {:?}", self.name))
+    }
+
+    /// Deserializes every argument into `T`, a tuple (`(u32, String)`) or a `Vec`.
+    pub fn args_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        crate::from_payload(&self.payload).map_err(|e| match e {
+            Error::Serde { source, .. } => Error::Serde {
+                context: format!("the arguments of event {:?}", self.name),
+                source,
+            },
+            e => e,
+        })
+    }
+
     /// The connection state recovery offset the server gave this event, if any (see the
     /// crate documentation for which trailing string is an offset).
     pub fn offset(&self) -> Option<&str> {
@@ -136,6 +161,15 @@ impl AckSender {
         })
         .map_err(|_| Error::Closed)
     }
+}
+
+/// An item of [`Client::events`].
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// An event the server sent.
+    Event(Event),
+    /// A lifecycle event.
+    Lifecycle(Lifecycle),
 }
 
 /// Why a namespace got disconnected.
@@ -253,13 +287,35 @@ pub(crate) struct Status {
     pub recovered: bool,
 }
 
+/// The state [`Client::wait_connected`] watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conn {
+    Down,
+    Up,
+    Closed,
+}
+
 pub(crate) struct NsShared {
     pub nsp: String,
     pub status: Mutex<Status>,
     pub handlers: RwLock<Handlers>,
+    /// Up once the connect handlers ran, down once the disconnect handlers ran.
+    pub conn: tokio::sync::watch::Sender<Conn>,
 }
 
 impl NsShared {
+    /// Moves the watched state, never out of `Closed`.
+    pub(crate) fn set_conn(&self, c: Conn) {
+        self.conn.send_if_modified(|cur| {
+            if *cur == Conn::Closed || *cur == c {
+                false
+            } else {
+                *cur = c;
+                true
+            }
+        });
+    }
+
     pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -739,6 +795,95 @@ impl SocketBuilder {
     }
 }
 
+/// What [`ClientBuilder`] and [`SocketBuilder`] share: the options and handlers of a
+/// namespace, and `connect`. Write code that configures either once:
+///
+/// ```no_run
+/// use tether_client::{Client, ClientBuilder, NamespaceBuilder};
+///
+/// fn with_logging<B: NamespaceBuilder>(b: B) -> B {
+///     b.on_any(|c, ev| println!("{}: {}", c.namespace(), ev.name))
+/// }
+///
+/// # async fn f() -> tether_client::Result<()> {
+/// let main = with_logging(ClientBuilder::new("http://localhost:3000")).connect().await?;
+/// let admin = with_logging(main.socket("/admin")).connect().await?;
+/// # let _ = admin; Ok(()) }
+/// ```
+pub trait NamespaceBuilder: Sized + Send {
+    /// See [`ClientBuilder::auth`].
+    fn auth(self, auth: Value) -> Self;
+    /// See [`ClientBuilder::auth_fn`].
+    fn auth_fn(self, f: impl Fn() -> Value + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::on`].
+    fn on(
+        self,
+        event: impl Into<String>,
+        handler: impl Fn(Client, Event) + Send + Sync + 'static,
+    ) -> Self;
+    /// See [`ClientBuilder::on_any`].
+    fn on_any(self, handler: impl Fn(Client, Event) + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::on_lifecycle`].
+    fn on_lifecycle(self, handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::retries`].
+    fn retries(self, retries: u32) -> Self;
+    /// See [`ClientBuilder::ack_timeout`].
+    fn ack_timeout(self, timeout: Duration) -> Self;
+    /// See [`ClientBuilder::session`].
+    fn session(self, session: Session) -> Self;
+    /// See [`ClientBuilder::timeout`] and [`SocketBuilder::timeout`].
+    fn timeout(self, timeout: Duration) -> Self;
+    /// Connects the namespace; see [`ClientBuilder::connect`].
+    fn connect(self) -> impl std::future::Future<Output = Result<Client>> + Send;
+}
+
+macro_rules! namespace_builder {
+    ($t:ty) => {
+        impl NamespaceBuilder for $t {
+            fn auth(self, auth: Value) -> Self {
+                <$t>::auth(self, auth)
+            }
+            fn auth_fn(self, f: impl Fn() -> Value + Send + Sync + 'static) -> Self {
+                <$t>::auth_fn(self, f)
+            }
+            fn on(
+                self,
+                event: impl Into<String>,
+                handler: impl Fn(Client, Event) + Send + Sync + 'static,
+            ) -> Self {
+                <$t>::on(self, event, handler)
+            }
+            fn on_any(self, handler: impl Fn(Client, Event) + Send + Sync + 'static) -> Self {
+                <$t>::on_any(self, handler)
+            }
+            fn on_lifecycle(
+                self,
+                handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static,
+            ) -> Self {
+                <$t>::on_lifecycle(self, handler)
+            }
+            fn retries(self, retries: u32) -> Self {
+                <$t>::retries(self, retries)
+            }
+            fn ack_timeout(self, timeout: Duration) -> Self {
+                <$t>::ack_timeout(self, timeout)
+            }
+            fn session(self, session: Session) -> Self {
+                <$t>::session(self, session)
+            }
+            fn timeout(self, timeout: Duration) -> Self {
+                <$t>::timeout(self, timeout)
+            }
+            fn connect(self) -> impl std::future::Future<Output = Result<Client>> + Send {
+                <$t>::connect(self)
+            }
+        }
+    };
+}
+
+namespace_builder!(ClientBuilder);
+namespace_builder!(SocketBuilder);
+
 fn normalise_namespace(nsp: &str) -> String {
     if nsp.starts_with('/') {
         nsp.to_owned()
@@ -769,6 +914,7 @@ fn new_namespace(
             ..Status::default()
         }),
         handlers: RwLock::new(handlers),
+        conn: tokio::sync::watch::Sender::new(Conn::Down),
     });
     let (dtx, drx) = mpsc::unbounded_channel();
     tokio::spawn(dispatch_loop(
@@ -854,6 +1000,11 @@ async fn dispatch_loop(
                 for h in hs {
                     h(client.clone(), l.clone());
                 }
+                match l {
+                    Lifecycle::Connect { .. } => ns.set_conn(Conn::Up),
+                    Lifecycle::Disconnect(_) => ns.set_conn(Conn::Down),
+                    _ => {}
+                }
             }
         }
     }
@@ -931,6 +1082,52 @@ impl Client {
             .transport
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the namespace is connected (at once if it is) and its connect handlers
+    /// ran; fails with [`Error::Closed`] if it is closed (disconnected for good, or
+    /// reconnection gave up).
+    pub async fn wait_connected(&self) -> Result<()> {
+        let mut rx = self.ns.conn.subscribe();
+        let state = rx
+            .wait_for(|c| *c != Conn::Down)
+            .await
+            .map(|c| *c)
+            .unwrap_or(Conn::Closed);
+        match state {
+            Conn::Up => Ok(()),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// The namespace's events and lifecycle events from now on, as a stream (an
+    /// alternative to handlers; the handlers still run). The stream buffers what you do
+    /// not read yet; it ends when the namespace's handlers are dropped (the client closed
+    /// and every handle gone). Each call adds a stream: call it once.
+    ///
+    /// ```no_run
+    /// # async fn f(client: tether_client::Client) {
+    /// use futures_util::StreamExt as _;
+    /// use tether_client::ClientEvent;
+    /// let mut events = std::pin::pin!(client.events());
+    /// while let Some(e) = events.next().await {
+    ///     match e {
+    ///         ClientEvent::Event(ev) => println!("{}: {:?}", ev.name, ev.args()),
+    ///         ClientEvent::Lifecycle(l) => println!("{l:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> impl futures_util::Stream<Item = ClientEvent> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let t = tx.clone();
+        self.on_any(move |_c, ev| {
+            let _ = t.send(ClientEvent::Event(ev));
+        });
+        self.on_lifecycle(move |_c, l| {
+            let _ = tx.send(ClientEvent::Lifecycle(l));
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
     }
 
     /// Adds or replaces the handler of `event`.
@@ -1040,6 +1237,52 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.send_emit(event, payload.into(), false, Some((timeout, tx)))?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Emits an event whose arguments are any serializable value: a tuple is several
+    /// arguments, anything else one (see [`to_payload`](crate::to_payload)).
+    ///
+    /// ```no_run
+    /// # fn f(client: tether_client::Client) -> tether_client::Result<()> {
+    /// #[derive(serde::Serialize)]
+    /// struct Chat<'a> { user: &'a str, text: &'a str }
+    /// client.emit_serde("chat", &(Chat { user: "ann", text: "hi" }, 42))?; // two arguments
+    /// # Ok(()) }
+    /// ```
+    pub fn emit_serde<T: serde::Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<()> {
+        self.emit(event, crate::to_payload(args)?)
+    }
+
+    /// Emits serializable arguments (as [`emit_serde`](Self::emit_serde)) and deserializes
+    /// the acknowledgement's arguments into `R` (a tuple, or a `Vec`; see
+    /// [`from_payload`](crate::from_payload)).
+    ///
+    /// ```no_run
+    /// # async fn f(client: tether_client::Client) -> tether_client::Result<()> {
+    /// use std::time::Duration;
+    /// let (sum,): (i64,) = client.emit_with_ack_serde("sum", &(1, 2), Duration::from_secs(5)).await?;
+    /// # let _ = sum; Ok(()) }
+    /// ```
+    pub async fn emit_with_ack_serde<T, R>(
+        &self,
+        event: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<R>
+    where
+        T: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let p = self
+            .emit_with_ack(event, crate::to_payload(args)?, timeout)
+            .await?;
+        crate::from_payload(&p).map_err(|e| match e {
+            Error::Serde { source, .. } => Error::Serde {
+                context: format!("the acknowledgement of {event:?}"),
+                source,
+            },
+            e => e,
+        })
     }
 
     /// Connects another namespace over the same connection.

@@ -76,6 +76,16 @@ pub enum Error {
     /// by the server, or because reconnection gave up.
     #[error("the client is closed")]
     Closed,
+    /// Arguments did not (de)serialize: the user's type does not match what the server
+    /// sent, or a value is not JSON (see [`to_payload`](crate::to_payload)).
+    #[error("{context}: {source}")]
+    Serde {
+        /// What was being (de)serialized (`argument 0 of event "chat"`...).
+        context: String,
+        /// serde_json's error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
     /// The event name is reserved by Socket.IO (`connect`, `disconnect`...).
     #[error("{0:?} is a reserved event name")]
     ReservedEvent(String),
@@ -150,6 +160,26 @@ impl Error {
         matches!(self, Error::Disconnected)
     }
 
+    /// Whether arguments did not (de)serialize into the expected type.
+    pub fn is_serde(&self) -> bool {
+        matches!(self, Error::Serde { .. })
+    }
+
+    /// For a [`Error::ConnectError`], the message the server gave (`err.message`).
+    pub fn connect_error_message(&self) -> Option<&str> {
+        match self {
+            Error::ConnectError { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn serde(context: &str, e: serde_json::Error) -> Self {
+        Error::Serde {
+            context: context.to_owned(),
+            source: Arc::new(e),
+        }
+    }
+
     /// Whether the client is closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, Error::Closed)
@@ -220,6 +250,8 @@ mod tests {
         };
         assert!(e.is_connect_error());
         assert_eq!(e.connect_error_data(), None);
+        assert_eq!(e.connect_error_message(), Some("no"));
+        assert_eq!(Error::Timeout.connect_error_message(), None);
         assert!(e.to_string().contains("/admin"));
         assert!(Error::Disconnected.is_disconnected());
         assert!(Error::Closed.is_closed());

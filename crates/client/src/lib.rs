@@ -64,8 +64,16 @@
 //!   cookie-based sticky sessions.
 //! - **The first connection** can be retried under the [`Reconnection`] policy like the
 //!   later ones ([`ClientBuilder::retry_first_connection`]; off by default).
+//! - **Typed arguments.** [`Client::emit_serde`] and [`Client::emit_with_ack_serde`] take
+//!   any `T: Serialize` (a tuple is several arguments, anything else one:
+//!   [`to_payload`]); [`Event::arg_as`], [`Event::args_as`] and [`from_payload`]
+//!   deserialize into your types, with an [`Error::Serde`] naming the event and the
+//!   argument when they do not match.
+//! - **Awaitable and streamable.** [`Client::wait_connected`] waits for the
+//!   (re)connection; [`Client::events`] is a `Stream` of events and lifecycle events, an
+//!   alternative to handlers. [`NamespaceBuilder`] is the trait of both builders.
 //! - **Errors** are one type, [`Error`], with predicates such as
-//!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
+//!   [`Error::is_connect_error`] (and [`Error::connect_error_message`]), [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!
 //! # Connection state recovery
 //!
@@ -143,16 +151,19 @@ mod engine;
 mod error;
 mod manager;
 mod tls;
+mod typed;
 
 mod url;
 
 pub use backoff::Reconnection;
 pub use client::{
-    AckSender, Client, ClientBuilder, DisconnectReason, Event, Lifecycle, Session, SocketBuilder,
+    AckSender, Client, ClientBuilder, ClientEvent, DisconnectReason, Event, Lifecycle,
+    NamespaceBuilder, Session, SocketBuilder,
 };
 pub use engine::Transport;
 pub use error::{Error, Result};
 pub use tether_proto::Payload;
+pub use typed::{from_payload, to_payload};
 
 /// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;

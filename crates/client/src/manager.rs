@@ -195,10 +195,13 @@ impl Ns {
         for w in std::mem::take(&mut self.waiters) {
             self.ready(w, Err(err.clone()));
         }
-        let mut st = self.shared.status();
-        st.active = false;
-        st.connected = false;
-        st.sid = None;
+        {
+            let mut st = self.shared.status();
+            st.active = false;
+            st.connected = false;
+            st.sid = None;
+        }
+        self.shared.set_conn(crate::client::Conn::Closed);
     }
 }
 

@@ -1030,6 +1030,109 @@ async fn the_first_connection_is_retried_when_asked(kind: ServerKind) {
     }
 }
 
+async fn typed_arguments_streams_and_awaitable_state(kind: ServerKind) {
+    use futures_util::StreamExt as _;
+    use tether_client::{ClientEvent, NamespaceBuilder};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Chat {
+        user: String,
+        text: String,
+    }
+    fn logged<B: NamespaceBuilder>(b: B) -> B {
+        b.on("never-sent", |_c, _ev| {})
+    }
+    let server = TestServer::start(kind).await;
+    let (b, _rec) = builder(&server.url(), WS);
+    let c = logged(b).connect().await.unwrap();
+
+    // Typed emit and ack: a tuple is several arguments, a struct one.
+    let chat = Chat {
+        user: "ann".into(),
+        text: "hi".into(),
+    };
+    let (back, n): (Chat, u32) = c.emit_with_ack_serde("echo", &(&chat, 7), T).await.unwrap();
+    assert_eq!((back, n), (chat, 7));
+    let (v,): (Vec<u8>,) = c
+        .emit_with_ack_serde("echo", &vec![1u8, 2], T)
+        .await
+        .unwrap();
+    assert_eq!(v, vec![1, 2]);
+    // A type that does not match: a clear error, not a panic.
+    let e = c
+        .emit_with_ack_serde::<_, (u32,)>("echo", &("text",), T)
+        .await
+        .unwrap_err();
+    assert!(e.is_serde(), "{e}");
+    assert!(e.to_string().contains("acknowledgement of \"echo\""), "{e}");
+
+    // The events stream, with typed access to an event's arguments.
+    let mut events = std::pin::pin!(c.events());
+    c.emit_serde(
+        "emit-to-me",
+        &(
+            "typed",
+            Chat {
+                user: "bob".into(),
+                text: "yo".into(),
+            },
+        ),
+    )
+    .unwrap();
+    let ev = loop {
+        match tokio::time::timeout(T, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Event(ev) if ev.name == "typed" => break ev,
+            _ => {}
+        }
+    };
+    let got: Chat = ev.arg_as(0).unwrap();
+    assert_eq!(got.user, "bob");
+    let e = ev.arg_as::<u32>(0).unwrap_err();
+    assert!(
+        e.to_string().starts_with("argument 0 of event \"typed\""),
+        "{e}"
+    );
+
+    // Awaitable state: after a drop, wait_connected returns once reconnected, and the
+    // stream saw the disconnection and the connection in order.
+    c.emit("drop", ()).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let ClientEvent::Lifecycle(l) = tokio::time::timeout(T, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            match l {
+                Lifecycle::Disconnect(_) => seen.push("disconnect"),
+                Lifecycle::Connect { .. } => seen.push("connect"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(seen, ["disconnect", "connect"]);
+    tokio::time::timeout(T, c.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.connected());
+    c.close().await;
+    assert!(c.wait_connected().await.unwrap_err().is_closed());
+
+    // connect_error_message.
+    let (b, _) = builder(&server.url(), WS);
+    let e = b
+        .auth(json!({"reject": "go away"}))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.connect_error_message(), Some("go away"));
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1075,6 +1178,7 @@ on_both_servers!(
     volatile_trailing_strings_are_taken_for_offsets,
     a_saved_session_resumes_in_a_new_client,
     the_first_connection_is_retried_when_asked,
+    typed_arguments_streams_and_awaitable_state,
 );
 
 // A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
