@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Environment: `N` events (200 000), `SIZE` of the padding (0), `BATCH` (500), `WINDOW` (4),
-//! `TRANSPORT` (`websocket` or `polling`, default websocket), `CLK_TCK` (100).
+//! `TRANSPORT` (`websocket` or `polling`, default websocket), `CLK_TCK` (100), `TLS_CA` (a PEM
+//! file of the root to trust for an `https://` URL; `scripts/client-cpu` with `TLS=1` puts a
+//! TLS-terminating proxy in front of the server).
 //!
 //! CPU time is measured from the first request to the last event received (the connection
 //! set-up is left out), in two ways that should agree: the sum over this process's threads
@@ -118,7 +120,11 @@ async fn main() {
     };
 
     let s = stream.clone();
-    let client = ClientBuilder::new(url)
+    let mut builder = ClientBuilder::new(url);
+    if let Ok(ca) = std::env::var("TLS_CA") {
+        builder = builder.tls_root_certificates_pem(std::fs::read(ca).unwrap());
+    }
+    let client = builder
         .transports([transport])
         .on("tick", move |c, _ev| {
             let got = s.received.fetch_add(1, Ordering::Relaxed) + 1;

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{EngineOptions, Transport};
 use crate::manager::{Cmd, Dispatch, Manager, NewNamespace};
+use crate::tls::TlsOptions;
 use crate::url::{self, Endpoint};
 use crate::{Error, Payload, Reconnection, Result};
 
@@ -36,6 +37,7 @@ pub struct Event {
     pub payload: Payload,
     /// Present when the server asked for an acknowledgement.
     pub ack: Option<AckSender>,
+    pub(crate) offset: Option<String>,
 }
 
 impl Event {
@@ -43,6 +45,57 @@ impl Event {
     pub fn args(&self) -> &[Value] {
         &self.payload.args
     }
+
+    /// Deserializes argument `i` into `T` (a missing argument is `null`), with an error
+    /// that names the event and the argument.
+    ///
+    /// ```no_run
+    /// # fn f(ev: tether_client::Event) -> tether_client::Result<()> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Chat { user: String, text: String }
+    /// let chat: Chat = ev.arg_as(0)?;
+    /// # let _ = (chat.user, chat.text); Ok(()) }
+    /// ```
+    pub fn arg_as<T: serde::de::DeserializeOwned>(&self, i: usize) -> Result<T> {
+        crate::typed::arg_of(&self.payload, i, &format!("event {:?}", self.name))
+    }
+
+    /// Deserializes every argument into `T`, a tuple (`(u32, String)`) or a `Vec`.
+    pub fn args_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        crate::from_payload(&self.payload).map_err(|e| match e {
+            Error::Serde { source, .. } => Error::Serde {
+                context: format!("the arguments of event {:?}", self.name),
+                source,
+            },
+            e => e,
+        })
+    }
+
+    /// The connection state recovery offset the server gave this event, if any (see the
+    /// crate documentation for which trailing string is an offset).
+    pub fn offset(&self) -> Option<&str> {
+        self.offset.as_deref()
+    }
+}
+
+/// What a server with connection state recovery needs to restore a session: its private
+/// id and the offset of the last event handled. Read it with [`Client::session`], keep it
+/// (it is `serde`-serializable), and give it to [`ClientBuilder::session`] in a new
+/// process to resume within the server's `maxDisconnectionDuration`.
+///
+/// ```
+/// # use tether_client::Session;
+/// let s = Session { pid: "p1".into(), offset: Some("o9".into()) };
+/// let saved = serde_json::to_string(&s).unwrap();
+/// assert_eq!(serde_json::from_str::<Session>(&saved).unwrap(), s);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    /// The private session id (`pid` of the `CONNECT` reply).
+    pub pid: String,
+    /// The offset of the last event whose handlers ran; `None` before the first.
+    #[serde(default)]
+    pub offset: Option<String>,
 }
 
 /// Acknowledges one event of the server. Only the first [`send`](AckSender::send) of an
@@ -108,6 +161,15 @@ impl AckSender {
         })
         .map_err(|_| Error::Closed)
     }
+}
+
+/// An item of [`Client::events`].
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// An event the server sent.
+    Event(Event),
+    /// A lifecycle event.
+    Lifecycle(Lifecycle),
 }
 
 /// Why a namespace got disconnected.
@@ -219,16 +281,41 @@ pub(crate) struct Status {
     pub connected: bool,
     pub sid: Option<String>,
     pub pid: Option<String>,
+    /// The pid and the offset of the last event whose handlers ran (kept by the
+    /// dispatch task, so it matches what the handlers saw).
+    pub session: Option<Session>,
     pub recovered: bool,
+}
+
+/// The state [`Client::wait_connected`] watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conn {
+    Down,
+    Up,
+    Closed,
 }
 
 pub(crate) struct NsShared {
     pub nsp: String,
     pub status: Mutex<Status>,
     pub handlers: RwLock<Handlers>,
+    /// Up once the connect handlers ran, down once the disconnect handlers ran.
+    pub conn: tokio::sync::watch::Sender<Conn>,
 }
 
 impl NsShared {
+    /// Moves the watched state, never out of `Closed`.
+    pub(crate) fn set_conn(&self, c: Conn) {
+        self.conn.send_if_modified(|cur| {
+            if *cur == Conn::Closed || *cur == c {
+                false
+            } else {
+                *cur = c;
+                true
+            }
+        });
+    }
+
     pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -255,6 +342,8 @@ pub(crate) struct ManagerConfig {
     pub engine: Arc<EngineOptions>,
     pub reconnection: Reconnection,
     pub timeout: Duration,
+    /// Retry the first connection too.
+    pub retry_first: bool,
 }
 
 /// Settings of one namespace (the JavaScript client's Socket options) and its handlers.
@@ -266,6 +355,7 @@ struct NsConfig {
     handlers: Vec<(String, EventHandler)>,
     any: Vec<EventHandler>,
     lifecycle: Vec<LifecycleHandler>,
+    session: Option<Session>,
     error: Option<Error>,
 }
 
@@ -278,6 +368,7 @@ impl Default for NsConfig {
             handlers: Vec::new(),
             any: Vec::new(),
             lifecycle: Vec::new(),
+            session: None,
             error: None,
         }
     }
@@ -352,6 +443,16 @@ macro_rules! namespace_options {
             self
         }
 
+        /// Resumes a session saved by [`Client::session`] (in this process or an earlier
+        /// one): the first `CONNECT` sends its `pid` and `offset`, so a server with
+        /// connection state recovery restores the socket id, rooms and data, and sends the
+        /// events missed since that offset ([`Client::recovered`] tells whether it did;
+        /// if not, the namespace connects as a new socket).
+        pub fn session(mut self, session: Session) -> Self {
+            self.ns.session = Some(session);
+            self
+        }
+
         /// How long to wait for each acknowledgement of a [`retries`](Self::retries) emit
         /// (the JavaScript client's `ackTimeout`). Without it a queued emit is only sent
         /// again after a reconnection.
@@ -396,6 +497,10 @@ pub struct ClientBuilder {
     upgrade: bool,
     reconnection: Reconnection,
     timeout: Duration,
+    tls: TlsOptions,
+    tls_error: Option<Error>,
+    cookies: bool,
+    retry_first: bool,
     ns: NsConfig,
 }
 
@@ -414,8 +519,70 @@ impl ClientBuilder {
             upgrade: true,
             reconnection: Reconnection::default(),
             timeout: Duration::from_secs(20),
+            tls: TlsOptions::default(),
+            tls_error: None,
+            cookies: false,
+            retry_first: false,
             ns: NsConfig::default(),
         }
+    }
+
+    /// Keeps the cookies the server sets (`Set-Cookie` on polling responses and on the
+    /// WebSocket handshake) and sends them back with every later request of this
+    /// connection, reconnections included, as a browser does with `withCredentials`. Off
+    /// by default; turn it on behind a load balancer with cookie-based sticky sessions,
+    /// which long-polling needs (every request of a session must reach the same server).
+    pub fn cookies(mut self, on: bool) -> Self {
+        self.cookies = on;
+        self
+    }
+
+    /// Retries the very first connection under the [`reconnection`](Self::reconnection)
+    /// policy, as the JavaScript client does, instead of failing at the first error (off
+    /// by default). [`connect`](Self::connect) then returns once connected, or the last
+    /// attempt's error when the policy gives up (never, with unlimited attempts: put a
+    /// timeout around it if needed); [`Lifecycle::ReconnectAttempt`] and
+    /// [`Lifecycle::ReconnectError`] tell each try. A refusal of the namespace
+    /// (`CONNECT_ERROR`) is not retried.
+    pub fn retry_first_connection(mut self, on: bool) -> Self {
+        self.retry_first = on;
+        self
+    }
+
+    /// Trusts this root certificate (DER) for `https://` and `wss://`, instead of the
+    /// platform's roots (the default). Call it once per certificate.
+    pub fn tls_root_certificate(
+        mut self,
+        cert: rustls::pki_types::CertificateDer<'static>,
+    ) -> Self {
+        match &mut self.tls {
+            TlsOptions::Roots(v) => v.push(cert),
+            _ => self.tls = TlsOptions::Roots(vec![cert]),
+        }
+        self
+    }
+
+    /// Trusts the root certificates of this PEM data (`-----BEGIN CERTIFICATE-----`...)
+    /// instead of the platform's roots; invalid PEM makes [`connect`](Self::connect) fail
+    /// with [`Error::Config`].
+    pub fn tls_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        match crate::tls::parse_pem(pem.as_ref()) {
+            Ok(certs) => {
+                for c in certs {
+                    self = self.tls_root_certificate(c);
+                }
+            }
+            Err(e) => self.tls_error = Some(e),
+        }
+        self
+    }
+
+    /// Uses this rustls configuration for `https://` and `wss://` (client certificates,
+    /// custom verifiers, protocol versions...). Its ALPN protocols are replaced by
+    /// HTTP/1.1.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = TlsOptions::Config(config);
+        self
     }
 
     /// The namespace to connect (default: the URL's path, else `/`).
@@ -472,17 +639,23 @@ impl ClientBuilder {
 
     namespace_options!();
 
-    /// Connects and returns once the namespace is connected.
+    /// Connects and returns once the namespace is connected and its
+    /// [`Lifecycle::Connect`] handlers ran.
     ///
     /// Fails with the error of the first attempt (no retries before the first success;
     /// [`Reconnection`] applies once connected): [`Error::ConnectError`] if the server
     /// refuses the namespace, [`Error::Timeout`], [`Error::ProtocolVersion`],
     /// [`Error::Transport`]...
     pub async fn connect(self) -> Result<Client> {
-        if let Some(e) = self.ns.error.clone() {
+        if let Some(e) = self.ns.error.clone().or(self.tls_error.clone()) {
             return Err(e);
         }
         let parsed = url::parse(&self.url)?;
+        let tls = if parsed.tls {
+            Some(self.tls.client_config()?)
+        } else {
+            None
+        };
         let mut query = parsed.query;
         for (k, v) in &self.query {
             query.push(format!(
@@ -505,17 +678,23 @@ impl ClientBuilder {
         let engine = EngineOptions {
             endpoint: Endpoint {
                 authority: parsed.authority,
+                tls: parsed.tls,
                 path: url::normalise_path(&self.path),
                 query,
             },
             headers,
             transports: self.transports,
             upgrade: self.upgrade,
+            tls,
+            cookies: self
+                .cookies
+                .then(|| Arc::new(Mutex::new(cookie_store::CookieStore::default()))),
         };
         let cfg = ManagerConfig {
             engine: Arc::new(engine),
             reconnection: self.reconnection,
             timeout: self.timeout,
+            retry_first: self.retry_first,
         };
         let nsp = normalise_namespace(self.namespace.as_deref().unwrap_or(&parsed.namespace));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -526,7 +705,19 @@ impl ClientBuilder {
         let (ns, client) = new_namespace(&tx, &mgr, nsp, self.ns);
         let (reply_tx, reply_rx) = oneshot::channel();
         Manager::spawn(cfg.clone(), rx, tx.downgrade(), mgr, ns, reply_tx);
-        match tokio::time::timeout(cfg.timeout, reply_rx).await {
+        // With retries, each attempt has its own timeout, and the policy decides the end.
+        let limit = if cfg.retry_first {
+            Duration::MAX
+        } else {
+            cfg.timeout
+        };
+        let reply = async {
+            match tokio::time::Instant::now().checked_add(limit) {
+                Some(deadline) => tokio::time::timeout_at(deadline, reply_rx).await,
+                None => Ok(reply_rx.await),
+            }
+        };
+        match reply.await {
             Ok(Ok(Ok(()))) => Ok(client),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::Closed),
@@ -571,7 +762,8 @@ impl SocketBuilder {
         self
     }
 
-    /// Connects the namespace over the shared connection, and returns once connected.
+    /// Connects the namespace over the shared connection, and returns once connected and
+    /// its [`Lifecycle::Connect`] handlers ran.
     /// Fails with [`Error::ConnectError`] if the server refuses it, with
     /// [`Error::Config`] if this namespace is already open on the connection, and with
     /// the connection's error if the connection fails before the namespace connected.
@@ -603,6 +795,95 @@ impl SocketBuilder {
     }
 }
 
+/// What [`ClientBuilder`] and [`SocketBuilder`] share: the options and handlers of a
+/// namespace, and `connect`. Write code that configures either once:
+///
+/// ```no_run
+/// use tether_client::{Client, ClientBuilder, NamespaceBuilder};
+///
+/// fn with_logging<B: NamespaceBuilder>(b: B) -> B {
+///     b.on_any(|c, ev| println!("{}: {}", c.namespace(), ev.name))
+/// }
+///
+/// # async fn f() -> tether_client::Result<()> {
+/// let main = with_logging(ClientBuilder::new("http://localhost:3000")).connect().await?;
+/// let admin = with_logging(main.socket("/admin")).connect().await?;
+/// # let _ = admin; Ok(()) }
+/// ```
+pub trait NamespaceBuilder: Sized + Send {
+    /// See [`ClientBuilder::auth`].
+    fn auth(self, auth: Value) -> Self;
+    /// See [`ClientBuilder::auth_fn`].
+    fn auth_fn(self, f: impl Fn() -> Value + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::on`].
+    fn on(
+        self,
+        event: impl Into<String>,
+        handler: impl Fn(Client, Event) + Send + Sync + 'static,
+    ) -> Self;
+    /// See [`ClientBuilder::on_any`].
+    fn on_any(self, handler: impl Fn(Client, Event) + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::on_lifecycle`].
+    fn on_lifecycle(self, handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static) -> Self;
+    /// See [`ClientBuilder::retries`].
+    fn retries(self, retries: u32) -> Self;
+    /// See [`ClientBuilder::ack_timeout`].
+    fn ack_timeout(self, timeout: Duration) -> Self;
+    /// See [`ClientBuilder::session`].
+    fn session(self, session: Session) -> Self;
+    /// See [`ClientBuilder::timeout`] and [`SocketBuilder::timeout`].
+    fn timeout(self, timeout: Duration) -> Self;
+    /// Connects the namespace; see [`ClientBuilder::connect`].
+    fn connect(self) -> impl std::future::Future<Output = Result<Client>> + Send;
+}
+
+macro_rules! namespace_builder {
+    ($t:ty) => {
+        impl NamespaceBuilder for $t {
+            fn auth(self, auth: Value) -> Self {
+                <$t>::auth(self, auth)
+            }
+            fn auth_fn(self, f: impl Fn() -> Value + Send + Sync + 'static) -> Self {
+                <$t>::auth_fn(self, f)
+            }
+            fn on(
+                self,
+                event: impl Into<String>,
+                handler: impl Fn(Client, Event) + Send + Sync + 'static,
+            ) -> Self {
+                <$t>::on(self, event, handler)
+            }
+            fn on_any(self, handler: impl Fn(Client, Event) + Send + Sync + 'static) -> Self {
+                <$t>::on_any(self, handler)
+            }
+            fn on_lifecycle(
+                self,
+                handler: impl Fn(Client, Lifecycle) + Send + Sync + 'static,
+            ) -> Self {
+                <$t>::on_lifecycle(self, handler)
+            }
+            fn retries(self, retries: u32) -> Self {
+                <$t>::retries(self, retries)
+            }
+            fn ack_timeout(self, timeout: Duration) -> Self {
+                <$t>::ack_timeout(self, timeout)
+            }
+            fn session(self, session: Session) -> Self {
+                <$t>::session(self, session)
+            }
+            fn timeout(self, timeout: Duration) -> Self {
+                <$t>::timeout(self, timeout)
+            }
+            fn connect(self) -> impl std::future::Future<Output = Result<Client>> + Send {
+                <$t>::connect(self)
+            }
+        }
+    };
+}
+
+namespace_builder!(ClientBuilder);
+namespace_builder!(SocketBuilder);
+
 fn normalise_namespace(nsp: &str) -> String {
     if nsp.starts_with('/') {
         nsp.to_owned()
@@ -629,9 +910,11 @@ fn new_namespace(
         nsp: nsp.clone(),
         status: Mutex::new(Status {
             active: true,
+            session: cfg.session.clone(),
             ..Status::default()
         }),
         handlers: RwLock::new(handlers),
+        conn: tokio::sync::watch::Sender::new(Conn::Down),
     });
     let (dtx, drx) = mpsc::unbounded_channel();
     tokio::spawn(dispatch_loop(
@@ -645,6 +928,7 @@ fn new_namespace(
         auth: cfg.auth,
         retries: cfg.retries,
         ack_timeout: cfg.ack_timeout,
+        session: cfg.session,
         dispatch: dtx,
     };
     let client = Client {
@@ -663,6 +947,21 @@ async fn dispatch_loop(
     mgr: Arc<ManagerShared>,
 ) {
     while let Some(d) = rx.recv().await {
+        let d = match d {
+            Dispatch::Ack(reply, r) => {
+                let _ = reply.send(r);
+                continue;
+            }
+            Dispatch::Ready(reply, r) => {
+                let _ = reply.send(r);
+                continue;
+            }
+            Dispatch::NewSession(pid) => {
+                ns.status().session = pid.map(|pid| Session { pid, offset: None });
+                continue;
+            }
+            d => d,
+        };
         let Some(tx) = tx.upgrade() else { return };
         let client = Client {
             tx,
@@ -671,6 +970,7 @@ async fn dispatch_loop(
         };
         match d {
             Dispatch::Event(ev) => {
+                let offset = ev.offset.clone();
                 let (any, specific) = {
                     let h = ns.handlers.read().unwrap_or_else(PoisonError::into_inner);
                     (h.any.clone(), h.events.get(&ev.name).cloned())
@@ -683,7 +983,13 @@ async fn dispatch_loop(
                 } else {
                     tracing::trace!(event = %ev.name, "no handler");
                 }
+                if offset.is_some() {
+                    if let Some(s) = &mut ns.status().session {
+                        s.offset = offset;
+                    }
+                }
             }
+            Dispatch::Ack(..) | Dispatch::Ready(..) | Dispatch::NewSession(_) => {}
             Dispatch::Lifecycle(l) => {
                 let hs = ns
                     .handlers
@@ -693,6 +999,11 @@ async fn dispatch_loop(
                     .clone();
                 for h in hs {
                     h(client.clone(), l.clone());
+                }
+                match l {
+                    Lifecycle::Connect { .. } => ns.set_conn(Conn::Up),
+                    Lifecycle::Disconnect(_) => ns.set_conn(Conn::Down),
+                    _ => {}
                 }
             }
         }
@@ -752,6 +1063,18 @@ impl Client {
         self.ns.status().pid.clone()
     }
 
+    /// The session to resume in another process ([`ClientBuilder::session`]), if the
+    /// server has connection state recovery on: the `pid`, and the offset of the last
+    /// event whose handlers ran (so an event received but not yet handled is sent again).
+    ///
+    /// Save it whenever convenient (after each event, or when the app goes to the
+    /// background). [`Client::disconnect`] and [`Client::close`] end the session on the
+    /// server (the server does not keep sessions of clients that leave), so a process
+    /// that means to resume must exit without calling them.
+    pub fn session(&self) -> Option<Session> {
+        self.ns.status().session.clone()
+    }
+
     /// The Engine.IO transport in use, if the connection is open.
     pub fn transport(&self) -> Option<Transport> {
         *self
@@ -759,6 +1082,52 @@ impl Client {
             .transport
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the namespace is connected (at once if it is) and its connect handlers
+    /// ran; fails with [`Error::Closed`] if it is closed (disconnected for good, or
+    /// reconnection gave up).
+    pub async fn wait_connected(&self) -> Result<()> {
+        let mut rx = self.ns.conn.subscribe();
+        let state = rx
+            .wait_for(|c| *c != Conn::Down)
+            .await
+            .map(|c| *c)
+            .unwrap_or(Conn::Closed);
+        match state {
+            Conn::Up => Ok(()),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// The namespace's events and lifecycle events from now on, as a stream (an
+    /// alternative to handlers; the handlers still run). The stream buffers what you do
+    /// not read yet; it ends when the namespace's handlers are dropped (the client closed
+    /// and every handle gone). Each call adds a stream: call it once.
+    ///
+    /// ```no_run
+    /// # async fn f(client: tether_client::Client) {
+    /// use futures_util::StreamExt as _;
+    /// use tether_client::ClientEvent;
+    /// let mut events = std::pin::pin!(client.events());
+    /// while let Some(e) = events.next().await {
+    ///     match e {
+    ///         ClientEvent::Event(ev) => println!("{}: {:?}", ev.name, ev.args()),
+    ///         ClientEvent::Lifecycle(l) => println!("{l:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> impl futures_util::Stream<Item = ClientEvent> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let t = tx.clone();
+        self.on_any(move |_c, ev| {
+            let _ = t.send(ClientEvent::Event(ev));
+        });
+        self.on_lifecycle(move |_c, l| {
+            let _ = tx.send(ClientEvent::Lifecycle(l));
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
     }
 
     /// Adds or replaces the handler of `event`.
@@ -851,6 +1220,9 @@ impl Client {
 
     /// Emits an event and waits for the server's acknowledgement.
     ///
+    /// It returns after the handlers of every event the server sent before the
+    /// acknowledgement ran (one order per namespace).
+    ///
     /// Fails with [`Error::Timeout`] if it does not come within `timeout` (the event is
     /// then removed from the send buffer if it was still there), and with
     /// [`Error::Disconnected`] if the connection drops after the event was sent. With
@@ -865,6 +1237,52 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.send_emit(event, payload.into(), false, Some((timeout, tx)))?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Emits an event whose arguments are any serializable value: a tuple is several
+    /// arguments, anything else one (see [`to_payload`](crate::to_payload)).
+    ///
+    /// ```no_run
+    /// # fn f(client: tether_client::Client) -> tether_client::Result<()> {
+    /// #[derive(serde::Serialize)]
+    /// struct Chat<'a> { user: &'a str, text: &'a str }
+    /// client.emit_serde("chat", &(Chat { user: "ann", text: "hi" }, 42))?; // two arguments
+    /// # Ok(()) }
+    /// ```
+    pub fn emit_serde<T: serde::Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<()> {
+        self.emit(event, crate::to_payload(args)?)
+    }
+
+    /// Emits serializable arguments (as [`emit_serde`](Self::emit_serde)) and deserializes
+    /// the acknowledgement's arguments into `R` (a tuple, or a `Vec`; see
+    /// [`from_payload`](crate::from_payload)).
+    ///
+    /// ```no_run
+    /// # async fn f(client: tether_client::Client) -> tether_client::Result<()> {
+    /// use std::time::Duration;
+    /// let (sum,): (i64,) = client.emit_with_ack_serde("sum", &(1, 2), Duration::from_secs(5)).await?;
+    /// # let _ = sum; Ok(()) }
+    /// ```
+    pub async fn emit_with_ack_serde<T, R>(
+        &self,
+        event: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<R>
+    where
+        T: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let p = self
+            .emit_with_ack(event, crate::to_payload(args)?, timeout)
+            .await?;
+        crate::from_payload(&p).map_err(|e| match e {
+            Error::Serde { source, .. } => Error::Serde {
+                context: format!("the acknowledgement of {event:?}"),
+                source,
+            },
+            e => e,
+        })
     }
 
     /// Connects another namespace over the same connection.
@@ -945,11 +1363,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Config(_)));
-        let e = ClientBuilder::new("wss://example.com")
+        let e = ClientBuilder::new("wss://127.0.0.1:1")
+            .tls_root_certificates_pem("no pem here")
             .connect()
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::Unsupported(_)));
+        assert!(matches!(e, Error::Config(_)), "{e}");
         let e = ClientBuilder::new("http://127.0.0.1:1")
             .header("bad header", "x")
             .connect()

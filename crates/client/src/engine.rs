@@ -24,15 +24,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tether_proto::engine::{self as eio, Packet, PayloadItem};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, trace};
 
+use crate::tls;
 use crate::url::Endpoint;
 use crate::{Error, Result};
 
@@ -77,6 +77,58 @@ pub(crate) struct EngineOptions {
     pub headers: http::HeaderMap,
     pub transports: Vec<Transport>,
     pub upgrade: bool,
+    /// The TLS configuration, for `https://` and `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The cookie jar of the connection, if on.
+    pub cookies: Option<CookieJar>,
+}
+
+/// The cookies of one manager, kept across reconnections.
+pub(crate) type CookieJar = Arc<std::sync::Mutex<cookie_store::CookieStore>>;
+
+fn lock_jar(jar: &CookieJar) -> std::sync::MutexGuard<'_, cookie_store::CookieStore> {
+    jar.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `Cookie` header for a request to `url` (`ws(s)://` is looked up as `http(s)://`).
+fn cookie_header(jar: &CookieJar, url: &str) -> Option<http::HeaderValue> {
+    let url = jar_url(url)?;
+    let jar = lock_jar(jar);
+    let mut s = String::new();
+    for (k, v) in jar.get_request_values(&url) {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&s).ok()
+}
+
+/// Keeps the `Set-Cookie`s of a response to `url`.
+fn store_cookies(jar: &CookieJar, url: &str, headers: &http::HeaderMap) {
+    let Some(url) = jar_url(url) else { return };
+    let mut jar = lock_jar(jar);
+    for v in headers.get_all(http::header::SET_COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        if let Err(e) = jar.parse(s, &url) {
+            debug!("cookie not kept: {e}");
+        }
+    }
+}
+
+fn jar_url(url: &str) -> Option<url::Url> {
+    let url = if let Some(rest) = url.strip_prefix("ws") {
+        format!("http{rest}")
+    } else {
+        url.to_owned()
+    };
+    url::Url::parse(&url).ok()
 }
 
 /// The server's handshake (`0{"sid",...}`).
@@ -210,19 +262,53 @@ fn transport_to_u8(t: Transport) -> u8 {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<tls::Stream>;
+
+type HyperClient<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
+
+/// hyper's client, over TCP or TLS.
+#[derive(Clone)]
+enum HttpClient {
+    Plain(HyperClient<HttpConnector>),
+    Tls(HyperClient<hyper_rustls::HttpsConnector<HttpConnector>>),
+}
 
 /// The HTTP client of the polling transport.
 #[derive(Clone)]
 struct Http {
-    client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     headers: http::HeaderMap,
+    cookies: Option<CookieJar>,
 }
 
 impl Http {
-    fn new(headers: http::HeaderMap) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
-        Http { client, headers }
+    fn new(
+        headers: http::HeaderMap,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        cookies: Option<CookieJar>,
+    ) -> Self {
+        let builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        let client = match tls {
+            None => HttpClient::Plain(builder.build_http()),
+            Some(cfg) => {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                let mut cfg = (**cfg).clone();
+                // hyper-rustls sets the ALPN itself (HTTP/1.1 only).
+                cfg.alpn_protocols.clear();
+                let conn = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(cfg)
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(http);
+                HttpClient::Tls(builder.build(conn))
+            }
+        };
+        Http {
+            client,
+            headers,
+            cookies,
+        }
     }
 
     async fn request(
@@ -238,10 +324,20 @@ impl Http {
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "text/plain;charset=UTF-8");
         }
+        if let Some(c) = self.cookies.as_ref().and_then(|j| cookie_header(j, url)) {
+            req = req.header(http::header::COOKIE, c);
+        }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Error::Config(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(Error::transport)?;
+        let resp = match &self.client {
+            HttpClient::Plain(c) => c.request(req).await,
+            HttpClient::Tls(c) => c.request(req).await,
+        }
+        .map_err(Error::transport)?;
+        if let Some(jar) = &self.cookies {
+            store_cookies(jar, url, resp.headers());
+        }
         let status = resp.status();
         let body = resp
             .into_body()
@@ -297,8 +393,18 @@ async fn connect_ws(opts: &EngineOptions, sid: Option<&str>) -> Result<Ws> {
     for (k, v) in &opts.headers {
         req.headers_mut().append(k, v.clone());
     }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
+    if let Some(c) = opts.cookies.as_ref().and_then(|j| cookie_header(j, &url)) {
+        req.headers_mut().append(http::header::COOKIE, c);
+    }
+    let (host, port) = opts.endpoint.host_port()?;
+    let stream = tls::connect(&host, port, opts.tls.as_ref()).await?;
+    match tokio_tungstenite::client_async(req, stream).await {
+        Ok((ws, resp)) => {
+            if let Some(jar) = &opts.cookies {
+                store_cookies(jar, &url, resp.headers());
+            }
+            Ok(ws)
+        }
         Err(tungstenite::Error::Http(resp)) => {
             let body = resp.body().clone().unwrap_or_default();
             Err(http_error(resp.status().as_u16(), &body))
@@ -322,7 +428,11 @@ pub(crate) async fn connect(
         .first()
         .copied()
         .ok_or_else(|| Error::Config("no transport enabled".into()))?;
-    let http = Http::new(opts.headers.clone());
+    let http = Http::new(
+        opts.headers.clone(),
+        opts.tls.as_ref(),
+        opts.cookies.clone(),
+    );
     let (t_tx, t_rx) = mpsc::unbounded_channel();
     let mut guard = TaskGuard::default();
     let (handshake, transport, initial) = match first {

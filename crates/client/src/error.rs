@@ -25,7 +25,7 @@ pub enum Error {
     /// The URL, a header or an option given to the builder is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// This version of the client does not support something the URL asks for (TLS).
+    /// This version of the client does not support something the configuration asks for.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     /// The server refused to connect the namespace (a Socket.IO `CONNECT_ERROR` packet),
@@ -60,6 +60,11 @@ pub enum Error {
         /// The start of the response body.
         body: String,
     },
+    /// TLS failed: the server's certificate is not trusted (unknown issuer, expired, not
+    /// valid for the host name...) or the handshake failed. [`Error::tls_error`] gives
+    /// rustls' error.
+    #[error("TLS error: {0}")]
+    Tls(#[source] rustls::Error),
     /// The network failed (connection refused, reset, closed...).
     #[error("transport error: {}", chain(.0.as_ref()))]
     Transport(#[source] Arc<dyn std::error::Error + Send + Sync>),
@@ -71,14 +76,28 @@ pub enum Error {
     /// by the server, or because reconnection gave up.
     #[error("the client is closed")]
     Closed,
+    /// Arguments did not (de)serialize: the user's type does not match what the server
+    /// sent, or a value is not JSON (see [`to_payload`](crate::to_payload)).
+    #[error("{context}: {source}")]
+    Serde {
+        /// What was being (de)serialized (`argument 0 of event "chat"`...).
+        context: String,
+        /// serde_json's error.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
     /// The event name is reserved by Socket.IO (`connect`, `disconnect`...).
     #[error("{0:?} is a reserved event name")]
     ReservedEvent(String),
 }
 
 impl Error {
+    /// A network error, or [`Error::Tls`] if a TLS error is in its chain.
     pub(crate) fn transport(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Error::Transport(Arc::new(e))
+        match crate::tls::find_tls_error(&e) {
+            Some(t) => Error::Tls(t),
+            None => Error::Transport(Arc::new(e)),
+        }
     }
 
     pub(crate) fn transport_msg(msg: impl Into<String>) -> Self {
@@ -105,7 +124,33 @@ impl Error {
         matches!(self, Error::Protocol(_))
     }
 
-    /// Whether the network or an HTTP request failed.
+    /// Whether TLS failed: an untrusted, expired or misnamed certificate, or a failed
+    /// handshake.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Error::Tls(_))
+    }
+
+    /// For a [`Error::Tls`], rustls' error, to tell the causes apart:
+    ///
+    /// ```
+    /// # use tether_client::{rustls, Error};
+    /// let e = Error::Tls(rustls::Error::InvalidCertificate(
+    ///     rustls::CertificateError::UnknownIssuer,
+    /// ));
+    /// assert!(matches!(
+    ///     e.tls_error(),
+    ///     Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+    /// ));
+    /// ```
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            Error::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the network or an HTTP request failed (not counting TLS errors, see
+    /// [`Error::is_tls`]).
     pub fn is_transport(&self) -> bool {
         matches!(self, Error::Transport(_) | Error::Http { .. })
     }
@@ -113,6 +158,26 @@ impl Error {
     /// Whether the namespace was disconnected while the operation was pending.
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected)
+    }
+
+    /// Whether arguments did not (de)serialize into the expected type.
+    pub fn is_serde(&self) -> bool {
+        matches!(self, Error::Serde { .. })
+    }
+
+    /// For a [`Error::ConnectError`], the message the server gave (`err.message`).
+    pub fn connect_error_message(&self) -> Option<&str> {
+        match self {
+            Error::ConnectError { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn serde(context: &str, e: serde_json::Error) -> Self {
+        Error::Serde {
+            context: context.to_owned(),
+            source: Arc::new(e),
+        }
     }
 
     /// Whether the client is closed.
@@ -185,6 +250,8 @@ mod tests {
         };
         assert!(e.is_connect_error());
         assert_eq!(e.connect_error_data(), None);
+        assert_eq!(e.connect_error_message(), Some("no"));
+        assert_eq!(Error::Timeout.connect_error_message(), None);
         assert!(e.to_string().contains("/admin"));
         assert!(Error::Disconnected.is_disconnected());
         assert!(Error::Closed.is_closed());

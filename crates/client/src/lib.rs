@@ -48,8 +48,32 @@
 //!   maximum and randomisation ([`Reconnection`]), [`Lifecycle`] events for attempts and
 //!   failures, a send buffer while disconnected, and optional at-least-once sending
 //!   ([`ClientBuilder::retries`], [`ClientBuilder::ack_timeout`]).
+//! - **One order.** Per namespace, everything the server sent reaches you in wire
+//!   order: event handlers, [`Lifecycle`] handlers, and the completion of
+//!   [`Client::emit_with_ack`]. When the server emits an event and then acknowledges your
+//!   emit, the event's handler has run when `emit_with_ack` returns; `connect()` returns
+//!   after the first [`Lifecycle::Connect`] handlers ran.
+//! - **TLS.** `https://` and `wss://` on rustls (ring; no OpenSSL), trusting the
+//!   platform's root certificates by default (`rustls-native-certs`), or the roots given
+//!   with [`ClientBuilder::tls_root_certificate`] /
+//!   [`ClientBuilder::tls_root_certificates_pem`], or a whole [`rustls::ClientConfig`]
+//!   ([`ClientBuilder::tls_config`]). An untrusted, expired or misnamed certificate is
+//!   [`Error::Tls`] ([`Error::is_tls`], with rustls' reason in [`Error::tls_error`]).
+//! - **Cookies** ([`ClientBuilder::cookies`], off by default): a jar per connection
+//!   (`cookie_store`), so that long-polling works behind a load balancer with
+//!   cookie-based sticky sessions.
+//! - **The first connection** can be retried under the [`Reconnection`] policy like the
+//!   later ones ([`ClientBuilder::retry_first_connection`]; off by default).
+//! - **Typed arguments.** [`Client::emit_serde`] and [`Client::emit_with_ack_serde`] take
+//!   any `T: Serialize` (a tuple is several arguments, anything else one:
+//!   [`to_payload`]); [`Event::arg_as`], [`Event::args_as`] and [`from_payload`]
+//!   deserialize into your types, with an [`Error::Serde`] naming the event and the
+//!   argument when they do not match.
+//! - **Awaitable and streamable.** [`Client::wait_connected`] waits for the
+//!   (re)connection; [`Client::events`] is a `Stream` of events and lifecycle events, an
+//!   alternative to handlers. [`NamespaceBuilder`] is the trait of both builders.
 //! - **Errors** are one type, [`Error`], with predicates such as
-//!   [`Error::is_connect_error`], [`Error::is_timeout`] and [`Error::is_protocol_version`].
+//!   [`Error::is_connect_error`] (and [`Error::connect_error_message`]), [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!
 //! # Connection state recovery
 //!
@@ -64,6 +88,31 @@
 //!
 //! Unlike the JavaScript client, the offset is **not** handed to the handlers as an
 //! argument: the client takes it off the event.
+//! [`Event::offset`] gives it.
+//!
+//! ## Resuming in a new process
+//!
+//! [`Client::session`] returns the `pid` and the offset of the last event whose handlers
+//! ran ([`Session`], serializable); [`ClientBuilder::session`] builds a client that
+//! sends them with its first `CONNECT`. A process killed and restarted within the
+//! server's window (a mobile app, a CLI) gets its socket id, rooms and missed events back:
+//!
+//! ```no_run
+//! # async fn f(saved: String) -> tether_client::Result<()> {
+//! let session: tether_client::Session = serde_json::from_str(&saved).unwrap();
+//! let client = tether_client::ClientBuilder::new("http://localhost:3000")
+//!     .on("chat", |_c, ev| println!("{:?}", ev.args())) // missed events come here first
+//!     .session(session)
+//!     .connect()
+//!     .await?;
+//! println!("recovered: {}", client.recovered());
+//! // ... later, before the process may be killed:
+//! let saved = serde_json::to_string(&client.session()).unwrap();
+//! # let _ = saved; Ok(()) }
+//! ```
+//!
+//! [`Client::close`] and [`Client::disconnect`] end the session on the server: a process
+//! that means to resume exits without calling them.
 //!
 //! ## Which trailing string is an offset
 //!
@@ -92,9 +141,8 @@
 //!
 //! # Not done
 //!
-//! TLS (`https://`, `wss://`), cookies, permessage-deflate, the msgpack parser, the
-//! `compress` flag, and retrying the very first connection (the first attempt's error is
-//! returned by [`ClientBuilder::connect`]; [`Reconnection`] applies once connected).
+//! Permessage-deflate, the msgpack parser, the `compress` flag, client certificates other
+//! than through [`ClientBuilder::tls_config`].
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -102,18 +150,24 @@ mod client;
 mod engine;
 mod error;
 mod manager;
+mod tls;
+mod typed;
 
 mod url;
 
 pub use backoff::Reconnection;
 pub use client::{
-    AckSender, Client, ClientBuilder, DisconnectReason, Event, Lifecycle, SocketBuilder,
+    AckSender, Client, ClientBuilder, ClientEvent, DisconnectReason, Event, Lifecycle,
+    NamespaceBuilder, Session, SocketBuilder,
 };
 pub use engine::Transport;
 pub use error::{Error, Result};
 pub use tether_proto::Payload;
+pub use typed::{from_payload, to_payload};
 
 /// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;
+/// Re-exported: rustls, for [`ClientBuilder::tls_config`] and [`Error::tls_error`].
+pub use rustls;
 /// Re-exported: JSON values and the `json!` macro.
 pub use serde_json::{json, Value};

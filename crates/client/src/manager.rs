@@ -19,6 +19,7 @@ use tracing::{debug, trace, warn};
 
 use crate::client::{
     AckSender, Auth, DisconnectReason, Event, Lifecycle, ManagerConfig, ManagerShared, NsShared,
+    Session,
 };
 use crate::engine::{self, CloseReason, EngineEvent, EngineHandle, Handshake};
 use crate::{Error, Payload, Result};
@@ -54,10 +55,18 @@ pub(crate) enum Cmd {
     },
 }
 
-/// What the dispatch task of a namespace delivers to its handlers.
+/// What the dispatch task of a namespace delivers, in the order the manager saw it: events
+/// and lifecycle events go to the handlers; acknowledgements and `connect()` results go to
+/// the callers waiting for them. Completions travel the same queue as events, so that an
+/// ack never overtakes an event the server sent before it, and `connect()` returns after
+/// the first connect handlers ran.
 pub(crate) enum Dispatch {
     Event(Event),
     Lifecycle(Lifecycle),
+    Ack(oneshot::Sender<Result<Payload>>, Result<Payload>),
+    Ready(oneshot::Sender<Result<()>>, Result<()>),
+    /// A session that was not recovered: a new pid (or none), no offset yet.
+    NewSession(Option<String>),
 }
 
 /// A namespace that a builder wants connected.
@@ -66,6 +75,7 @@ pub(crate) struct NewNamespace {
     pub auth: Auth,
     pub retries: u32,
     pub ack_timeout: Option<Duration>,
+    pub session: Option<Session>,
     pub dispatch: mpsc::UnboundedSender<Dispatch>,
 }
 
@@ -118,6 +128,10 @@ struct Ns {
 
 impl Ns {
     fn new(n: NewNamespace) -> Self {
+        let (pid, offset) = match n.session {
+            Some(s) => (Some(s.pid), s.offset),
+            None => (None, None),
+        };
         Ns {
             shared: n.shared,
             auth: n.auth,
@@ -125,8 +139,8 @@ impl Ns {
             ack_timeout: n.ack_timeout,
             dispatch: n.dispatch,
             connected: false,
-            pid: None,
-            offset: None,
+            pid,
+            offset,
             next_id: 0,
             acks: HashMap::new(),
             send_buffer: Vec::new(),
@@ -144,29 +158,50 @@ impl Ns {
         let _ = self.dispatch.send(Dispatch::Lifecycle(l));
     }
 
+    /// Completes an acknowledgement once the handlers saw everything received before it.
+    fn complete(&self, tx: oneshot::Sender<Result<Payload>>, r: Result<Payload>) {
+        if let Err(mpsc::error::SendError(Dispatch::Ack(tx, r))) =
+            self.dispatch.send(Dispatch::Ack(tx, r))
+        {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Answers a `connect()` caller once the handlers saw everything before.
+    fn ready(&self, tx: oneshot::Sender<Result<()>>, r: Result<()>) {
+        if let Err(mpsc::error::SendError(Dispatch::Ready(tx, r))) =
+            self.dispatch.send(Dispatch::Ready(tx, r))
+        {
+            let _ = tx.send(r);
+        }
+    }
+
     /// Fails everything pending, for a namespace that goes away.
     fn fail_all(&mut self, err: &Error) {
-        for (_, a) in self.acks.drain() {
+        for (_, a) in std::mem::take(&mut self.acks) {
             if let Some(t) = a.timer {
                 t.abort();
             }
             if let AckKind::User(tx) = a.kind {
-                let _ = tx.send(Err(err.clone()));
+                self.complete(tx, Err(err.clone()));
             }
         }
-        for q in self.queue.drain(..) {
+        for q in std::mem::take(&mut self.queue) {
             if let Some(tx) = q.reply {
-                let _ = tx.send(Err(err.clone()));
+                self.complete(tx, Err(err.clone()));
             }
         }
         self.send_buffer.clear();
-        for w in self.waiters.drain(..) {
-            let _ = w.send(Err(err.clone()));
+        for w in std::mem::take(&mut self.waiters) {
+            self.ready(w, Err(err.clone()));
         }
-        let mut st = self.shared.status();
-        st.active = false;
-        st.connected = false;
-        st.sid = None;
+        {
+            let mut st = self.shared.status();
+            st.active = false;
+            st.connected = false;
+            st.sid = None;
+        }
+        self.shared.set_conn(crate::client::Conn::Closed);
     }
 }
 
@@ -188,6 +223,8 @@ pub(crate) struct Manager {
     reconnect_at: Option<Instant>,
     attempts: u32,
     reconnecting: bool,
+    /// Whether an Engine.IO connection ever opened.
+    opened_once: bool,
     nsps: BTreeMap<String, Ns>,
     /// A binary packet waiting for its attachments.
     partial: Option<(sio::Packet, Vec<Bytes>)>,
@@ -346,6 +383,7 @@ impl Manager {
             reconnect_at: None,
             attempts: 0,
             reconnecting: false,
+            opened_once: false,
             nsps: BTreeMap::new(),
             partial: None,
         };
@@ -425,6 +463,7 @@ impl Manager {
                 }
                 self.reconnecting = false;
                 self.attempts = 0;
+                self.opened_once = true;
                 for ns in self.nsps.values_mut() {
                     send_connect(&handle, ns);
                 }
@@ -432,7 +471,12 @@ impl Manager {
             }
             Err(e) => {
                 debug!("connection attempt failed: {e}");
-                self.fail_waiting(&e);
+                let r = &self.cfg.reconnection;
+                let gives_up = !r.enabled || r.attempts.is_some_and(|max| self.attempts >= max);
+                let retry_first = self.cfg.retry_first && !self.opened_once;
+                if !retry_first || gives_up {
+                    self.fail_waiting(&e);
+                }
                 if self.reconnecting {
                     self.broadcast(|| Lifecycle::ReconnectError(e.clone()));
                     self.reconnecting = false;
@@ -735,6 +779,7 @@ impl Manager {
                 let recovered = pid.is_some() && ns.pid == pid;
                 if !recovered {
                     ns.offset = None;
+                    let _ = ns.dispatch.send(Dispatch::NewSession(pid.clone()));
                 }
                 ns.pid = pid;
                 ns.connected = true;
@@ -747,8 +792,8 @@ impl Manager {
                 }
                 debug!(nsp = %p.nsp, sid, recovered, "namespace connected");
                 ns.lifecycle(Lifecycle::Connect { recovered });
-                for w in ns.waiters.drain(..) {
-                    let _ = w.send(Ok(()));
+                for w in std::mem::take(&mut ns.waiters) {
+                    ns.ready(w, Ok(()));
                 }
                 if let Some(engine) = engine {
                     for out in std::mem::take(&mut ns.send_buffer) {
@@ -781,8 +826,8 @@ impl Manager {
                 else {
                     return;
                 };
-                if let Some(o) = offset {
-                    ns.offset = Some(o);
+                if let Some(o) = &offset {
+                    ns.offset = Some(o.clone());
                 }
                 let ev = Event {
                     name,
@@ -790,6 +835,7 @@ impl Manager {
                     ack: p
                         .id
                         .map(|id| AckSender::new(weak.clone(), p.nsp.clone(), id)),
+                    offset,
                 };
                 let _ = ns.dispatch.send(Dispatch::Event(ev));
             }
@@ -860,7 +906,7 @@ fn send_event(
     if volatile && (!ns.connected || engine.is_none()) {
         trace!(event, "volatile event dropped while disconnected");
         if let Some((_, AckKind::User(tx))) = ack {
-            let _ = tx.send(Err(Error::Disconnected));
+            ns.complete(tx, Err(Error::Disconnected));
         }
         return;
     }
@@ -931,9 +977,7 @@ fn resolve_ack(
     result: Result<Payload>,
 ) {
     match kind {
-        AckKind::User(tx) => {
-            let _ = tx.send(result);
-        }
+        AckKind::User(tx) => ns.complete(tx, result),
         AckKind::Queue(seq) => {
             let retries = ns.retries;
             let Some(head) = ns.queue.front_mut() else {
@@ -946,7 +990,7 @@ fn resolve_ack(
                 Ok(p) => {
                     if let Some(q) = ns.queue.pop_front() {
                         if let Some(tx) = q.reply {
-                            let _ = tx.send(Ok(p));
+                            ns.complete(tx, Ok(p));
                         }
                     }
                 }
@@ -955,7 +999,7 @@ fn resolve_ack(
                         debug!(seq, tries = head.tries, "queued event discarded");
                         if let Some(q) = ns.queue.pop_front() {
                             if let Some(tx) = q.reply {
-                                let _ = tx.send(Err(e));
+                                ns.complete(tx, Err(e));
                             }
                         }
                     } else {

@@ -7,6 +7,8 @@ use crate::{Error, Result};
 pub(crate) struct Endpoint {
     /// `host[:port]`.
     pub authority: String,
+    /// Whether the server is reached over TLS (`https://`, `wss://`).
+    pub tls: bool,
     /// The Engine.IO path, with a trailing slash (`/socket.io/`).
     pub path: String,
     /// Extra query pairs, already percent-encoded (`k=v`).
@@ -17,26 +19,28 @@ pub(crate) struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParsedUrl {
     pub authority: String,
+    /// `https://` or `wss://`.
+    pub tls: bool,
     /// The URL's path, which names a namespace as in the JavaScript client (`/` if none).
     pub namespace: String,
     /// The URL's query pairs, as written.
     pub query: Vec<String>,
 }
 
-/// Parses `http://host:port/namespace?query` (also `ws://`).
+/// Parses `http://host:port/namespace?query` (also `ws://`, `https://`, `wss://`).
 pub(crate) fn parse(url: &str) -> Result<ParsedUrl> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| Error::Config(format!("invalid URL {url:?}: {e}")))?;
-    match uri.scheme_str() {
-        Some("http" | "ws") => {}
-        Some("https" | "wss") => return Err(Error::Unsupported("TLS (https:// and wss://)")),
+    let tls = match uri.scheme_str() {
+        Some("http" | "ws") => false,
+        Some("https" | "wss") => true,
         _ => {
             return Err(Error::Config(format!(
-                "URL {url:?} must start with http:// or ws://"
+                "URL {url:?} must start with http://, https://, ws:// or wss://"
             )))
         }
-    }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| Error::Config(format!("URL {url:?} has no host")))?
@@ -60,6 +64,7 @@ pub(crate) fn parse(url: &str) -> Result<ParsedUrl> {
         .unwrap_or_default();
     Ok(ParsedUrl {
         authority,
+        tls,
         namespace: namespace.to_owned(),
         query,
     })
@@ -103,10 +108,22 @@ impl Endpoint {
         s
     }
 
+    /// The host (without brackets for IPv6) and port to connect to.
+    pub fn host_port(&self) -> Result<(String, u16)> {
+        let a: http::uri::Authority = self
+            .authority
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid host {:?}: {e}", self.authority)))?;
+        let host = a.host().trim_start_matches('[').trim_end_matches(']');
+        let port = a.port_u16().unwrap_or(if self.tls { 443 } else { 80 });
+        Ok((host.to_owned(), port))
+    }
+
     /// The URL of a polling request.
     pub fn polling_url(&self, sid: Option<&str>) -> String {
         format!(
-            "http://{}{}",
+            "{}://{}{}",
+            if self.tls { "https" } else { "http" },
             self.authority,
             self.path_and_query("polling", sid)
         )
@@ -115,7 +132,8 @@ impl Endpoint {
     /// The URL of a WebSocket connection.
     pub fn ws_url(&self, sid: Option<&str>) -> String {
         format!(
-            "ws://{}{}",
+            "{}://{}{}",
+            if self.tls { "wss" } else { "ws" },
             self.authority,
             self.path_and_query("websocket", sid)
         )
@@ -136,18 +154,18 @@ mod tests {
         let p = parse("ws://127.0.0.1:1/admin?token=a%20b&x=1").unwrap();
         assert_eq!(p.namespace, "/admin");
         assert_eq!(p.query, vec!["token=a%20b", "x=1"]);
-        assert!(matches!(
-            parse("https://example.com"),
-            Err(Error::Unsupported(_))
-        ));
+        assert!(parse("https://example.com").unwrap().tls);
+        assert!(parse("wss://example.com/x").unwrap().tls);
+        assert!(!p.tls);
         assert!(matches!(parse("ftp://example.com"), Err(Error::Config(_))));
         assert!(matches!(parse("not a url"), Err(Error::Config(_))));
     }
 
     #[test]
     fn builds_request_urls() {
-        let e = Endpoint {
+        let mut e = Endpoint {
             authority: "h:1".into(),
+            tls: false,
             path: normalise_path("socket.io"),
             query: vec!["a=b".into(), format!("c={}", encode_component("d e&é"))],
         };
@@ -159,6 +177,12 @@ mod tests {
             e.ws_url(Some("x+y")),
             "ws://h:1/socket.io/?EIO=4&transport=websocket&sid=x%2By&a=b&c=d%20e%26%C3%A9"
         );
+        assert_eq!(e.host_port().unwrap(), ("h".to_owned(), 1));
+        e.tls = true;
+        assert!(e.polling_url(None).starts_with("https://h:1/"));
+        assert!(e.ws_url(None).starts_with("wss://h:1/"));
+        e.authority = "[::1]".into();
+        assert_eq!(e.host_port().unwrap(), ("::1".to_owned(), 443));
         assert_eq!(normalise_path("/"), "/");
         assert_eq!(normalise_path("/a/b"), "/a/b/");
     }

@@ -835,6 +835,304 @@ async fn volatile_trailing_strings_are_taken_for_offsets(kind: ServerKind) {
     assert_eq!(ev.args(), &[json!("str"), json!(2)]);
 }
 
+async fn acks_never_overtake_earlier_events(kind: ServerKind) {
+    // The server writes `42["self",i]` then the ack of `emit-to-me`: the handler of
+    // "self" must have run when `emit_with_ack` returns, and the first connect handler
+    // when `connect()` returns.
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("polling", POLLING), ("websocket", WS)] {
+        let seen = Arc::new(AtomicU32::new(u32::MAX));
+        let connected = Arc::new(AtomicU32::new(0));
+        let (s, c2) = (seen.clone(), connected.clone());
+        let c = ClientBuilder::new(server.url())
+            .transports(transports.iter().copied())
+            .on("self", move |_c, ev| {
+                // A little work, so that a racing ack would win.
+                std::thread::sleep(Duration::from_micros(200));
+                s.store(ev.args()[0].as_u64().unwrap() as u32, Ordering::SeqCst);
+            })
+            .on_lifecycle(move |_c, l| {
+                if matches!(l, Lifecycle::Connect { .. }) {
+                    std::thread::sleep(Duration::from_millis(5));
+                    c2.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .connect()
+            .await
+            .unwrap();
+        let connect_handler_ran = connected.load(Ordering::SeqCst) == 1;
+        let mut overtaken = 0;
+        for i in 0..50u32 {
+            c.emit_with_ack("emit-to-me", vec![json!("self"), json!(i)], T)
+                .await
+                .unwrap();
+            if seen.load(Ordering::SeqCst) != i {
+                overtaken += 1;
+            }
+        }
+        assert!(
+            connect_handler_ran && overtaken == 0,
+            "{mode}: connect handler ran before connect() returned: {connect_handler_ran}; \
+             {overtaken} of 50 acks overtook their event"
+        );
+        c.close().await;
+    }
+}
+
+async fn a_saved_session_resumes_in_a_new_client(kind: ServerKind) {
+    // A client "process" (its own runtime, dropped without a word to the server, as a
+    // killed app) saves its session; a new client built from it recovers the socket and
+    // gets the events sent meanwhile, once and in order.
+    let server = TestServer::start(kind).await;
+    let url = server.url();
+    let (saved, old_id) = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async {
+            let (b, mut rec) = builder(&url, WS);
+            let c = b.connect().await.unwrap();
+            assert!(c.session().is_some_and(|s| s.offset.is_none()));
+            c.emit_with_ack("join", json!("resume-room"), T)
+                .await
+                .unwrap();
+            c.emit_with_ack(
+                "numbered",
+                vec![json!("resume-room"), json!(0), json!(3)],
+                T,
+            )
+            .await
+            .unwrap();
+            for i in 0..3 {
+                let ev = recv(&mut rec.events, 5, "numbered").await;
+                assert_eq!(ev.args(), &[json!(i)]);
+                assert!(ev.offset().is_some());
+            }
+            let s = c.session().unwrap();
+            assert_eq!(Some(s.pid.clone()), c.pid());
+            assert!(s.offset.is_some(), "{s:?}");
+            (serde_json::to_string(&s).unwrap(), c.id().unwrap())
+        });
+        drop(rt); // every task and socket gone, no DISCONNECT sent
+        r
+    })
+    .await
+    .unwrap();
+
+    // Meanwhile, events for the room.
+    let other = ClientBuilder::new(server.url())
+        .transports([Transport::Websocket])
+        .connect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    other
+        .emit_with_ack(
+            "numbered",
+            vec![json!("resume-room"), json!(3), json!(3)],
+            T,
+        )
+        .await
+        .unwrap();
+
+    let session: tether_client::Session = serde_json::from_str(&saved).unwrap();
+    let (b, mut rec) = builder(&server.url(), WS);
+    let c = b.session(session).connect().await.unwrap();
+    assert!(c.recovered(), "{kind:?}: not recovered");
+    assert_eq!(c.id().unwrap(), old_id);
+    for i in 3..6 {
+        let ev = recv(&mut rec.events, 5, "missed event").await;
+        assert_eq!((ev.name.as_str(), ev.args()), ("numbered", &[json!(i)][..]));
+    }
+    // Nothing twice: the next event is a new one.
+    other
+        .emit_with_ack(
+            "numbered",
+            vec![json!("resume-room"), json!(6), json!(1)],
+            T,
+        )
+        .await
+        .unwrap();
+    let ev = recv(&mut rec.events, 5, "live event").await;
+    assert_eq!(ev.args(), &[json!(6)]);
+    let who = whoami(&c).await;
+    assert!(who["rooms"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("resume-room")));
+
+    // A session the server does not know gives a new socket, not an error.
+    let (b, _rec) = builder(&server.url(), WS);
+    let c2 = b
+        .session(tether_client::Session {
+            pid: "unknown".into(),
+            offset: Some("0-0".into()),
+        })
+        .connect()
+        .await
+        .unwrap();
+    assert!(!c2.recovered());
+    assert_ne!(c2.session().unwrap().pid, "unknown");
+}
+
+async fn the_first_connection_is_retried_when_asked(kind: ServerKind) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    // Off (the default): the first error is the answer.
+    let (b, _) = builder(&url, WS);
+    let e = b.connect().await.unwrap_err();
+    assert!(e.is_transport(), "{e}");
+    // On, with two attempts, nobody listening: the last error, after both attempts.
+    let (b, mut rec) = builder(&url, WS);
+    let e = b
+        .reconnection(
+            Reconnection::default()
+                .attempts(2)
+                .delay(Duration::from_millis(50))
+                .delay_max(Duration::from_millis(50)),
+        )
+        .retry_first_connection(true)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.is_transport(), "{e}");
+    let mut attempts = Vec::new();
+    while let Ok(l) = rec.life.try_recv() {
+        if let Lifecycle::ReconnectAttempt(n) = l {
+            attempts.push(n);
+        }
+    }
+    assert_eq!(attempts, vec![1, 2]);
+    // On, and the server comes up later: connected.
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&url, transports);
+        let pending = tokio::spawn(b.retry_first_connection(true).connect());
+        let _ = recv_until(&mut rec.life, 10, "a retry", |l| {
+            matches!(l, Lifecycle::ReconnectAttempt(2))
+        })
+        .await;
+        let port_s = port.to_string();
+        let server = TestServer::start_with(kind, &[("PORT", &port_s)]).await;
+        let c = tokio::time::timeout(Duration::from_secs(10), pending)
+            .await
+            .expect("connect() did not return once the server was up")
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(c.connected(), "{mode}");
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+        server.kill().await;
+    }
+}
+
+async fn typed_arguments_streams_and_awaitable_state(kind: ServerKind) {
+    use futures_util::StreamExt as _;
+    use tether_client::{ClientEvent, NamespaceBuilder};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Chat {
+        user: String,
+        text: String,
+    }
+    fn logged<B: NamespaceBuilder>(b: B) -> B {
+        b.on("never-sent", |_c, _ev| {})
+    }
+    let server = TestServer::start(kind).await;
+    let (b, _rec) = builder(&server.url(), WS);
+    let c = logged(b).connect().await.unwrap();
+
+    // Typed emit and ack: a tuple is several arguments, a struct one.
+    let chat = Chat {
+        user: "ann".into(),
+        text: "hi".into(),
+    };
+    let (back, n): (Chat, u32) = c.emit_with_ack_serde("echo", &(&chat, 7), T).await.unwrap();
+    assert_eq!((back, n), (chat, 7));
+    let (v,): (Vec<u8>,) = c
+        .emit_with_ack_serde("echo", &vec![1u8, 2], T)
+        .await
+        .unwrap();
+    assert_eq!(v, vec![1, 2]);
+    // A type that does not match: a clear error, not a panic.
+    let e = c
+        .emit_with_ack_serde::<_, (u32,)>("echo", &("text",), T)
+        .await
+        .unwrap_err();
+    assert!(e.is_serde(), "{e}");
+    assert!(e.to_string().contains("acknowledgement of \"echo\""), "{e}");
+
+    // The events stream, with typed access to an event's arguments.
+    let mut events = std::pin::pin!(c.events());
+    c.emit_serde(
+        "emit-to-me",
+        &(
+            "typed",
+            Chat {
+                user: "bob".into(),
+                text: "yo".into(),
+            },
+        ),
+    )
+    .unwrap();
+    let ev = loop {
+        match tokio::time::timeout(T, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Event(ev) if ev.name == "typed" => break ev,
+            _ => {}
+        }
+    };
+    let got: Chat = ev.arg_as(0).unwrap();
+    assert_eq!(got.user, "bob");
+    let e = ev.arg_as::<u32>(0).unwrap_err();
+    assert!(
+        e.to_string().starts_with("argument 0 of event \"typed\""),
+        "{e}"
+    );
+
+    // Awaitable state: after a drop, wait_connected returns once reconnected, and the
+    // stream saw the disconnection and the connection in order.
+    c.emit("drop", ()).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let ClientEvent::Lifecycle(l) = tokio::time::timeout(T, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            match l {
+                Lifecycle::Disconnect(_) => seen.push("disconnect"),
+                Lifecycle::Connect { .. } => seen.push("connect"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(seen, ["disconnect", "connect"]);
+    tokio::time::timeout(T, c.wait_connected())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.connected());
+    c.close().await;
+    assert!(c.wait_connected().await.unwrap_err().is_closed());
+
+    // connect_error_message.
+    let (b, _) = builder(&server.url(), WS);
+    let e = b
+        .auth(json!({"reject": "go away"}))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(e.connect_error_message(), Some("go away"));
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -878,4 +1176,73 @@ on_both_servers!(
     client_disconnect_reaches_the_server,
     heartbeat_keeps_the_connection_alive,
     volatile_trailing_strings_are_taken_for_offsets,
+    a_saved_session_resumes_in_a_new_client,
+    the_first_connection_is_retried_when_asked,
+    typed_arguments_streams_and_awaitable_state,
 );
+
+// A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
+// the handshake sets a cookie, every later request of the session must bring it back).
+#[tokio::test]
+async fn cookies_keep_polling_sessions_sticky() {
+    let server = TestServer::start_with(ServerKind::Node, &[("COOKIE", "sticky")]).await;
+    // Without the jar (the default), the session's first request is refused.
+    let (b, _) = builder(&server.url(), POLLING);
+    let e = b
+        .reconnection(Reconnection::disabled())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.is_transport() || e.is_closed(), "{e}");
+    let probe = ClientBuilder::new(server.url())
+        .cookies(true)
+        .transports([Transport::Websocket])
+        .connect()
+        .await
+        .unwrap();
+    let refused = get_log(&probe, "cookie-refused").await.len();
+    assert!(refused >= 1, "the server refused nothing without cookies");
+
+    for (mode, transports) in [("polling", POLLING), ("upgrade", UPGRADE)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.cookies(true).connect().await.unwrap();
+        assert!(matches!(
+            recv(&mut rec.life, 5, "connect").await,
+            Lifecycle::Connect { .. }
+        ));
+        if transports == UPGRADE {
+            wait_for_upgrade(&c).await;
+        }
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        let seen = get_log(&probe, "cookies").await;
+        let cookie = seen.last().and_then(Value::as_str).unwrap_or_default();
+        assert!(
+            cookie.contains("sticky=") && cookie.contains("other=1"),
+            "{mode}: {cookie:?}"
+        );
+        // A reconnection is a new session: its handshake sets a new cookie, kept too.
+        c.emit("drop", ()).unwrap();
+        wait_reconnected(&mut rec).await;
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+    }
+    assert_eq!(
+        get_log(&probe, "cookie-refused").await.len(),
+        refused,
+        "a request with the jar on was refused"
+    );
+}
+
+// On the multi-threaded runtime, where handlers and the awaiting task really race.
+mod node_mt {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_never_overtake_earlier_events() {
+        super::acks_never_overtake_earlier_events(super::ServerKind::Node).await
+    }
+}
+mod tether_mt {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_never_overtake_earlier_events() {
+        super::acks_never_overtake_earlier_events(super::ServerKind::Tether).await
+    }
+}

@@ -10,6 +10,11 @@
 //   - connection state recovery on, skipping middlewares on recovery;
 //   - namespaces "/" and "/admin" ("/admin" wants auth {token: "secret"}); on any namespace
 //     auth {reject: "msg"} is refused with message "msg" and data {code: 401};
+//   - TLS_CERT / TLS_KEY (paths of PEM files, Node server only): serve HTTPS with them
+//     (https.createServer), for tests/tls.rs;
+//   - COOKIE (Node server only): a sticky-session check, as a cookie-sticky load balancer
+//     would do: the handshake response sets `COOKIE=<token>`, and every later request of
+//     the session without that cookie is refused with 400;
 //   - the events below.
 "use strict";
 
@@ -20,7 +25,29 @@ const PORT = Number(process.env.PORT || 0);
 const PING_INTERVAL = Number(process.env.PING_INTERVAL || 1000);
 const PING_TIMEOUT = Number(process.env.PING_TIMEOUT || 1000);
 
-const httpServer = http.createServer();
+const fs = require("node:fs");
+const https = require("node:https");
+const httpServer = process.env.TLS_CERT
+  ? https.createServer({
+      cert: fs.readFileSync(process.env.TLS_CERT),
+      key: fs.readFileSync(process.env.TLS_KEY),
+    })
+  : http.createServer();
+
+// Shared by every socket: key -> list of values, key -> counter.
+const logs = new Map();
+
+// COOKIE: the tokens handed out; a request of a session must bring one back.
+const COOKIE = process.env.COOKIE;
+const cookieTokens = new Set();
+function hasStickyCookie(req) {
+  const header = req.headers.cookie || "";
+  return header.split(";").some((c) => {
+    const [k, v] = c.trim().split("=");
+    return k === COOKIE && cookieTokens.has(v);
+  });
+}
+
 const io = new Server(httpServer, {
   pingInterval: PING_INTERVAL,
   pingTimeout: PING_TIMEOUT,
@@ -30,8 +57,6 @@ const io = new Server(httpServer, {
   },
 });
 
-// Shared by every socket: key -> list of values, key -> counter.
-const logs = new Map();
 const counters = new Map();
 
 function log(key, value) {
@@ -169,6 +194,24 @@ function setup(nsp) {
     socket.on("count", (key, ack) => ack(counters.get(key) || 0));
 
     socket.on("never-ack", () => {});
+  });
+}
+
+if (COOKIE) {
+  // Every HTTP request and WebSocket upgrade of a session (those with a sid).
+  io.engine.use((req, res, next) => {
+    const sid = new URL(req.url, "http://x").searchParams.get("sid");
+    if (sid && !hasStickyCookie(req)) {
+      log("cookie-refused", req.url);
+      return next(new Error("no sticky cookie"));
+    }
+    if (sid) log("cookies", req.headers.cookie);
+    next();
+  });
+  io.engine.on("initial_headers", (headers) => {
+    const token = Math.random().toString(36).slice(2);
+    cookieTokens.add(token);
+    headers["set-cookie"] = [`${COOKIE}=${token}; Path=/; HttpOnly`, "other=1; Path=/"];
   });
 }
 
