@@ -83,9 +83,7 @@ where
                 let engine = engine.clone();
                 async move { Ok::<_, Infallible>(engine.handle(req).await) }
             });
-            let conn = http
-                .serve_connection(TokioIo::new(io), svc)
-                .with_upgrades();
+            let conn = http.serve_connection(TokioIo::new(io), svc).with_upgrades();
             if let Err(e) = conn.await {
                 tracing::trace!("http connection ended: {e}");
             }
