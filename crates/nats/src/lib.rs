@@ -256,7 +256,10 @@ impl Conn {
                 Err(e)
             }
             Err(_) => {
-                let e = BackendError(format!("connecting to {} timed out", self.url));
+                let e = BackendError(format!(
+                    "connecting to {} timed out",
+                    tls::redact(&self.url)
+                ));
                 slot.failed = Some((Instant::now(), e.clone()));
                 Err(e)
             }
@@ -295,7 +298,10 @@ impl NatsBackend {
         // Boxed: the connecting future is large.
         match tokio::time::timeout(limit, Box::pin(Self::open(url, config))).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!("connecting to {url} timed out"))),
+            Err(_) => Err(BackendError(format!(
+                "connecting to {} timed out",
+                tls::redact(url)
+            ))),
         }
     }
 

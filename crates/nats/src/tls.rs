@@ -51,25 +51,26 @@ pub(crate) fn strip_url(urls: &str, tls: &mut NatsTls) -> Result<String, Backend
             out.push(one.to_owned());
             continue;
         };
-        let mut kept = url::form_urlencoded::Serializer::new(String::new());
-        let mut any = false;
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let mut kept = Vec::new();
+        for raw in query.split('&').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = url::form_urlencoded::parse(raw.as_bytes()).next() else {
+                continue;
+            };
             let slot = match &*k {
                 "tls_ca" => &mut tls.ca,
                 "tls_cert" => &mut tls.client_cert,
                 "tls_key" => &mut tls.client_key,
                 _ => {
-                    kept.append_pair(&k, &v);
-                    any = true;
+                    kept.push(raw);
                     continue;
                 }
             };
             *slot = Some(std::fs::read(&*v).map_err(|e| config_err(format!("{k}={v}: {e}")))?);
         }
-        out.push(if any {
-            format!("{base}?{}", kept.finish())
-        } else {
+        out.push(if kept.is_empty() {
             base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
         });
     }
     Ok(out.join(","))
@@ -149,6 +150,23 @@ pub(crate) fn credentials(options: ConnectOptions, urls: &str) -> ConnectOptions
     options
 }
 
+/// `urls` with the credentials hidden, for messages.
+pub(crate) fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|one| match url::Url::parse(one.trim()) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("***");
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A connection error, with "TLS" said when the handshake failed.
 pub(crate) fn describe(e: &async_nats::ConnectError) -> String {
     let mut text = e.to_string();
@@ -173,4 +191,30 @@ pub(crate) fn describe(e: &async_nats::ConnectError) -> String {
         text = format!("TLS: {text}");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_hidden_in_messages() {
+        assert_eq!(
+            redact("tls://alice:s3cret@h:4222,nats://t0ken@g:4222,nats://plain:4222"),
+            "tls://***:***@h:4222,nats://***@g:4222,nats://plain:4222"
+        );
+    }
+
+    #[test]
+    fn tls_parameters_leave_the_url() {
+        let mut tls = NatsTls::default();
+        assert_eq!(
+            strip_url("nats://h:4222?x=1", &mut tls).ok().as_deref(),
+            Some("nats://h:4222?x=1")
+        );
+        let e = strip_url("tls://h:4222?tls_ca=/nonexistent/ca.pem", &mut tls)
+            .map(|_| ())
+            .expect_err("a missing file");
+        assert!(e.0.contains("tls_ca=/nonexistent/ca.pem"), "{e}");
+    }
 }

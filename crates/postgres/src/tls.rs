@@ -96,25 +96,26 @@ pub(crate) fn configure(
         Some((base, query))
             if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
         {
-            let mut kept = url::form_urlencoded::Serializer::new(String::new());
-            let mut any = false;
-            for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            // The other parameters stay as they were written (tokio-postgres decodes
+            // them its own way).
+            let mut kept = Vec::new();
+            for raw in query.split('&').filter(|p| !p.is_empty()) {
+                let Some((k, v)) = url::form_urlencoded::parse(raw.as_bytes()).next() else {
+                    continue;
+                };
                 match &*k {
                     "sslmode" => mode = Some(SslMode::parse(&v)?),
                     "sslrootcert" if v == "system" => system_roots = true,
                     "sslrootcert" => tls.ca = Some(read(&k, &v)?),
                     "sslcert" => tls.client_cert = Some(read(&k, &v)?),
                     "sslkey" => tls.client_key = Some(read(&k, &v)?),
-                    _ => {
-                        kept.append_pair(&k, &v);
-                        any = true;
-                    }
+                    _ => kept.push(raw),
                 }
             }
-            if any {
-                format!("{base}?{}", kept.finish())
-            } else {
+            if kept.is_empty() {
                 base.to_owned()
+            } else {
+                format!("{base}?{}", kept.join("&"))
             }
         }
         _ => url.to_owned(),
@@ -384,5 +385,60 @@ impl Target {
         tokio_postgres::Error,
     > {
         self.config.connect(self.tls.clone()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_parameters_stay_as_written() {
+        let (pg, _) = configure(
+            "postgres://u@h:5432/db?options=-c%20search_path%3Dx&sslmode=require",
+            &PostgresTls::default(),
+        )
+        .expect("configure");
+        assert_eq!(pg.get_options(), Some("-c search_path=x"));
+        assert_eq!(pg.get_ssl_mode(), PgSslMode::Require);
+        let (pg, _) = configure(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=system",
+            &PostgresTls::default(),
+        )
+        .expect("configure");
+        assert_eq!(pg.get_ssl_mode(), PgSslMode::Require);
+        let (pg, _) =
+            configure("host=h user=u sslmode=disable", &PostgresTls::default()).expect("key=value");
+        assert_eq!(pg.get_ssl_mode(), PgSslMode::Disable);
+    }
+
+    #[test]
+    fn bad_values_are_configuration_errors() {
+        for url in [
+            "postgres://u@h/db?sslmode=maybe",
+            "postgres://u@h/db?sslrootcert=/nonexistent/ca.pem",
+            "postgres://u@h/db?sslcert=/nonexistent/c.pem",
+        ] {
+            let e = configure(url, &PostgresTls::default())
+                .map(|_| ())
+                .expect_err(url);
+            assert!(e.0.contains("postgres TLS configuration"), "{url}: {e}");
+        }
+        let half = PostgresTls {
+            client_cert: Some(b"x".to_vec()),
+            ..PostgresTls::default()
+        };
+        let e = configure("postgres://u@h/db", &half)
+            .map(|_| ())
+            .expect_err("half");
+        assert!(e.0.contains("needs its key"), "{e}");
+        let garbage = PostgresTls {
+            ca: Some(b"not a certificate".to_vec()),
+            ..PostgresTls::default()
+        };
+        let e = configure("postgres://u@h/db", &garbage)
+            .map(|_| ())
+            .expect_err("garbage");
+        assert!(e.0.contains("no certificate"), "{e}");
     }
 }
