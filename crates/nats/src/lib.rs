@@ -6,7 +6,7 @@
 //!   subject (`<subject_prefix>.log`), with `max_age` = [`NatsConfig::retention`]. Every
 //!   broadcast is published with an acknowledgement (a batch is published, then its acks
 //!   are awaited in order), and the stream sequence is the offset: the entry with stream
-//!   sequence `n` has the id `EntryId { ms: n, seq: 0 }`, so clients see offsets like
+//!   sequence `n` has the id `Position::new(0, n)`, so clients see offsets like
 //!   `"42-0"`. Since only `max_age` removes entries (from the head), the log is the
 //!   contiguous sequences `first_seq..=last_seq` of the stream info; entries are read by
 //!   direct gets (`allow_direct`), pipelined. After each append, an empty core-NATS
@@ -71,7 +71,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod codec;
+mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -83,13 +83,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
-    Record, SessionOp, TakeOutcome,
+use tether_backend::{
+    wire, BackendError, BoxFuture, ClusterBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    OffsetForm, Position, Record, SessionOp, TakeOutcome,
 };
 use tokio::sync::watch;
 
-use codec::{token, Expiring, Kept, Live, Node, Session};
+use store::{token, Expiring, Kept, Live, Node};
 
 /// Names, limits and timeouts.
 #[derive(Debug, Clone)]
@@ -139,8 +139,8 @@ impl Default for NatsConfig {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    BackendError::with_source(e.to_string(), e)
 }
 
 fn now_ms() -> u64 {
@@ -215,7 +215,7 @@ struct Conn {
 struct Slot {
     inner: Option<Arc<Inner>>,
     /// The last failed attempt to connect: when it ended, and why.
-    failed: Option<(Instant, BackendError)>,
+    failed: Option<(Instant, Arc<BackendError>)>,
 }
 
 impl Conn {
@@ -232,7 +232,7 @@ impl Conn {
         // while the server hangs, calls queue up behind each other's attempts.
         if let Some((at, e)) = &slot.failed {
             if *at >= asked {
-                return Err(e.clone());
+                return Err(BackendError::again(e));
             }
         }
         let limit = self.config.connect_timeout + self.config.command_timeout;
@@ -245,13 +245,17 @@ impl Conn {
                 Ok(inner)
             }
             Ok(Err(e)) => {
-                slot.failed = Some((Instant::now(), e.clone()));
-                Err(e)
+                let e = Arc::new(e);
+                slot.failed = Some((Instant::now(), Arc::clone(&e)));
+                Err(BackendError::again(&e))
             }
             Err(_) => {
-                let e = BackendError(format!("connecting to {} timed out", self.url));
-                slot.failed = Some((Instant::now(), e.clone()));
-                Err(e)
+                let e = Arc::new(BackendError::new(format!(
+                    "connecting to {} timed out",
+                    self.url
+                )));
+                slot.failed = Some((Instant::now(), Arc::clone(&e)));
+                Err(BackendError::again(&e))
             }
         }
     }
@@ -285,7 +289,7 @@ impl NatsBackend {
         // Boxed: the connecting future is large.
         match tokio::time::timeout(limit, Box::pin(Self::open(url, config))).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!("connecting to {url} timed out"))),
+            Err(_) => Err(BackendError::new(format!("connecting to {url} timed out"))),
         }
     }
 
@@ -336,7 +340,7 @@ impl NatsBackend {
         let c = self.conn.get().await?;
         match tokio::time::timeout(self.config.command_timeout, f(c)).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!("{what} timed out"))),
+            Err(_) => Err(BackendError::new(format!("{what} timed out"))),
         }
     }
 
@@ -376,7 +380,7 @@ impl Inner {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(format!("creating the stream: {e}")))?;
+            .map_err(|e| BackendError::new(format!("creating the stream: {e}")))?;
         // The bucket's stream as `create_key_value` makes it, made here: that call first
         // asks for the account info, which async-nats 0.51 cannot parse from NATS 2.9.
         js.get_or_create_stream(stream::Config {
@@ -394,15 +398,15 @@ impl Inner {
             ..Default::default()
         })
         .await
-        .map_err(|e| err(format!("creating the bucket: {e}")))?;
+        .map_err(|e| BackendError::new(format!("creating the bucket: {e}")))?;
         let kv = js
             .get_key_value(&config.bucket)
             .await
-            .map_err(|e| err(format!("opening the bucket: {e}")))?;
+            .map_err(|e| BackendError::new(format!("opening the bucket: {e}")))?;
         let kv_stream = js
             .get_stream(format!("KV_{}", config.bucket))
             .await
-            .map_err(|e| err(format!("the bucket's stream: {e}")))?;
+            .map_err(|e| BackendError::new(format!("the bucket's stream: {e}")))?;
         Ok(Inner {
             client,
             js,
@@ -441,16 +445,13 @@ impl Inner {
         let mut out = Vec::with_capacity(gets.len());
         for g in gets {
             let Some(m) = g? else { continue };
-            let (uid, seq, message) = codec::decode_entry(&m.payload).unwrap_or((
+            let (uid, seq, message) = store::decode_entry(&m.payload).unwrap_or((
                 String::new(),
                 None,
                 ClusterMessage::Other,
             ));
             out.push(Record {
-                id: EntryId {
-                    ms: m.sequence,
-                    seq: 0,
-                },
+                id: Position::new(0, m.sequence),
                 uid,
                 seq,
                 message,
@@ -460,20 +461,20 @@ impl Inner {
     }
 
     /// Entries after `after`, at most `count`, without waiting.
-    async fn page_after(&self, after: EntryId, count: usize) -> Result<Vec<Record>, BackendError> {
+    async fn page_after(&self, after: Position, count: usize) -> Result<Vec<Record>, BackendError> {
         let (first, last) = self.bounds().await?;
-        let from = after.ms.saturating_add(1).max(first);
+        let from = after.seq.saturating_add(1).max(first);
         let to = last.min(from.saturating_add(count.max(1) as u64 - 1));
         self.fetch(from, to).await
     }
 
     /// Whether `offset` is an entry of the log.
-    async fn offset_ok(&self, offset: Option<EntryId>) -> Result<bool, BackendError> {
+    async fn offset_ok(&self, offset: Option<Position>) -> Result<bool, BackendError> {
         let Some(o) = offset else { return Ok(true) };
-        if o.seq != 0 || o.ms == 0 || o.ms > i64::MAX as u64 {
+        if o.epoch != 0 || o.seq == 0 || o.seq > i64::MAX as u64 {
             return Ok(false);
         }
-        match self.log.direct_get(o.ms).await {
+        match self.log.direct_get(o.seq).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(err(e)),
@@ -491,7 +492,7 @@ impl Inner {
         let e = self.kv.entry(key).await.map_err(err)?;
         Ok(e.map(|e| {
             let v = match e.operation {
-                kv::Operation::Put => codec::from_bytes(&e.value),
+                kv::Operation::Put => wire::from_slice(&e.value),
                 _ => None,
             };
             (e.revision, v)
@@ -499,7 +500,10 @@ impl Inner {
     }
 
     async fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<u64, BackendError> {
-        self.kv.put(key, codec::to_bytes(v)).await.map_err(err)
+        self.kv
+            .put(key, Bytes::from(wire::to_vec(v)))
+            .await
+            .map_err(err)
     }
 
     /// Writes `key` if its revision is still `prev` (`None`: the key has no entry).
@@ -510,7 +514,7 @@ impl Inner {
         v: &T,
         prev: Option<u64>,
     ) -> Result<bool, BackendError> {
-        let value = codec::to_bytes(v);
+        let value = Bytes::from(wire::to_vec(v));
         match prev {
             Some(rev) => match self.kv.update(key, value, rev).await {
                 Ok(_) => Ok(true),
@@ -551,7 +555,7 @@ impl Inner {
         &self,
         nsp: &str,
         pid: &str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> Result<TakeOutcome, BackendError> {
         let s_key = key("s", pid);
         let l_key = key("l", pid);
@@ -566,7 +570,7 @@ impl Inner {
                         return Ok(TakeOutcome::UnknownOffset);
                     }
                     if self.delete(&s_key, rev).await? {
-                        return Ok(TakeOutcome::Taken(k.session.into()));
+                        return Ok(TakeOutcome::Taken(k.session));
                     }
                     continue;
                 }
@@ -601,10 +605,12 @@ impl Inner {
                 return Ok(TakeOutcome::UnknownOffset);
             }
             if self.delete(&l_key, rev).await? {
-                return Ok(TakeOutcome::Taken(live.session.into()));
+                return Ok(TakeOutcome::Taken(live.session));
             }
         }
-        Err(BackendError(format!("take of {pid}: too much contention")))
+        Err(BackendError::new(format!(
+            "take of {pid}: too much contention"
+        )))
     }
 
     async fn retire(
@@ -612,7 +618,7 @@ impl Inner {
         uid: &str,
         nsp: &str,
         pid: &str,
-        keep: Option<&(tether::cluster::ClusterSession, Duration)>,
+        keep: Option<&(tether_backend::ClusterSession, Duration)>,
     ) -> Result<(), BackendError> {
         let s_key = key("s", pid);
         let l_key = key("l", pid);
@@ -633,7 +639,7 @@ impl Inner {
                 if let Some((session, ttl)) = keep {
                     let k = Kept {
                         nsp: nsp.to_owned(),
-                        session: Session::from(session),
+                        session: session.clone(),
                         exp: now.saturating_add(ms(*ttl)),
                     };
                     kept = Some(self.put(&s_key, &k).await?);
@@ -649,7 +655,7 @@ impl Inner {
                 _ => return Ok(()),
             }
         }
-        Err(BackendError(format!(
+        Err(BackendError::new(format!(
             "retire of {pid}: too much contention"
         )))
     }
@@ -658,7 +664,7 @@ impl Inner {
         &self,
         uid: &str,
         nsp: &str,
-        session: &tether::cluster::ClusterSession,
+        session: &tether_backend::ClusterSession,
         ttl: u64,
         window: u64,
     ) -> Result<(), BackendError> {
@@ -677,7 +683,7 @@ impl Inner {
                     let l = Live {
                         node: uid.to_owned(),
                         nsp: nsp.to_owned(),
-                        session: Session::from(session),
+                        session: session.clone(),
                         window,
                         exp: now.saturating_add(ttl),
                     };
@@ -688,7 +694,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        Err(BackendError(format!(
+        Err(BackendError::new(format!(
             "refresh of {}: too much contention",
             session.pid
         )))
@@ -705,7 +711,7 @@ impl Inner {
                 let l = Live {
                     node: uid.to_owned(),
                     nsp: nsp.clone(),
-                    session: Session::from(session),
+                    session: session.clone(),
                     window: ms(*window),
                     exp: now_ms().saturating_add(ms(*ttl)),
                 };
@@ -775,7 +781,7 @@ async fn forward(
             _ = stop.changed() => return,
         };
         let Some(m) = m else { return };
-        let Some(e) = codec::decode_ephemeral(&m.payload) else {
+        let Some(e) = wire::from_slice::<Ephemeral>(&m.payload) else {
             continue;
         };
         match sink.try_send(e) {
@@ -833,7 +839,7 @@ impl ClusterBackend for NatsBackend {
         &'a self,
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Position>, BackendError>> {
         Box::pin(async move {
             if batch.is_empty() {
                 return Ok(Vec::new());
@@ -842,7 +848,7 @@ impl ClusterBackend for NatsBackend {
             self.with("append", move |c| async move {
                 let mut acks = Vec::with_capacity(batch.len());
                 for (seq, msg) in batch {
-                    let payload = Bytes::from(codec::encode_entry(uid, *seq, msg));
+                    let payload = Bytes::from(store::encode_entry(uid, *seq, msg));
                     acks.push(
                         c.js.publish(c.log_subject.clone(), payload)
                             .await
@@ -852,10 +858,7 @@ impl ClusterBackend for NatsBackend {
                 let mut ids = Vec::with_capacity(acks.len());
                 for ack in acks {
                     let ack = ack.await.map_err(err)?;
-                    ids.push(EntryId {
-                        ms: ack.sequence,
-                        seq: 0,
-                    });
+                    ids.push(Position::new(0, ack.sequence));
                 }
                 // Wakes the blocked readers (best effort: they also poll).
                 let _ = c.client.publish(tick, Bytes::new()).await;
@@ -867,7 +870,7 @@ impl ClusterBackend for NatsBackend {
 
     fn read_after(
         &self,
-        after: EntryId,
+        after: Position,
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -900,8 +903,8 @@ impl ClusterBackend for NatsBackend {
 
     fn range(
         &self,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(self.with("range", move |c| async move {
@@ -909,15 +912,18 @@ impl ClusterBackend for NatsBackend {
                 return Ok(Vec::new());
             }
             let (first, last) = c.bounds().await?;
-            let from = after.ms.saturating_add(1).max(first);
-            let to = upto.ms.min(last).min(from.saturating_add(count as u64 - 1));
+            let from = after.seq.saturating_add(1).max(first);
+            let to = upto
+                .seq
+                .min(last)
+                .min(from.saturating_add(count as u64 - 1));
             c.fetch(from, to).await
         }))
     }
 
     fn recent(
         &self,
-        upto: EntryId,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(self.with("recent", move |c| async move {
@@ -925,7 +931,7 @@ impl ClusterBackend for NatsBackend {
                 return Ok(Vec::new());
             }
             let (first, last) = c.bounds().await?;
-            let to = upto.ms.min(last);
+            let to = upto.seq.min(last);
             let from = to.saturating_sub(count as u64 - 1).max(first).max(1);
             let mut got = c.fetch(from, to).await?;
             got.reverse();
@@ -933,10 +939,14 @@ impl ClusterBackend for NatsBackend {
         }))
     }
 
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
+    fn offset_form(&self) -> OffsetForm {
+        OffsetForm::SeqEpoch
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Position, BackendError>> {
         Box::pin(self.with("last_id", |c| async move {
             let (_, last) = c.bounds().await?;
-            Ok(EntryId { ms: last, seq: 0 })
+            Ok(Position::new(0, last))
         }))
     }
 
@@ -999,7 +1009,7 @@ impl ClusterBackend for NatsBackend {
         &'a self,
         nsp: &'a str,
         pid: &'a str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
         Box::pin(self.with("take_session", move |c| async move {
             c.take(nsp, pid, offset).await
@@ -1024,7 +1034,7 @@ impl ClusterBackend for NatsBackend {
         };
         Box::pin(self.with("send_ephemeral", move |c| async move {
             c.client
-                .publish(subject, codec::encode_ephemeral(message))
+                .publish(subject, Bytes::from(wire::to_vec(message)))
                 .await
                 .map_err(err)?;
             // Published means handed to the connection; a flush makes it sent.
@@ -1089,7 +1099,7 @@ impl ClusterBackend for NatsBackend {
             };
             match tokio::time::timeout(self.config.command_timeout, subscribing).await {
                 Ok(r) => r?,
-                Err(_) => return Err(BackendError("listen timed out".into())),
+                Err(_) => return Err(BackendError::new("listen timed out")),
             }
             let k = listener_key(nsp, uid);
             let ttl = self.config.listener_ttl;

@@ -75,8 +75,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod codec;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -84,9 +82,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
-    Record, SessionOp, TakeOutcome,
+use tether_backend::{
+    wire, BackendError, BoxFuture, ClusterBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    OffsetForm, Position, Record, SessionOp, TakeOutcome,
 };
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Row};
@@ -139,13 +137,17 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(10);
 
 type PgError = tokio_postgres::Error;
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError(format!("postgres: {e}"))
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    BackendError::with_source(format!("postgres: {e}"), e)
+}
+
+fn fail(message: impl std::fmt::Display) -> BackendError {
+    BackendError::new(format!("postgres: {message}"))
 }
 
 fn pg_err(e: PgError) -> BackendError {
-    match e.as_db_error() {
-        Some(db) => err(db),
+    match e.as_db_error().map(|db| format!("postgres: {db}")) {
+        Some(message) => BackendError::with_source(message, e),
         None => err(e),
     }
 }
@@ -156,8 +158,8 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// The log id of an entry id (`n-0` is `n`); ids beyond `i64` are clamped.
-fn log_id(id: EntryId) -> i64 {
-    i64::try_from(id.ms).unwrap_or(i64::MAX)
+fn log_id(id: Position) -> i64 {
+    i64::try_from(id.seq).unwrap_or(i64::MAX)
 }
 
 /// 64-bit FNV-1a: stable across processes and versions, for channel and lock names.
@@ -191,7 +193,7 @@ struct Names {
 impl Names {
     fn new(prefix: &str) -> Result<Self, BackendError> {
         if prefix.len() > 48 {
-            return Err(BackendError(format!(
+            return Err(BackendError::new(format!(
                 "postgres: the table prefix {prefix:?} is longer than 48 bytes"
             )));
         }
@@ -232,14 +234,14 @@ fn channel(prefix: &str, parts: &[&str]) -> String {
 struct Slot {
     client: Option<Arc<Client>>,
     /// The last failed attempt to connect: when it ended, and why.
-    failed: Option<(Instant, BackendError)>,
+    failed: Option<(Instant, Arc<BackendError>)>,
 }
 
 /// Opens a connection and drives it on its own task.
 async fn open(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, BackendError> {
     let (client, conn) = tokio::time::timeout(limit, pg.connect(NoTls))
         .await
-        .map_err(|_| err("connecting timed out"))?
+        .map_err(|_| fail("connecting timed out"))?
         .map_err(pg_err)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -281,7 +283,7 @@ impl Pool {
             Some(g) => g,
             None => tokio::time::timeout(self.timeout, self.slots[start % n].lock())
                 .await
-                .map_err(|_| err("timed out waiting for a connection"))?,
+                .map_err(|_| fail("timed out waiting for a connection"))?,
         };
         let client = match guard.client.as_ref().filter(|c| !c.is_closed()) {
             Some(c) => c.clone(),
@@ -291,7 +293,7 @@ impl Pool {
                 // attempts.
                 if let Some((at, e)) = &guard.failed {
                     if *at >= asked {
-                        return Err(e.clone());
+                        return Err(BackendError::again(e));
                     }
                 }
                 match open(&self.pg, self.connect_timeout).await {
@@ -302,9 +304,10 @@ impl Pool {
                         c
                     }
                     Err(e) => {
+                        let e = Arc::new(e);
                         guard.client = None;
-                        guard.failed = Some((Instant::now(), e.clone()));
-                        return Err(e);
+                        guard.failed = Some((Instant::now(), Arc::clone(&e)));
+                        return Err(BackendError::again(&e));
                     }
                 }
             }
@@ -317,7 +320,7 @@ impl Pool {
             }
             Err(_) => {
                 guard.client = None;
-                Err(err(format!("timed out after {:?}", self.timeout)))
+                Err(fail(format_args!("timed out after {:?}", self.timeout)))
             }
         }
     }
@@ -374,7 +377,7 @@ impl Listener {
     > {
         let (client, mut conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
             .await
-            .map_err(|_| err("connecting timed out"))?
+            .map_err(|_| fail("connecting timed out"))?
             .map_err(pg_err)?;
         let (tx, rx) = mpsc::channel(1024);
         let driver = tokio::spawn(async move {
@@ -404,7 +407,7 @@ impl Listener {
             }
             Err(_) => {
                 driver.abort();
-                Err(err("LISTEN timed out"))
+                Err(fail("LISTEN timed out"))
             }
         }
     }
@@ -437,7 +440,7 @@ impl Listener {
         } else {
             return;
         };
-        let Some(m) = codec::decode_ephemeral(&text) else {
+        let Some(m) = wire::from_slice::<Ephemeral>(text.as_bytes()) else {
             return;
         };
         let sink = self
@@ -593,16 +596,12 @@ fn record(row: &Row) -> Option<Record> {
     let id: i64 = row.try_get(0).ok()?;
     let uid: String = row.try_get(1).ok()?;
     let seq: Option<i64> = row.try_get(2).ok()?;
-    let kind: String = row.try_get(3).ok()?;
     let data: String = row.try_get(4).ok()?;
     Some(Record {
-        id: EntryId {
-            ms: u64::try_from(id).ok()?,
-            seq: 0,
-        },
+        id: Position::new(0, u64::try_from(id).ok()?),
         uid,
         seq: seq.and_then(|s| u64::try_from(s).ok()),
-        message: codec::decode_message(&kind, &data),
+        message: wire::message(data.as_bytes()),
     })
 }
 
@@ -768,7 +767,7 @@ impl ClusterBackend for PostgresBackend {
         &'a self,
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Position>, BackendError>> {
         Box::pin(async move {
             if batch.is_empty() {
                 return Ok(Vec::new());
@@ -779,11 +778,10 @@ impl ClusterBackend for PostgresBackend {
             let mut kinds = Vec::with_capacity(batch.len());
             let mut datas = Vec::with_capacity(batch.len());
             for (seq, m) in batch {
-                let (kind, data) = codec::encode_message(m);
                 seqs.push(i64::try_from(*seq).unwrap_or(i64::MAX));
-                nsps.push(codec::message_nsp(m).to_owned());
-                kinds.push(kind.to_owned());
-                datas.push(data);
+                nsps.push(m.nsp().to_owned());
+                kinds.push(m.kind().to_owned());
+                datas.push(wire::to_json(m));
             }
             let names = &self.names;
             let take_ids = format!(
@@ -825,14 +823,14 @@ impl ClusterBackend for PostgresBackend {
             let first = last - n;
             Ok((1..=n)
                 .filter_map(|k| u64::try_from(first + k).ok())
-                .map(|ms| EntryId { ms, seq: 0 })
+                .map(|ms| Position::new(0, ms))
                 .collect())
         })
     }
 
     fn read_after(
         &self,
-        after: EntryId,
+        after: Position,
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -857,8 +855,8 @@ impl ClusterBackend for PostgresBackend {
 
     fn range(
         &self,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -875,7 +873,7 @@ impl ClusterBackend for PostgresBackend {
 
     fn recent(
         &self,
-        upto: EntryId,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -890,17 +888,21 @@ impl ClusterBackend for PostgresBackend {
         })
     }
 
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
+    fn offset_form(&self) -> OffsetForm {
+        OffsetForm::SeqEpoch
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Position, BackendError>> {
         Box::pin(async move {
             let sql = format!("SELECT max(id) FROM {}", self.names.log);
             let last: Option<i64> = self
                 .pool
                 .run(|c| async move { c.query_one(&sql, &[]).await?.try_get(0) })
                 .await?;
-            Ok(EntryId {
-                ms: last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                seq: 0,
-            })
+            Ok(Position::new(
+                0,
+                last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            ))
         })
     }
 
@@ -975,7 +977,7 @@ impl ClusterBackend for PostgresBackend {
                                         &session.pid,
                                         &uid,
                                         nsp,
-                                        &codec::encode_session(session),
+                                        &wire::to_json(session),
                                         &ms(*window),
                                         &ms(*ttl),
                                     ],
@@ -1003,7 +1005,7 @@ impl ClusterBackend for PostgresBackend {
                                 if let Some((session, ttl)) = k {
                                     c.execute(
                                         &keep,
-                                        &[pid, nsp, &codec::encode_session(session), &ms(*ttl)],
+                                        &[pid, nsp, &wire::to_json(session), &ms(*ttl)],
                                     )
                                     .await?;
                                 }
@@ -1018,14 +1020,14 @@ impl ClusterBackend for PostgresBackend {
                                     continue;
                                 }
                                 // Rows locked in one order by every node: no deadlocks.
-                                let mut sorted: Vec<&tether::cluster::ClusterSession> =
+                                let mut sorted: Vec<&tether_backend::ClusterSession> =
                                     sessions.iter().collect();
                                 sorted.sort_by(|a, b| a.pid.cmp(&b.pid));
                                 sorted.dedup_by(|a, b| a.pid == b.pid);
                                 let pids: Vec<&str> =
                                     sorted.iter().map(|s| s.pid.as_str()).collect();
                                 let encoded: Vec<String> =
-                                    sorted.iter().map(|s| codec::encode_session(s)).collect();
+                                    sorted.iter().map(wire::to_json).collect();
                                 c.execute(
                                     &refresh,
                                     &[&uid, nsp, &ms(*window), &ms(*ttl), &pids, &encoded],
@@ -1102,7 +1104,7 @@ impl ClusterBackend for PostgresBackend {
         &'a self,
         nsp: &'a str,
         pid: &'a str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
         Box::pin(async move {
             let n = &self.names;
@@ -1126,7 +1128,7 @@ impl ClusterBackend for PostgresBackend {
             let delete_live = format!("DELETE FROM {} WHERE pid = $1", n.live);
             let in_log = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", n.log);
             // `n-0` is entry `n`; any other id is not in this log.
-            let offset = offset.map(|o| (o.seq == 0).then(|| log_id(o)));
+            let offset = offset.map(|o| (o.epoch == 0).then(|| log_id(o)));
             self.pool
                 .run(|c| async move {
                     let offset_ok = |c: Arc<Client>| {
@@ -1211,7 +1213,7 @@ impl ClusterBackend for PostgresBackend {
                 Some(uid) => self.names.private_channel(&message.nsp, uid),
                 None => self.names.public_channel(&message.nsp),
             };
-            let payload = codec::encode_ephemeral(message);
+            let payload = wire::to_json(message);
             if payload.len() <= INLINE_PAYLOAD {
                 let inline = format!("i{payload}");
                 return self
@@ -1287,7 +1289,7 @@ impl ClusterBackend for PostgresBackend {
 }
 
 fn taken(session: &str) -> TakeOutcome {
-    match codec::decode_session(session) {
+    match wire::from_slice(session.as_bytes()) {
         Some(s) => TakeOutcome::Taken(s),
         None => TakeOutcome::NotFound,
     }
@@ -1326,13 +1328,7 @@ mod tests {
 
     #[test]
     fn entry_ids_map_to_log_ids() {
-        assert_eq!(log_id(EntryId { ms: 17, seq: 0 }), 17);
-        assert_eq!(
-            log_id(EntryId {
-                ms: u64::MAX,
-                seq: 0
-            }),
-            i64::MAX
-        );
+        assert_eq!(log_id(Position::new(0, 17)), 17);
+        assert_eq!(log_id(Position::new(0, u64::MAX)), i64::MAX);
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tether::cluster::{ClusterBackend, ClusterSession, SessionOp, TakeOutcome};
+use tether_backend::{ClusterBackend, ClusterSession, SessionOp, TakeOutcome};
 use tether_redis::{RedisBackend, RedisConfig};
 
 const URL: &str = "redis://127.0.0.1:6379";

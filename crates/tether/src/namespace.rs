@@ -11,7 +11,7 @@ use tether_proto::sio::PacketType;
 
 use crate::client::Client;
 use crate::cluster::{
-    Broadcast, Cluster, ClusterMessage, ClusterSession, EntryId, ServerSideAck, SessionOp,
+    Broadcast, Cluster, ClusterMessage, ClusterSession, Position, ServerSideAck, SessionOp,
     SocketsAction,
 };
 use crate::operators::{BroadcastOperator, BroadcastOptions};
@@ -102,7 +102,7 @@ pub struct Namespace {
     /// Serialises cluster delivery with cluster restores (held across engine reads).
     cluster_lock: tokio::sync::Mutex<()>,
     /// The newest cluster entry delivered to this namespace.
-    cluster_position: Mutex<EntryId>,
+    cluster_position: Mutex<Position>,
     /// Handlers of events from other nodes.
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
 }
@@ -134,7 +134,7 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             cluster: std::sync::OnceLock::new(),
             cluster_lock: tokio::sync::Mutex::new(()),
-            cluster_position: Mutex::new(EntryId::default()),
+            cluster_position: Mutex::new(Position::default()),
             server_side: RwLock::new(HashMap::new()),
         };
         ns.set_recovery(recovery);
@@ -353,9 +353,11 @@ impl Namespace {
 
     /// Encodes a cluster broadcast for this namespace's sockets, with its offset when it
     /// is recoverable here.
-    fn encode_cluster(&self, id: EntryId, b: &Broadcast) -> Option<StoredPacket> {
+    fn encode_cluster(&self, id: Position, b: &Broadcast) -> Option<StoredPacket> {
         let event = b.data.first()?.as_str()?;
-        let offset = (self.recovery().is_some() && !b.volatile).then(|| id.to_string());
+        let offset = (self.recovery().is_some() && !b.volatile)
+            .then(|| self.cluster().map(|c| c.offset(id)))
+            .flatten();
         Some(StoredPacket {
             message: encode::event_args(
                 &self.name,
@@ -370,7 +372,7 @@ impl Namespace {
     }
 
     /// Delivers an entry read from the cluster log to this node's sockets.
-    pub(crate) async fn deliver_cluster(&self, id: EntryId, b: &Broadcast) {
+    pub(crate) async fn deliver_cluster(&self, id: Position, b: &Broadcast) {
         let _cluster = self.cluster_lock.lock().await;
         let packet = self.encode_cluster(id, b);
         let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,7 +394,7 @@ impl Namespace {
         *self.position() = id;
     }
 
-    fn position(&self) -> std::sync::MutexGuard<'_, EntryId> {
+    fn position(&self) -> std::sync::MutexGuard<'_, Position> {
         self.cluster_position
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -648,7 +650,7 @@ impl Namespace {
         let mut restored: Option<Restoring> = None;
         if let (Some(rec), Some((pid, offset))) = (&rec, attempt) {
             let outcome = match &cluster {
-                Some(c) => match offset.as_deref().map(EntryId::parse) {
+                Some(c) => match offset.as_deref().map(|o| c.parse_offset(o)) {
                     Some(None) => Err(RecoveryFailure::UnknownOffset),
                     parsed => {
                         let after = parsed.flatten();
@@ -752,7 +754,7 @@ impl Namespace {
     }
 
     /// Puts a taken session back (a refused or aborted restore consumes nothing).
-    fn keep_again(&self, rec: &Recovery, socket: &SocketRef, after: Option<EntryId>) {
+    fn keep_again(&self, rec: &Recovery, socket: &SocketRef, after: Option<Position>) {
         match self.cluster.get() {
             Some(c) => {
                 let mut s = cluster_session(socket);
@@ -778,7 +780,7 @@ impl Namespace {
         client: &Arc<Client>,
         socket: &SocketRef,
         rec: &Recovery,
-        after: Option<EntryId>,
+        after: Option<Position>,
     ) {
         // Read the bulk of the replay without holding up delivery, then, under the cluster
         // lock (the reader waits), the tail up to what this node has delivered.
@@ -1024,7 +1026,7 @@ struct Restoring {
     /// Local store: the log position the replay starts after.
     start: u64,
     /// Cluster: the entry the replay starts after.
-    after: Option<EntryId>,
+    after: Option<Position>,
 }
 
 fn deliver(socket: &SocketRef, packet: &StoredPacket) {

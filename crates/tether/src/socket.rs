@@ -59,7 +59,7 @@ pub struct Socket {
     /// The CONNECT payload (`socket.handshake.auth` in the reference).
     auth: Option<Value>,
     /// Cluster: the entry position when the socket connected.
-    pub(crate) cluster_start: Mutex<Option<crate::cluster::EntryId>>,
+    pub(crate) cluster_start: Mutex<Option<crate::cluster::Position>>,
 }
 
 impl std::fmt::Debug for Socket {
