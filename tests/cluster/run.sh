@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-node suite (CONTRACT.md §6): Tether conformance-server nodes sharing a
-# Redis Streams engine, checked with the official socket.io-client.
+# Redis Streams backend, checked with the official socket.io-client.
 #
 #   bash tests/cluster/run.sh [test files relative to tests/cluster...]
 #
@@ -12,9 +12,9 @@
 #   SERVER_CMD               command that starts one node (run as
 #                            `/bin/sh -c "exec $SERVER_CMD"`, with PORT, ADAPTER,
 #                            NODE_NAME set); default target/release/conformance-server
-#   CLUSTER_ENGINE=postgres  PostgreSQL (tether-postgres) at PG_HOST:PG_PORT
+#   CLUSTER_BACKEND=postgres  PostgreSQL (tether-postgres) at PG_HOST:PG_PORT
 #                            (127.0.0.1:5432, user postgres, database test, with
-#                            psql) instead of Redis; for the engine-neutral files
+#                            psql) instead of Redis; for the backend-neutral files
 #                            (01-06, 09), not 07 (mixed) or 08 (redis-restart)
 #   SKIP_BUILD=1             do not run cargo build
 #   CLUSTER_LOG=1            copy the nodes' output to stderr
@@ -25,6 +25,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$HERE"
+
+# CLUSTER_ENGINE is the old name of CLUSTER_BACKEND, still accepted.
+CLUSTER_BACKEND=${CLUSTER_BACKEND:-${CLUSTER_ENGINE:-redis}}
+export CLUSTER_BACKEND
 
 REDIS_HOST=${REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-6379}
@@ -46,7 +50,7 @@ redis_ping() {
   exec 3>&-
   [[ "$line" == "+PONG"* ]]
 }
-if [ "${CLUSTER_ENGINE:-redis}" != postgres ] && ! redis_ping; then
+if [ "$CLUSTER_BACKEND" != postgres ] && ! redis_ping; then
   if [[ "$REDIS_HOST" != "127.0.0.1" && "$REDIS_HOST" != "localhost" ]]; then
     echo "run.sh: Redis at $REDIS_HOST:$REDIS_PORT does not answer PING" >&2
     exit 1
@@ -81,12 +85,12 @@ else
   for f in test/[0-9]*.test.js; do
     # 07 (a mixed cluster with the Node adapter) and 08 (a redis-server restart) are
     # about Redis; every other file runs on PostgreSQL too.
-    if [ "${CLUSTER_ENGINE:-redis}" = postgres ] && [[ "$f" == test/07-* || "$f" == test/08-* ]]; then
+    if [ "$CLUSTER_BACKEND" = postgres ] && [[ "$f" == test/07-* || "$f" == test/08-* ]]; then
       continue
     fi
-    # 06 also looks into the engine (its log and records), which only Redis and
+    # 06 also looks into the backend (its log and records), which only Redis and
     # PostgreSQL expose to the suite.
-    if [ "${CLUSTER_ENGINE:-redis}" = nats ] && [[ "$f" == test/06-* || "$f" == test/07-* || "$f" == test/08-* ]]; then
+    if [ "$CLUSTER_BACKEND" = nats ] && [[ "$f" == test/06-* || "$f" == test/07-* || "$f" == test/08-* ]]; then
       continue
     fi
     files+=("$f")

@@ -63,8 +63,15 @@ impl BackendError {
     }
 }
 
-/// What a backend provides to make several nodes one.
-pub trait ClusterBackend: Send + Sync + 'static {
+/// What a backend provides to make several nodes one: a log, sessions and a bus. It is
+/// implemented for every type that implements the three.
+pub trait ClusterBackend: LogBackend + SessionBackend + BusBackend {}
+
+impl<T: LogBackend + SessionBackend + BusBackend> ClusterBackend for T {}
+
+/// The cluster log: one order of messages that every node reads, whose positions are the
+/// offsets clients see.
+pub trait LogBackend: Send + Sync + 'static {
     /// Appends messages in order, returning their ids.
     fn append<'a>(
         &'a self,
@@ -96,6 +103,11 @@ pub trait ClusterBackend: Send + Sync + 'static {
     fn offset_form(&self) -> OffsetForm {
         OffsetForm::EpochSeq
     }
+}
+
+/// Sessions: live records of connected sockets, kept sessions, node heartbeats and alive
+/// marks, with the one-shot take of a session.
+pub trait SessionBackend: Send + Sync + 'static {
     /// Applies session changes, in order.
     fn apply<'a>(
         &'a self,
@@ -118,7 +130,11 @@ pub trait ClusterBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>>;
     /// Whether the holder of `pid` marked it alive (see [`SessionOp::MarkAlive`]).
     fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
+}
 
+/// The bus: ephemeral requests and answers between nodes (fetch_sockets, broadcasts with
+/// acks, server-side emits). Its methods fail unless implemented.
+pub trait BusBackend: Send + Sync + 'static {
     /// Sends an ephemeral message to every node listening to its namespace (`to` is
     /// `None`, the sender included) or to the node `to`. Nothing is kept: a node that is
     /// not listening misses it.

@@ -45,7 +45,7 @@
 //!   attempt answers the calls that waited for it): async-nats queues what is published
 //!   while it reconnects and sends it once reconnected, so with endless reconnection an
 //!   append reported as failed would land later. (An append that times out while
-//!   connected may still land, as with any engine: the runtime drops the copy that its
+//!   connected may still land, as with any backend: the runtime drops the copy that its
 //!   retry appends, by uid and seq.) Subscriptions (append ticks, requests) use a second
 //!   connection, which reconnects and subscribes again by itself.
 //! - The bucket's stream is created with the settings of `create_key_value`, but
@@ -84,8 +84,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tether_backend::{
-    wire, BackendError, BoxFuture, ClusterBackend, ClusterMessage, Ephemeral, EphemeralSink,
-    OffsetForm, Position, Record, SessionOp, TakeOutcome,
+    wire, BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    LogBackend, OffsetForm, Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::watch;
 
@@ -834,7 +834,7 @@ async fn renew_task(
     }
 }
 
-impl ClusterBackend for NatsBackend {
+impl LogBackend for NatsBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
@@ -949,7 +949,9 @@ impl ClusterBackend for NatsBackend {
             Ok(Position::new(0, last))
         }))
     }
+}
 
+impl SessionBackend for NatsBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -1022,7 +1024,9 @@ impl ClusterBackend for NatsBackend {
             Ok(matches!(m, Some((_, Some(m))) if m.exp > now_ms()))
         }))
     }
+}
 
+impl BusBackend for NatsBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_backend::{
-    Broadcast, ClusterBackend, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position,
-    SessionOp, TakeOutcome,
+    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position, SessionOp,
+    TakeOutcome,
 };
+use tether_backend::{BusBackend as _, LogBackend as _, SessionBackend as _};
 use tether_nats::{NatsBackend, NatsConfig};
 
 const URL: &str = "nats://127.0.0.1:4222";

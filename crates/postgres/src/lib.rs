@@ -83,8 +83,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tether_backend::{
-    wire, BackendError, BoxFuture, ClusterBackend, ClusterMessage, Ephemeral, EphemeralSink,
-    OffsetForm, Position, Record, SessionOp, TakeOutcome,
+    wire, BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    LogBackend, OffsetForm, Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Row};
@@ -762,7 +762,7 @@ impl PostgresBackend {
     }
 }
 
-impl ClusterBackend for PostgresBackend {
+impl LogBackend for PostgresBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
@@ -905,7 +905,9 @@ impl ClusterBackend for PostgresBackend {
             ))
         })
     }
+}
 
+impl SessionBackend for PostgresBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -1202,7 +1204,9 @@ impl ClusterBackend for PostgresBackend {
                 .await
         })
     }
+}
 
+impl BusBackend for PostgresBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,

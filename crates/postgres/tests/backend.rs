@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 use tether_backend::{
-    Broadcast, ClusterBackend, ClusterMessage, Ephemeral, EphemeralBody, Position, SessionOp,
-    TakeOutcome,
+    Broadcast, ClusterMessage, Ephemeral, EphemeralBody, Position, SessionOp, TakeOutcome,
 };
+use tether_backend::{BusBackend as _, LogBackend as _, SessionBackend as _};
 use tether_postgres::{PostgresBackend, PostgresConfig};
 use tokio::sync::mpsc;
 

@@ -42,8 +42,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, Script};
 use tether_backend::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, Ephemeral, EphemeralSink, Position,
-    Record, SessionOp, TakeOutcome,
+    BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink, LogBackend,
+    Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::{watch, Mutex};
 
@@ -470,7 +470,7 @@ fn px(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-impl ClusterBackend for RedisBackend {
+impl LogBackend for RedisBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
@@ -597,7 +597,9 @@ impl ClusterBackend for RedisBackend {
                 .unwrap_or_default())
         })
     }
+}
 
+impl SessionBackend for RedisBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -768,6 +770,17 @@ impl ClusterBackend for RedisBackend {
         })
     }
 
+    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("EXISTS");
+            c.arg(format!("{}alive:{}", self.config.prefix, pid));
+            let n: i64 = self.cmd.query(&c).await?;
+            Ok(n > 0)
+        })
+    }
+}
+
+impl BusBackend for RedisBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,
@@ -818,15 +831,6 @@ impl ClusterBackend for RedisBackend {
                 }
             }
             Ok(())
-        })
-    }
-
-    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(async move {
-            let mut c = redis::cmd("EXISTS");
-            c.arg(format!("{}alive:{}", self.config.prefix, pid));
-            let n: i64 = self.cmd.query(&c).await?;
-            Ok(n > 0)
         })
     }
 }

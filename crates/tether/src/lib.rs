@@ -38,6 +38,7 @@ pub mod recovery;
 mod remote;
 mod server;
 mod socket;
+mod sync;
 
 pub use cluster::ServerSideAck;
 pub use config::ServerConfig;

@@ -1,18 +1,21 @@
-//! Several servers as one, through a shared engine (Redis Streams, PostgreSQL, NATS).
+//! Several servers as one, through a shared backend (Redis Streams, PostgreSQL, NATS).
 //!
-//! Every broadcast is appended to one ordered log in the engine; every node reads the
+//! Every broadcast is appended to one ordered log in the backend; every node reads the
 //! log and delivers each entry to its own sockets, in log order, including the entries
-//! it appended itself. So all nodes agree on the order, and the entry id is the offset
-//! that every recipient gets and every node accepts for recovery.
+//! it appended itself. So all nodes agree on the order, and the entry's [`Position`],
+//! written in the backend's [`OffsetForm`], is the offset that every recipient gets and
+//! every node accepts for recovery.
 //!
-//! Sessions live in the engine too: a *live record* for every connected socket (rooms and
+//! Sessions live in the backend too: a *live record* for every connected socket (rooms and
 //! data, updated on change) and a *kept session* after a recoverable disconnect. A node
 //! that crashes (SIGKILL) leaves live records behind; once its heartbeat lapses, any node
 //! may restore them. Restoring is one-shot across the cluster: the backend takes a
 //! session atomically.
 //!
-//! [`ClusterBackend`] is what an engine implements (see the `tether-redis` crate);
-//! [`Cluster`] is the engine-independent runtime: the publish queue, the reader, the
+//! [`ClusterBackend`] is what a backend implements; it and the types it speaks live in
+//! the `tether-backend` crate (re-exported here), which backend crates (`tether-redis`,
+//! `tether-postgres`, `tether-nats`) depend on instead of this one.
+//! [`Cluster`] is the backend-independent runtime: the publish queue, the reader, the
 //! session writer, heartbeats, and the restore protocol.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,13 +29,14 @@ use tokio::sync::{watch, Notify};
 use crate::namespace::Namespace;
 use crate::recovery::{RecoveryFailure, Room, Target};
 use crate::server::ServerInner;
+use crate::sync::MutexExt as _;
 
 pub(crate) mod requests;
 pub use requests::ServerSideAck;
 pub use tether_backend::{
-    wire, BackendError, BoxFuture, Broadcast, ClusterBackend, ClusterMessage, ClusterSession,
-    Ephemeral, EphemeralBody, EphemeralSink, OffsetForm, Position, Record, SessionOp, SocketInfo,
-    SocketsAction, TakeOutcome,
+    wire, BackendError, BoxFuture, Broadcast, BusBackend, ClusterBackend, ClusterMessage,
+    ClusterSession, Ephemeral, EphemeralBody, EphemeralSink, LogBackend, OffsetForm, Position,
+    Record, SessionBackend, SessionOp, SocketInfo, SocketsAction, TakeOutcome,
 };
 
 /// Cluster runtime options.
@@ -41,10 +45,10 @@ pub struct ClusterConfig {
     /// How often this node renews its heartbeat (1 s).
     pub heartbeat_interval: Duration,
     /// How long the heartbeat lasts: after a crash, its sockets become restorable this
-    /// long after the last renewal (7 s: longer than a short engine outage, so that live
+    /// long after the last renewal (7 s: longer than a short backend outage, so that live
     /// sockets are not taken for dead, and short enough to restore within 10 s).
     pub heartbeat_ttl: Duration,
-    /// Most broadcasts, and most session changes, waiting while the engine is unreachable
+    /// Most broadcasts, and most session changes, waiting while the backend is unreachable
     /// (100 000 each); beyond it new ones are dropped (and logged), so an outage never
     /// grows memory without bound.
     pub max_queue: usize,
@@ -183,7 +187,7 @@ impl Cluster {
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        self.queues.locked()
     }
 
     /// Queues a message for the log.
@@ -228,7 +232,7 @@ impl Cluster {
         self.op_notify.notify_one();
     }
 
-    /// Whether the last refresh of live records still waits for the engine. The next one
+    /// Whether the last refresh of live records still waits for the backend. The next one
     /// is skipped then: an outage queues at most one refresh, not one every 10 s.
     pub(crate) fn refresh_pending(&self) -> bool {
         self.progress.borrow().applied_op < self.refresh_op.load(Ordering::Acquire)
@@ -240,7 +244,7 @@ impl Cluster {
         self.refresh_op.store(last, Ordering::Release);
     }
 
-    /// Waits until every broadcast and session change queued so far is in the engine and
+    /// Waits until every broadcast and session change queued so far is in the backend and
     /// every broadcast is delivered to this node's sockets (bounded by the flush timeout).
     pub async fn flush(&self) {
         let (publish, op) = {
@@ -277,7 +281,7 @@ impl Cluster {
     /// Whether the record is new (not a retry's duplicate of an entry already seen).
     fn first_sighting(&self, record: &Record) -> bool {
         let Some(seq) = record.seq else { return true };
-        let mut d = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.dedup.locked();
         let last = d.entry(record.uid.clone()).or_insert(0);
         if seq <= *last {
             return false;
@@ -300,7 +304,7 @@ impl Cluster {
             match self.backend.take_session(nsp, pid, offset).await {
                 Ok(TakeOutcome::Taken(s)) => {
                     // A node taken for dead may still hold a socket with this pid (it was
-                    // cut off from the engine, not dead): when it reads this, it probes
+                    // cut off from the backend, not dead): when it reads this, it probes
                     // the socket and lets it go unless it answers.
                     self.publish(ClusterMessage::Probe {
                         nsp: nsp.to_owned(),
@@ -575,7 +579,7 @@ async fn heartbeat(cluster: Weak<Cluster>) {
             }
         };
         since_refresh += interval;
-        // Also as soon as the engine is back: if it restarted without its data, the live
+        // Also as soon as the backend is back: if it restarted without its data, the live
         // records are gone, and the refresh writes them again.
         let back = up && was_down;
         was_down = !up;
