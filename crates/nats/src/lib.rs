@@ -576,6 +576,14 @@ impl Inner {
                 }
             }
             let Some((rev, Some(live))) = self.get::<Live>(&l_key).await? else {
+                // A retire puts the kept session before it deletes the live record, but
+                // these two reads are not one: a retire that ran between them left a
+                // kept session, which the next round takes.
+                if let Some((_, Some(k))) = self.get::<Kept>(&s_key).await? {
+                    if k.exp > now_ms() {
+                        continue;
+                    }
+                }
                 return Ok(TakeOutcome::NotFound);
             };
             if live.exp <= now {
