@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-node suite (CONTRACT.md §6): Tether conformance-server nodes sharing a
-# Redis Streams engine, checked with the official socket.io-client.
+# Redis Streams backend, checked with the official socket.io-client.
 #
 #   bash tests/cluster/run.sh [test files relative to tests/cluster...]
 #
@@ -12,11 +12,11 @@
 #   SERVER_CMD               command that starts one node (run as
 #                            `/bin/sh -c "exec $SERVER_CMD"`, with PORT, ADAPTER,
 #                            NODE_NAME set); default target/release/conformance-server
-#   CLUSTER_ENGINE=postgres  PostgreSQL (tether-postgres) at PG_HOST:PG_PORT
+#   CLUSTER_BACKEND=postgres  PostgreSQL (tether-postgres) at PG_HOST:PG_PORT
 #                            (127.0.0.1:5432, user postgres, database test, with
-#                            psql) instead of Redis; for the engine-neutral files
+#                            psql) instead of Redis; for the backend-neutral files
 #                            (01-06, 09), not 07 (mixed) or 08 (redis-restart)
-#   CLUSTER_ENGINE=redis-tls Redis over TLS: run.sh starts a private redis-server on
+#   CLUSTER_BACKEND=redis-tls Redis over TLS: run.sh starts a private redis-server on
 #                            free ports (TLS with client certificates required, a
 #                            CA made at run time by target/release/test-certs, plus a
 #                            plain port for the suite's own inspection); the nodes
@@ -32,6 +32,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$HERE"
 
+# CLUSTER_ENGINE is the old name of CLUSTER_BACKEND, still accepted.
+CLUSTER_BACKEND=${CLUSTER_BACKEND:-${CLUSTER_ENGINE:-redis}}
+export CLUSTER_BACKEND
+
 REDIS_HOST=${REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-6379}
 export REDIS_HOST REDIS_PORT
@@ -44,7 +48,7 @@ fi
 
 # 1b. Redis over TLS: a private redis-server, stopped at the end
 TLS_REDIS_PID=
-if [ "${CLUSTER_ENGINE:-redis}" = redis-tls ]; then
+if [ "$CLUSTER_BACKEND" = redis-tls ]; then
   if [ -z "${SERVER_CMD:-}" ] && [ "${SKIP_BUILD:-0}" != "1" ]; then
     (cd "$ROOT" && cargo build --release --quiet -p tether-servers --bin conformance-server --bin test-certs)
   fi
@@ -80,7 +84,7 @@ redis_ping() {
   exec 3>&-
   [[ "$line" == "+PONG"* ]]
 }
-if [ "${CLUSTER_ENGINE:-redis}" != postgres ] && ! redis_ping; then
+if [ "$CLUSTER_BACKEND" != postgres ] && ! redis_ping; then
   if [[ "$REDIS_HOST" != "127.0.0.1" && "$REDIS_HOST" != "localhost" ]]; then
     echo "run.sh: Redis at $REDIS_HOST:$REDIS_PORT does not answer PING" >&2
     exit 1
@@ -115,16 +119,16 @@ else
   for f in test/[0-9]*.test.js; do
     # 07 (a mixed cluster with the Node adapter) and 08 (a redis-server restart) are
     # about Redis; every other file runs on PostgreSQL too.
-    if [ "${CLUSTER_ENGINE:-redis}" = postgres ] && [[ "$f" == test/07-* || "$f" == test/08-* ]]; then
+    if [ "$CLUSTER_BACKEND" = postgres ] && [[ "$f" == test/07-* || "$f" == test/08-* ]]; then
       continue
     fi
-    # 06 also looks into the engine (its log and records), which only Redis and
+    # 06 also looks into the backend (its log and records), which only Redis and
     # PostgreSQL expose to the suite.
-    if [ "${CLUSTER_ENGINE:-redis}" = nats ] && [[ "$f" == test/06-* || "$f" == test/07-* || "$f" == test/08-* ]]; then
+    if [ "$CLUSTER_BACKEND" = nats ] && [[ "$f" == test/06-* || "$f" == test/07-* || "$f" == test/08-* ]]; then
       continue
     fi
     # 08 starts a plain redis-server of its own.
-    if [ "${CLUSTER_ENGINE:-redis}" = redis-tls ] && [[ "$f" == test/08-* ]]; then
+    if [ "$CLUSTER_BACKEND" = redis-tls ] && [[ "$f" == test/08-* ]]; then
       continue
     fi
     files+=("$f")

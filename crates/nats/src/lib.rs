@@ -6,7 +6,7 @@
 //!   subject (`<subject_prefix>.log`), with `max_age` = [`NatsConfig::retention`]. Every
 //!   broadcast is published with an acknowledgement (a batch is published, then its acks
 //!   are awaited in order), and the stream sequence is the offset: the entry with stream
-//!   sequence `n` has the id `EntryId { ms: n, seq: 0 }`, so clients see offsets like
+//!   sequence `n` has the id `Position::new(0, n)`, so clients see offsets like
 //!   `"42-0"`. Since only `max_age` removes entries (from the head), the log is the
 //!   contiguous sequences `first_seq..=last_seq` of the stream info; entries are read by
 //!   direct gets (`allow_direct`), pipelined. After each append, an empty core-NATS
@@ -45,7 +45,7 @@
 //!   attempt answers the calls that waited for it): async-nats queues what is published
 //!   while it reconnects and sends it once reconnected, so with endless reconnection an
 //!   append reported as failed would land later. (An append that times out while
-//!   connected may still land, as with any engine: the runtime drops the copy that its
+//!   connected may still land, as with any backend: the runtime drops the copy that its
 //!   retry appends, by uid and seq.) Subscriptions (append ticks, requests) use a second
 //!   connection, which reconnects and subscribes again by itself.
 //! - The bucket's stream is created with the settings of `create_key_value`, but
@@ -71,7 +71,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod codec;
+mod store;
 mod tls;
 
 pub use tls::NatsTls;
@@ -86,13 +86,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
-    Record, SessionOp, TakeOutcome,
+use tether_backend::{
+    wire, BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    LogBackend, OffsetForm, Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::watch;
 
-use codec::{token, Expiring, Kept, Live, Node, Session};
+use store::{token, Expiring, Kept, Live, Node};
 
 /// Names, limits and timeouts.
 #[derive(Debug, Clone)]
@@ -146,8 +146,8 @@ impl Default for NatsConfig {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    BackendError::with_source(e.to_string(), e)
 }
 
 fn now_ms() -> u64 {
@@ -222,7 +222,7 @@ struct Conn {
 struct Slot {
     inner: Option<Arc<Inner>>,
     /// The last failed attempt to connect: when it ended, and why.
-    failed: Option<(Instant, BackendError)>,
+    failed: Option<(Instant, Arc<BackendError>)>,
 }
 
 impl Conn {
@@ -239,7 +239,7 @@ impl Conn {
         // while the server hangs, calls queue up behind each other's attempts.
         if let Some((at, e)) = &slot.failed {
             if *at >= asked {
-                return Err(e.clone());
+                return Err(BackendError::again(e));
             }
         }
         let limit = self.config.connect_timeout + self.config.command_timeout;
@@ -252,16 +252,17 @@ impl Conn {
                 Ok(inner)
             }
             Ok(Err(e)) => {
-                slot.failed = Some((Instant::now(), e.clone()));
-                Err(e)
+                let e = Arc::new(e);
+                slot.failed = Some((Instant::now(), Arc::clone(&e)));
+                Err(BackendError::again(&e))
             }
             Err(_) => {
-                let e = BackendError(format!(
+                let e = Arc::new(BackendError::new(format!(
                     "connecting to {} timed out",
                     tls::redact(&self.url)
-                ));
-                slot.failed = Some((Instant::now(), e.clone()));
-                Err(e)
+                )));
+                slot.failed = Some((Instant::now(), Arc::clone(&e)));
+                Err(BackendError::again(&e))
             }
         }
     }
@@ -298,7 +299,7 @@ impl NatsBackend {
         // Boxed: the connecting future is large.
         match tokio::time::timeout(limit, Box::pin(Self::open(url, config))).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!(
+            Err(_) => Err(BackendError::new(format!(
                 "connecting to {} timed out",
                 tls::redact(url)
             ))),
@@ -310,7 +311,7 @@ impl NatsBackend {
         let sub_client = options(&config, url)?
             .connect(url)
             .await
-            .map_err(|e| BackendError(tls::describe(&e)))?;
+            .map_err(|e| BackendError::with_source(tls::describe(&e), e))?;
         let tick_subject = format!("{}.tick", config.subject_prefix);
         let (stop_tx, stop) = watch::channel(());
         let (tick_tx, ticks) = watch::channel(0u64);
@@ -355,7 +356,7 @@ impl NatsBackend {
         let c = self.conn.get().await?;
         match tokio::time::timeout(self.config.command_timeout, f(c)).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError(format!("{what} timed out"))),
+            Err(_) => Err(BackendError::new(format!("{what} timed out"))),
         }
     }
 
@@ -380,7 +381,7 @@ impl Inner {
             .max_reconnects(Some(1))
             .connect(url)
             .await
-            .map_err(|e| BackendError(tls::describe(&e)))?;
+            .map_err(|e| BackendError::with_source(tls::describe(&e), e))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.command_timeout)
             .build(client.clone());
@@ -395,7 +396,7 @@ impl Inner {
                 ..Default::default()
             })
             .await
-            .map_err(|e| err(format!("creating the stream: {e}")))?;
+            .map_err(|e| BackendError::new(format!("creating the stream: {e}")))?;
         // The bucket's stream as `create_key_value` makes it, made here: that call first
         // asks for the account info, which async-nats 0.51 cannot parse from NATS 2.9.
         js.get_or_create_stream(stream::Config {
@@ -413,15 +414,15 @@ impl Inner {
             ..Default::default()
         })
         .await
-        .map_err(|e| err(format!("creating the bucket: {e}")))?;
+        .map_err(|e| BackendError::new(format!("creating the bucket: {e}")))?;
         let kv = js
             .get_key_value(&config.bucket)
             .await
-            .map_err(|e| err(format!("opening the bucket: {e}")))?;
+            .map_err(|e| BackendError::new(format!("opening the bucket: {e}")))?;
         let kv_stream = js
             .get_stream(format!("KV_{}", config.bucket))
             .await
-            .map_err(|e| err(format!("the bucket's stream: {e}")))?;
+            .map_err(|e| BackendError::new(format!("the bucket's stream: {e}")))?;
         Ok(Inner {
             client,
             js,
@@ -460,16 +461,13 @@ impl Inner {
         let mut out = Vec::with_capacity(gets.len());
         for g in gets {
             let Some(m) = g? else { continue };
-            let (uid, seq, message) = codec::decode_entry(&m.payload).unwrap_or((
+            let (uid, seq, message) = store::decode_entry(&m.payload).unwrap_or((
                 String::new(),
                 None,
                 ClusterMessage::Other,
             ));
             out.push(Record {
-                id: EntryId {
-                    ms: m.sequence,
-                    seq: 0,
-                },
+                id: Position::new(0, m.sequence),
                 uid,
                 seq,
                 message,
@@ -479,20 +477,20 @@ impl Inner {
     }
 
     /// Entries after `after`, at most `count`, without waiting.
-    async fn page_after(&self, after: EntryId, count: usize) -> Result<Vec<Record>, BackendError> {
+    async fn page_after(&self, after: Position, count: usize) -> Result<Vec<Record>, BackendError> {
         let (first, last) = self.bounds().await?;
-        let from = after.ms.saturating_add(1).max(first);
+        let from = after.seq.saturating_add(1).max(first);
         let to = last.min(from.saturating_add(count.max(1) as u64 - 1));
         self.fetch(from, to).await
     }
 
     /// Whether `offset` is an entry of the log.
-    async fn offset_ok(&self, offset: Option<EntryId>) -> Result<bool, BackendError> {
+    async fn offset_ok(&self, offset: Option<Position>) -> Result<bool, BackendError> {
         let Some(o) = offset else { return Ok(true) };
-        if o.seq != 0 || o.ms == 0 || o.ms > i64::MAX as u64 {
+        if o.epoch != 0 || o.seq == 0 || o.seq > i64::MAX as u64 {
             return Ok(false);
         }
-        match self.log.direct_get(o.ms).await {
+        match self.log.direct_get(o.seq).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(err(e)),
@@ -510,7 +508,7 @@ impl Inner {
         let e = self.kv.entry(key).await.map_err(err)?;
         Ok(e.map(|e| {
             let v = match e.operation {
-                kv::Operation::Put => codec::from_bytes(&e.value),
+                kv::Operation::Put => wire::from_slice(&e.value),
                 _ => None,
             };
             (e.revision, v)
@@ -518,7 +516,10 @@ impl Inner {
     }
 
     async fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<u64, BackendError> {
-        self.kv.put(key, codec::to_bytes(v)).await.map_err(err)
+        self.kv
+            .put(key, Bytes::from(wire::to_vec(v)))
+            .await
+            .map_err(err)
     }
 
     /// Writes `key` if its revision is still `prev` (`None`: the key has no entry).
@@ -529,7 +530,7 @@ impl Inner {
         v: &T,
         prev: Option<u64>,
     ) -> Result<bool, BackendError> {
-        let value = codec::to_bytes(v);
+        let value = Bytes::from(wire::to_vec(v));
         match prev {
             Some(rev) => match self.kv.update(key, value, rev).await {
                 Ok(_) => Ok(true),
@@ -570,7 +571,7 @@ impl Inner {
         &self,
         nsp: &str,
         pid: &str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> Result<TakeOutcome, BackendError> {
         let s_key = key("s", pid);
         let l_key = key("l", pid);
@@ -585,12 +586,20 @@ impl Inner {
                         return Ok(TakeOutcome::UnknownOffset);
                     }
                     if self.delete(&s_key, rev).await? {
-                        return Ok(TakeOutcome::Taken(k.session.into()));
+                        return Ok(TakeOutcome::Taken(k.session));
                     }
                     continue;
                 }
             }
             let Some((rev, Some(live))) = self.get::<Live>(&l_key).await? else {
+                // A retire puts the kept session before it deletes the live record, but
+                // these two reads are not one: a retire that ran between them left a
+                // kept session, which the next round takes.
+                if let Some((_, Some(k))) = self.get::<Kept>(&s_key).await? {
+                    if k.exp > now_ms() {
+                        continue;
+                    }
+                }
                 return Ok(TakeOutcome::NotFound);
             };
             if live.exp <= now {
@@ -620,10 +629,12 @@ impl Inner {
                 return Ok(TakeOutcome::UnknownOffset);
             }
             if self.delete(&l_key, rev).await? {
-                return Ok(TakeOutcome::Taken(live.session.into()));
+                return Ok(TakeOutcome::Taken(live.session));
             }
         }
-        Err(BackendError(format!("take of {pid}: too much contention")))
+        Err(BackendError::new(format!(
+            "take of {pid}: too much contention"
+        )))
     }
 
     async fn retire(
@@ -631,7 +642,7 @@ impl Inner {
         uid: &str,
         nsp: &str,
         pid: &str,
-        keep: Option<&(tether::cluster::ClusterSession, Duration)>,
+        keep: Option<&(tether_backend::ClusterSession, Duration)>,
     ) -> Result<(), BackendError> {
         let s_key = key("s", pid);
         let l_key = key("l", pid);
@@ -652,7 +663,7 @@ impl Inner {
                 if let Some((session, ttl)) = keep {
                     let k = Kept {
                         nsp: nsp.to_owned(),
-                        session: Session::from(session),
+                        session: session.clone(),
                         exp: now.saturating_add(ms(*ttl)),
                     };
                     kept = Some(self.put(&s_key, &k).await?);
@@ -668,7 +679,7 @@ impl Inner {
                 _ => return Ok(()),
             }
         }
-        Err(BackendError(format!(
+        Err(BackendError::new(format!(
             "retire of {pid}: too much contention"
         )))
     }
@@ -677,7 +688,7 @@ impl Inner {
         &self,
         uid: &str,
         nsp: &str,
-        session: &tether::cluster::ClusterSession,
+        session: &tether_backend::ClusterSession,
         ttl: u64,
         window: u64,
     ) -> Result<(), BackendError> {
@@ -696,7 +707,7 @@ impl Inner {
                     let l = Live {
                         node: uid.to_owned(),
                         nsp: nsp.to_owned(),
-                        session: Session::from(session),
+                        session: session.clone(),
                         window,
                         exp: now.saturating_add(ttl),
                     };
@@ -707,7 +718,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        Err(BackendError(format!(
+        Err(BackendError::new(format!(
             "refresh of {}: too much contention",
             session.pid
         )))
@@ -724,7 +735,7 @@ impl Inner {
                 let l = Live {
                     node: uid.to_owned(),
                     nsp: nsp.clone(),
-                    session: Session::from(session),
+                    session: session.clone(),
                     window: ms(*window),
                     exp: now_ms().saturating_add(ms(*ttl)),
                 };
@@ -794,7 +805,7 @@ async fn forward(
             _ = stop.changed() => return,
         };
         let Some(m) = m else { return };
-        let Some(e) = codec::decode_ephemeral(&m.payload) else {
+        let Some(e) = wire::from_slice::<Ephemeral>(&m.payload) else {
             continue;
         };
         match sink.try_send(e) {
@@ -847,12 +858,12 @@ async fn renew_task(
     }
 }
 
-impl ClusterBackend for NatsBackend {
+impl LogBackend for NatsBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Position>, BackendError>> {
         Box::pin(async move {
             if batch.is_empty() {
                 return Ok(Vec::new());
@@ -861,7 +872,7 @@ impl ClusterBackend for NatsBackend {
             self.with("append", move |c| async move {
                 let mut acks = Vec::with_capacity(batch.len());
                 for (seq, msg) in batch {
-                    let payload = Bytes::from(codec::encode_entry(uid, *seq, msg));
+                    let payload = Bytes::from(store::encode_entry(uid, *seq, msg));
                     acks.push(
                         c.js.publish(c.log_subject.clone(), payload)
                             .await
@@ -871,10 +882,7 @@ impl ClusterBackend for NatsBackend {
                 let mut ids = Vec::with_capacity(acks.len());
                 for ack in acks {
                     let ack = ack.await.map_err(err)?;
-                    ids.push(EntryId {
-                        ms: ack.sequence,
-                        seq: 0,
-                    });
+                    ids.push(Position::new(0, ack.sequence));
                 }
                 // Wakes the blocked readers (best effort: they also poll).
                 let _ = c.client.publish(tick, Bytes::new()).await;
@@ -886,7 +894,7 @@ impl ClusterBackend for NatsBackend {
 
     fn read_after(
         &self,
-        after: EntryId,
+        after: Position,
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -919,8 +927,8 @@ impl ClusterBackend for NatsBackend {
 
     fn range(
         &self,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(self.with("range", move |c| async move {
@@ -928,15 +936,18 @@ impl ClusterBackend for NatsBackend {
                 return Ok(Vec::new());
             }
             let (first, last) = c.bounds().await?;
-            let from = after.ms.saturating_add(1).max(first);
-            let to = upto.ms.min(last).min(from.saturating_add(count as u64 - 1));
+            let from = after.seq.saturating_add(1).max(first);
+            let to = upto
+                .seq
+                .min(last)
+                .min(from.saturating_add(count as u64 - 1));
             c.fetch(from, to).await
         }))
     }
 
     fn recent(
         &self,
-        upto: EntryId,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(self.with("recent", move |c| async move {
@@ -944,7 +955,7 @@ impl ClusterBackend for NatsBackend {
                 return Ok(Vec::new());
             }
             let (first, last) = c.bounds().await?;
-            let to = upto.ms.min(last);
+            let to = upto.seq.min(last);
             let from = to.saturating_sub(count as u64 - 1).max(first).max(1);
             let mut got = c.fetch(from, to).await?;
             got.reverse();
@@ -952,13 +963,19 @@ impl ClusterBackend for NatsBackend {
         }))
     }
 
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
-        Box::pin(self.with("last_id", |c| async move {
-            let (_, last) = c.bounds().await?;
-            Ok(EntryId { ms: last, seq: 0 })
-        }))
+    fn offset_form(&self) -> OffsetForm {
+        OffsetForm::SeqEpoch
     }
 
+    fn last_id(&self) -> BoxFuture<'_, Result<Position, BackendError>> {
+        Box::pin(self.with("last_id", |c| async move {
+            let (_, last) = c.bounds().await?;
+            Ok(Position::new(0, last))
+        }))
+    }
+}
+
+impl SessionBackend for NatsBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -1018,7 +1035,7 @@ impl ClusterBackend for NatsBackend {
         &'a self,
         nsp: &'a str,
         pid: &'a str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
         Box::pin(self.with("take_session", move |c| async move {
             c.take(nsp, pid, offset).await
@@ -1031,7 +1048,9 @@ impl ClusterBackend for NatsBackend {
             Ok(matches!(m, Some((_, Some(m))) if m.exp > now_ms()))
         }))
     }
+}
 
+impl BusBackend for NatsBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,
@@ -1043,7 +1062,7 @@ impl ClusterBackend for NatsBackend {
         };
         Box::pin(self.with("send_ephemeral", move |c| async move {
             c.client
-                .publish(subject, codec::encode_ephemeral(message))
+                .publish(subject, Bytes::from(wire::to_vec(message)))
                 .await
                 .map_err(err)?;
             // Published means handed to the connection; a flush makes it sent.
@@ -1108,7 +1127,7 @@ impl ClusterBackend for NatsBackend {
             };
             match tokio::time::timeout(self.config.command_timeout, subscribing).await {
                 Ok(r) => r?,
-                Err(_) => return Err(BackendError("listen timed out".into())),
+                Err(_) => return Err(BackendError::new("listen timed out")),
             }
             let k = listener_key(nsp, uid);
             let ttl = self.config.listener_ttl;

@@ -8,7 +8,7 @@ use async_nats::ConnectOptions;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
-use tether::cluster::BackendError;
+use tether_backend::BackendError;
 
 /// TLS material. Empty (the default): a `tls://` URL trusts the platform's roots and sends
 /// no client certificate; a `nats://` URL uses TLS only if the server requires it.
@@ -39,7 +39,7 @@ impl std::fmt::Debug for NatsTls {
 }
 
 fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError(format!("nats TLS configuration: {msg}"))
+    BackendError::new(format!("nats TLS configuration: {msg}"))
 }
 
 /// Takes the `tls_*` parameters out of each of the (comma-separated) URLs, reading their
@@ -215,6 +215,6 @@ mod tests {
         let e = strip_url("tls://h:4222?tls_ca=/nonexistent/ca.pem", &mut tls)
             .map(|_| ())
             .expect_err("a missing file");
-        assert!(e.0.contains("tls_ca=/nonexistent/ca.pem"), "{e}");
+        assert!(e.to_string().contains("tls_ca=/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tether::cluster::{
-    Broadcast, ClusterBackend, ClusterMessage, ClusterSession, EntryId, Ephemeral, EphemeralBody,
-    SessionOp, TakeOutcome,
+use tether_backend::{
+    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position, SessionOp,
+    TakeOutcome,
 };
+use tether_backend::{BusBackend as _, LogBackend as _, SessionBackend as _};
 use tether_nats::{NatsBackend, NatsConfig};
 
 const URL: &str = "nats://127.0.0.1:4222";
@@ -74,8 +75,8 @@ async fn offsets_are_stream_sequences_and_expire_with_the_retention() {
         .append("n", &[(1, broadcast("a")), (2, broadcast("b"))])
         .await
         .expect("append");
-    assert_eq!(ids, [EntryId { ms: 1, seq: 0 }, EntryId { ms: 2, seq: 0 }]);
-    assert_eq!(ids[1].to_string(), "2-0");
+    assert_eq!(ids, [Position::new(0, 1), Position::new(0, 2)]);
+    assert_eq!(b.offset_form().format(ids[1]), "2-0");
     let keep = |pid: &str| SessionOp::Retire {
         nsp: "/".into(),
         pid: pid.into(),
@@ -94,20 +95,20 @@ async fn offsets_are_stream_sequences_and_expire_with_the_retention() {
         TakeOutcome::UnknownOffset
     );
     assert!(b
-        .read_after(EntryId::default(), Duration::from_millis(100))
+        .read_after(Position::ZERO, Duration::from_millis(100))
         .await
         .expect("read_after")
         .is_empty());
     assert!(b
-        .range(EntryId::default(), ids[1], 10)
+        .range(Position::ZERO, ids[1], 10)
         .await
         .expect("range")
         .is_empty());
     assert_eq!(b.last_id().await.expect("last_id"), ids[1]);
     let next = b.append("n", &[(3, broadcast("c"))]).await.expect("append");
-    assert_eq!(next, [EntryId { ms: 3, seq: 0 }]);
+    assert_eq!(next, [Position::new(0, 3)]);
     let got = b
-        .read_after(EntryId::default(), Duration::from_millis(100))
+        .read_after(Position::ZERO, Duration::from_millis(100))
         .await
         .expect("read_after");
     assert_eq!(got.len(), 1, "read_after skips what expired: {got:?}");

@@ -1,4 +1,4 @@
-//! The cluster backend conformance suite (`tether::cluster::conformance`) against the
+//! The cluster backend conformance suite (`tether_backend::conformance`) against the
 //! real NATS server (with JetStream) on 127.0.0.1:4222. Every cluster the suite asks for
 //! gets its own stream, bucket and subject prefix under a name unique to the run, so runs
 //! and tests never see each other; they are deleted after a passing run. No NATS is a
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tether::cluster::conformance;
+use tether_backend::conformance;
 use tether_nats::{NatsBackend, NatsConfig};
 
 const URL: &str = "nats://127.0.0.1:4222";

@@ -75,7 +75,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod codec;
 mod tls;
 
 pub use tls::{PostgresTls, SslMode};
@@ -87,9 +86,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
-    Record, SessionOp, TakeOutcome,
+use tether_backend::{
+    wire, BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink,
+    LogBackend, OffsetForm, Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::{AsyncMessage, Client, Notification, Row};
@@ -146,16 +145,21 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(10);
 
 type PgError = tokio_postgres::Error;
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError(format!("postgres: {e}"))
+fn fail(message: impl std::fmt::Display) -> BackendError {
+    BackendError::new(format!("postgres: {message}"))
 }
 
 fn pg_err(e: PgError) -> BackendError {
-    match e.as_db_error() {
-        Some(db) => err(db),
-        None if tls::from_tls(&e) => err(format!("TLS: {}", tls::with_sources(&e))),
-        None => err(tls::with_sources(&e)),
+    if let Some(db) = e.as_db_error() {
+        let message = format!("postgres: {db}");
+        return BackendError::with_source(message, e);
     }
+    let message = if tls::from_tls(&e) {
+        format!("postgres: TLS: {}", tls::with_sources(&e))
+    } else {
+        format!("postgres: {}", tls::with_sources(&e))
+    };
+    BackendError::with_source(message, e)
 }
 
 /// Milliseconds, as a `bigint`.
@@ -164,8 +168,8 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// The log id of an entry id (`n-0` is `n`); ids beyond `i64` are clamped.
-fn log_id(id: EntryId) -> i64 {
-    i64::try_from(id.ms).unwrap_or(i64::MAX)
+fn log_id(id: Position) -> i64 {
+    i64::try_from(id.seq).unwrap_or(i64::MAX)
 }
 
 /// 64-bit FNV-1a: stable across processes and versions, for channel and lock names.
@@ -199,7 +203,7 @@ struct Names {
 impl Names {
     fn new(prefix: &str) -> Result<Self, BackendError> {
         if prefix.len() > 48 {
-            return Err(BackendError(format!(
+            return Err(BackendError::new(format!(
                 "postgres: the table prefix {prefix:?} is longer than 48 bytes"
             )));
         }
@@ -240,14 +244,14 @@ fn channel(prefix: &str, parts: &[&str]) -> String {
 struct Slot {
     client: Option<Arc<Client>>,
     /// The last failed attempt to connect: when it ended, and why.
-    failed: Option<(Instant, BackendError)>,
+    failed: Option<(Instant, Arc<BackendError>)>,
 }
 
 /// Opens a connection and drives it on its own task.
 async fn open(pg: &tls::Target, limit: Duration) -> Result<Client, BackendError> {
     let (client, conn) = tokio::time::timeout(limit, pg.connect())
         .await
-        .map_err(|_| err("connecting timed out"))?
+        .map_err(|_| fail("connecting timed out"))?
         .map_err(pg_err)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -289,7 +293,7 @@ impl Pool {
             Some(g) => g,
             None => tokio::time::timeout(self.timeout, self.slots[start % n].lock())
                 .await
-                .map_err(|_| err("timed out waiting for a connection"))?,
+                .map_err(|_| fail("timed out waiting for a connection"))?,
         };
         let client = match guard.client.as_ref().filter(|c| !c.is_closed()) {
             Some(c) => c.clone(),
@@ -299,7 +303,7 @@ impl Pool {
                 // attempts.
                 if let Some((at, e)) = &guard.failed {
                     if *at >= asked {
-                        return Err(e.clone());
+                        return Err(BackendError::again(e));
                     }
                 }
                 match open(&self.pg, self.connect_timeout).await {
@@ -310,9 +314,10 @@ impl Pool {
                         c
                     }
                     Err(e) => {
+                        let e = Arc::new(e);
                         guard.client = None;
-                        guard.failed = Some((Instant::now(), e.clone()));
-                        return Err(e);
+                        guard.failed = Some((Instant::now(), Arc::clone(&e)));
+                        return Err(BackendError::again(&e));
                     }
                 }
             }
@@ -325,7 +330,7 @@ impl Pool {
             }
             Err(_) => {
                 guard.client = None;
-                Err(err(format!("timed out after {:?}", self.timeout)))
+                Err(fail(format_args!("timed out after {:?}", self.timeout)))
             }
         }
     }
@@ -382,7 +387,7 @@ impl Listener {
     > {
         let (client, mut conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect())
             .await
-            .map_err(|_| err("connecting timed out"))?
+            .map_err(|_| fail("connecting timed out"))?
             .map_err(pg_err)?;
         let (tx, rx) = mpsc::channel(1024);
         let driver = tokio::spawn(async move {
@@ -412,7 +417,7 @@ impl Listener {
             }
             Err(_) => {
                 driver.abort();
-                Err(err("LISTEN timed out"))
+                Err(fail("LISTEN timed out"))
             }
         }
     }
@@ -445,7 +450,7 @@ impl Listener {
         } else {
             return;
         };
-        let Some(m) = codec::decode_ephemeral(&text) else {
+        let Some(m) = wire::from_slice::<Ephemeral>(text.as_bytes()) else {
             return;
         };
         let sink = self
@@ -601,16 +606,12 @@ fn record(row: &Row) -> Option<Record> {
     let id: i64 = row.try_get(0).ok()?;
     let uid: String = row.try_get(1).ok()?;
     let seq: Option<i64> = row.try_get(2).ok()?;
-    let kind: String = row.try_get(3).ok()?;
     let data: String = row.try_get(4).ok()?;
     Some(Record {
-        id: EntryId {
-            ms: u64::try_from(id).ok()?,
-            seq: 0,
-        },
+        id: Position::new(0, u64::try_from(id).ok()?),
         uid,
         seq: seq.and_then(|s| u64::try_from(s).ok()),
-        message: codec::decode_message(&kind, &data),
+        message: wire::message(data.as_bytes()),
     })
 }
 
@@ -772,12 +773,12 @@ impl PostgresBackend {
     }
 }
 
-impl ClusterBackend for PostgresBackend {
+impl LogBackend for PostgresBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Position>, BackendError>> {
         Box::pin(async move {
             if batch.is_empty() {
                 return Ok(Vec::new());
@@ -788,11 +789,10 @@ impl ClusterBackend for PostgresBackend {
             let mut kinds = Vec::with_capacity(batch.len());
             let mut datas = Vec::with_capacity(batch.len());
             for (seq, m) in batch {
-                let (kind, data) = codec::encode_message(m);
                 seqs.push(i64::try_from(*seq).unwrap_or(i64::MAX));
-                nsps.push(codec::message_nsp(m).to_owned());
-                kinds.push(kind.to_owned());
-                datas.push(data);
+                nsps.push(m.nsp().to_owned());
+                kinds.push(m.kind().to_owned());
+                datas.push(wire::to_json(m));
             }
             let names = &self.names;
             let take_ids = format!(
@@ -834,14 +834,14 @@ impl ClusterBackend for PostgresBackend {
             let first = last - n;
             Ok((1..=n)
                 .filter_map(|k| u64::try_from(first + k).ok())
-                .map(|ms| EntryId { ms, seq: 0 })
+                .map(|ms| Position::new(0, ms))
                 .collect())
         })
     }
 
     fn read_after(
         &self,
-        after: EntryId,
+        after: Position,
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -866,8 +866,8 @@ impl ClusterBackend for PostgresBackend {
 
     fn range(
         &self,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -884,7 +884,7 @@ impl ClusterBackend for PostgresBackend {
 
     fn recent(
         &self,
-        upto: EntryId,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -899,20 +899,26 @@ impl ClusterBackend for PostgresBackend {
         })
     }
 
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
+    fn offset_form(&self) -> OffsetForm {
+        OffsetForm::SeqEpoch
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Position, BackendError>> {
         Box::pin(async move {
             let sql = format!("SELECT max(id) FROM {}", self.names.log);
             let last: Option<i64> = self
                 .pool
                 .run(|c| async move { c.query_one(&sql, &[]).await?.try_get(0) })
                 .await?;
-            Ok(EntryId {
-                ms: last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                seq: 0,
-            })
+            Ok(Position::new(
+                0,
+                last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            ))
         })
     }
+}
 
+impl SessionBackend for PostgresBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -984,7 +990,7 @@ impl ClusterBackend for PostgresBackend {
                                         &session.pid,
                                         &uid,
                                         nsp,
-                                        &codec::encode_session(session),
+                                        &wire::to_json(session),
                                         &ms(*window),
                                         &ms(*ttl),
                                     ],
@@ -1012,7 +1018,7 @@ impl ClusterBackend for PostgresBackend {
                                 if let Some((session, ttl)) = k {
                                     c.execute(
                                         &keep,
-                                        &[pid, nsp, &codec::encode_session(session), &ms(*ttl)],
+                                        &[pid, nsp, &wire::to_json(session), &ms(*ttl)],
                                     )
                                     .await?;
                                 }
@@ -1027,14 +1033,14 @@ impl ClusterBackend for PostgresBackend {
                                     continue;
                                 }
                                 // Rows locked in one order by every node: no deadlocks.
-                                let mut sorted: Vec<&tether::cluster::ClusterSession> =
+                                let mut sorted: Vec<&tether_backend::ClusterSession> =
                                     sessions.iter().collect();
                                 sorted.sort_by(|a, b| a.pid.cmp(&b.pid));
                                 sorted.dedup_by(|a, b| a.pid == b.pid);
                                 let pids: Vec<&str> =
                                     sorted.iter().map(|s| s.pid.as_str()).collect();
                                 let encoded: Vec<String> =
-                                    sorted.iter().map(|s| codec::encode_session(s)).collect();
+                                    sorted.iter().map(wire::to_json).collect();
                                 c.execute(
                                     &refresh,
                                     &[&uid, nsp, &ms(*window), &ms(*ttl), &pids, &encoded],
@@ -1111,7 +1117,7 @@ impl ClusterBackend for PostgresBackend {
         &'a self,
         nsp: &'a str,
         pid: &'a str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
         Box::pin(async move {
             let n = &self.names;
@@ -1135,7 +1141,7 @@ impl ClusterBackend for PostgresBackend {
             let delete_live = format!("DELETE FROM {} WHERE pid = $1", n.live);
             let in_log = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", n.log);
             // `n-0` is entry `n`; any other id is not in this log.
-            let offset = offset.map(|o| (o.seq == 0).then(|| log_id(o)));
+            let offset = offset.map(|o| (o.epoch == 0).then(|| log_id(o)));
             self.pool
                 .run(|c| async move {
                     let offset_ok = |c: Arc<Client>| {
@@ -1209,7 +1215,9 @@ impl ClusterBackend for PostgresBackend {
                 .await
         })
     }
+}
 
+impl BusBackend for PostgresBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,
@@ -1220,7 +1228,7 @@ impl ClusterBackend for PostgresBackend {
                 Some(uid) => self.names.private_channel(&message.nsp, uid),
                 None => self.names.public_channel(&message.nsp),
             };
-            let payload = codec::encode_ephemeral(message);
+            let payload = wire::to_json(message);
             if payload.len() <= INLINE_PAYLOAD {
                 let inline = format!("i{payload}");
                 return self
@@ -1296,7 +1304,7 @@ impl ClusterBackend for PostgresBackend {
 }
 
 fn taken(session: &str) -> TakeOutcome {
-    match codec::decode_session(session) {
+    match wire::from_slice(session.as_bytes()) {
         Some(s) => TakeOutcome::Taken(s),
         None => TakeOutcome::NotFound,
     }
@@ -1335,13 +1343,7 @@ mod tests {
 
     #[test]
     fn entry_ids_map_to_log_ids() {
-        assert_eq!(log_id(EntryId { ms: 17, seq: 0 }), 17);
-        assert_eq!(
-            log_id(EntryId {
-                ms: u64::MAX,
-                seq: 0
-            }),
-            i64::MAX
-        );
+        assert_eq!(log_id(Position::new(0, 17)), 17);
+        assert_eq!(log_id(Position::new(0, u64::MAX)), i64::MAX);
     }
 }

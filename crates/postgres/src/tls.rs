@@ -9,7 +9,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
-use tether::cluster::BackendError;
+use tether_backend::BackendError;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -81,7 +81,7 @@ impl std::fmt::Debug for PostgresTls {
 }
 
 fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError(format!("postgres TLS configuration: {msg}"))
+    BackendError::new(format!("postgres TLS configuration: {msg}"))
 }
 
 /// The connection settings of `url` and the TLS connector they ask for.
@@ -422,7 +422,10 @@ mod tests {
             let e = configure(url, &PostgresTls::default())
                 .map(|_| ())
                 .expect_err(url);
-            assert!(e.0.contains("postgres TLS configuration"), "{url}: {e}");
+            assert!(
+                e.to_string().contains("postgres TLS configuration"),
+                "{url}: {e}"
+            );
         }
         let half = PostgresTls {
             client_cert: Some(b"x".to_vec()),
@@ -431,7 +434,7 @@ mod tests {
         let e = configure("postgres://u@h/db", &half)
             .map(|_| ())
             .expect_err("half");
-        assert!(e.0.contains("needs its key"), "{e}");
+        assert!(e.to_string().contains("needs its key"), "{e}");
         let garbage = PostgresTls {
             ca: Some(b"not a certificate".to_vec()),
             ..PostgresTls::default()
@@ -439,6 +442,6 @@ mod tests {
         let e = configure("postgres://u@h/db", &garbage)
             .map(|_| ())
             .expect_err("garbage");
-        assert!(e.0.contains("no certificate"), "{e}");
+        assert!(e.to_string().contains("no certificate"), "{e}");
     }
 }

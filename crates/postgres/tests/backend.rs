@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use tether::cluster::{
-    Broadcast, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralBody, SessionOp,
-    TakeOutcome,
+use tether_backend::{
+    Broadcast, ClusterMessage, Ephemeral, EphemeralBody, Position, SessionOp, TakeOutcome,
 };
+use tether_backend::{BusBackend as _, LogBackend as _, SessionBackend as _};
 use tether_postgres::{PostgresBackend, PostgresConfig};
 use tokio::sync::mpsc;
 
@@ -102,22 +102,16 @@ async fn offsets_are_log_ids_and_survive_a_recreated_log() {
             .append("n", &[(1, m.clone()), (2, m.clone())])
             .await
             .unwrap();
-        assert_eq!(ids[0].seq, 0);
-        assert_eq!(
-            ids[1],
-            EntryId {
-                ms: ids[0].ms + 1,
-                seq: 0
-            }
-        );
+        assert_eq!(ids[0].epoch, 0);
+        assert_eq!(ids[1], Position::new(0, ids[0].seq + 1));
         // Ids start at the database clock in microseconds.
         let now_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_micros() as u64;
-        assert!(ids[0].ms > now_us - 600_000_000 && ids[0].ms <= now_us + 600_000_000);
+        assert!(ids[0].seq > now_us - 600_000_000 && ids[0].seq <= now_us + 600_000_000);
         // `n-1` is not an entry: a take with it consumes nothing.
-        let s = tether::cluster::ClusterSession {
+        let s = tether_backend::ClusterSession {
             sid: "s".into(),
             pid: "p".into(),
             rooms: vec![],
@@ -134,10 +128,7 @@ async fn offsets_are_log_ids_and_survive_a_recreated_log() {
         )
         .await
         .unwrap();
-        let odd = EntryId {
-            ms: ids[0].ms,
-            seq: 1,
-        };
+        let odd = Position::new(1, ids[0].seq);
         assert_eq!(
             b.take_session("/", "p", Some(odd)).await.unwrap(),
             TakeOutcome::UnknownOffset
@@ -196,7 +187,7 @@ async fn a_take_racing_a_keeping_retire_finds_the_record_or_the_session() {
             .unwrap();
         for k in 0..40 {
             let pid = format!("p{k}");
-            let s = tether::cluster::ClusterSession {
+            let s = tether_backend::ClusterSession {
                 sid: format!("s{k}"),
                 pid: pid.clone(),
                 rooms: vec!["r".into()],
@@ -265,7 +256,7 @@ async fn appends_trim_entries_older_than_the_retention() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let new = b.append("n", &[(2, m)]).await.unwrap();
         let log = b
-            .range(EntryId::default(), new[0], 10)
+            .range(Position::ZERO, new[0], 10)
             .await
             .unwrap()
             .into_iter()

@@ -1,4 +1,4 @@
-//! The cluster backend conformance suite (`tether::cluster::conformance`) against the
+//! The cluster backend conformance suite (`tether_backend::conformance`) against the
 //! real PostgreSQL on 127.0.0.1:5432 (scripts/services starts one). Every cluster the
 //! suite asks for gets its own tables, under a prefix unique to the run; they are dropped
 //! after a passing run. No PostgreSQL is a failure, never a skip.
@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether::cluster::conformance;
+use tether_backend::conformance;
 use tether_postgres::{PostgresBackend, PostgresConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

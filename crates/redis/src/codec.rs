@@ -14,11 +14,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use rmpv::Value as Mp;
 use serde_json::{json, Map, Value};
-use tether::cluster::{
-    Broadcast, ClusterMessage, ClusterSession, EntryId, Ephemeral, EphemeralBody, SocketInfo,
+use tether_backend::Room;
+use tether_backend::{
+    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position, SocketInfo,
     SocketsAction,
 };
-use tether::recovery::Room;
 
 /// The adapter's message type of a broadcast.
 pub(crate) const BROADCAST: &str = "3";
@@ -497,7 +497,7 @@ pub(crate) fn decode_session(raw: &str) -> Option<ClusterSession> {
         .filter(|r| **r != *sid)
         .collect();
     let data = v.get("data").cloned().unwrap_or(json!({}));
-    let start = v["_start"].as_str().and_then(EntryId::parse);
+    let start = v["_start"].as_str().and_then(Position::parse);
     Some(ClusterSession {
         sid,
         pid,
@@ -540,7 +540,7 @@ mod tests {
             pid: "p".into(),
             rooms: vec!["r1".into()],
             data: json!({"k": [1, "v"]}),
-            start: Some(EntryId { ms: 5, seq: 1 }),
+            start: Some(Position::new(5, 1)),
         };
         assert_eq!(decode_session(&encode_session(&s)), Some(s));
     }

@@ -44,9 +44,9 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline, Script};
-use tether::cluster::{
-    BackendError, BoxFuture, ClusterBackend, ClusterMessage, EntryId, Ephemeral, EphemeralSink,
-    Record, SessionOp, TakeOutcome,
+use tether_backend::{
+    BackendError, BoxFuture, BusBackend, ClusterMessage, Ephemeral, EphemeralSink, LogBackend,
+    Position, Record, SessionBackend, SessionOp, TakeOutcome,
 };
 use tokio::sync::{watch, Mutex};
 
@@ -102,11 +102,11 @@ struct Conn {
 struct Slot {
     conn: Option<MultiplexedConnection>,
     /// The last failed attempt to connect: when it ended, and why.
-    failed: Option<(Instant, BackendError)>,
+    failed: Option<(Instant, Arc<redis::RedisError>)>,
 }
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+    BackendError::with_source(e.to_string(), e)
 }
 
 impl Conn {
@@ -129,7 +129,7 @@ impl Conn {
         // long as the connection timeout).
         if let Some((at, e)) = &slot.failed {
             if *at >= asked {
-                return Err(e.clone());
+                return Err(BackendError::with_source(e.to_string(), Arc::clone(e)));
             }
         }
         let config = AsyncConnectionConfig::new()
@@ -146,9 +146,9 @@ impl Conn {
                 Ok(c)
             }
             Err(e) => {
-                let e = BackendError(tls::describe(&e));
-                slot.failed = Some((Instant::now(), e.clone()));
-                Err(e)
+                let e = Arc::new(e);
+                slot.failed = Some((Instant::now(), Arc::clone(&e)));
+                Err(BackendError::with_source(tls::describe(&e), e))
             }
         }
     }
@@ -457,7 +457,7 @@ impl RedisBackend {
     }
 
     fn record(e: &StreamId) -> Option<Record> {
-        let id = EntryId::parse(&e.id)?;
+        let id = Position::parse(&e.id)?;
         let uid: String = e.get("uid").unwrap_or_default();
         let nsp: Option<String> = e.get("nsp");
         let ty: String = e.get("type").unwrap_or_default();
@@ -480,12 +480,12 @@ fn px(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-impl ClusterBackend for RedisBackend {
+impl LogBackend for RedisBackend {
     fn append<'a>(
         &'a self,
         uid: &'a str,
         batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<Position>, BackendError>> {
         Box::pin(async move {
             let mut p = redis::pipe();
             let mut n = 0;
@@ -525,13 +525,13 @@ impl ClusterBackend for RedisBackend {
                 return Ok(Vec::new());
             }
             let ids: Vec<String> = self.cmd.pipe(&p).await?;
-            Ok(ids.iter().filter_map(|s| EntryId::parse(s)).collect())
+            Ok(ids.iter().filter_map(|s| Position::parse(s)).collect())
         })
     }
 
     fn read_after(
         &self,
-        after: EntryId,
+        after: Position,
         block: Duration,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -558,8 +558,8 @@ impl ClusterBackend for RedisBackend {
 
     fn range(
         &self,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -576,7 +576,7 @@ impl ClusterBackend for RedisBackend {
 
     fn recent(
         &self,
-        upto: EntryId,
+        upto: Position,
         count: usize,
     ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>> {
         Box::pin(async move {
@@ -591,7 +591,7 @@ impl ClusterBackend for RedisBackend {
         })
     }
 
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>> {
+    fn last_id(&self) -> BoxFuture<'_, Result<Position, BackendError>> {
         Box::pin(async move {
             let mut c = redis::cmd("XREVRANGE");
             c.arg(&self.config.stream)
@@ -603,11 +603,13 @@ impl ClusterBackend for RedisBackend {
             Ok(reply
                 .ids
                 .first()
-                .and_then(|e| EntryId::parse(&e.id))
+                .and_then(|e| Position::parse(&e.id))
                 .unwrap_or_default())
         })
     }
+}
 
+impl SessionBackend for RedisBackend {
     fn apply<'a>(
         &'a self,
         uid: &'a str,
@@ -738,7 +740,7 @@ impl ClusterBackend for RedisBackend {
         &'a self,
         nsp: &'a str,
         pid: &'a str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>> {
         Box::pin(async move {
             let mut inv = self.take.prepare_invoke();
@@ -778,6 +780,17 @@ impl ClusterBackend for RedisBackend {
         })
     }
 
+    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut c = redis::cmd("EXISTS");
+            c.arg(format!("{}alive:{}", self.config.prefix, pid));
+            let n: i64 = self.cmd.query(&c).await?;
+            Ok(n > 0)
+        })
+    }
+}
+
+impl BusBackend for RedisBackend {
     fn send_ephemeral<'a>(
         &'a self,
         to: Option<&'a str>,
@@ -828,15 +841,6 @@ impl ClusterBackend for RedisBackend {
                 }
             }
             Ok(())
-        })
-    }
-
-    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>> {
-        Box::pin(async move {
-            let mut c = redis::cmd("EXISTS");
-            c.arg(format!("{}alive:{}", self.config.prefix, pid));
-            let n: i64 = self.cmd.query(&c).await?;
-            Ok(n > 0)
         })
     }
 }

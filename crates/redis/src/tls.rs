@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redis::{Client, ClientTlsConfig, TlsCertificates};
-use tether::cluster::BackendError;
+use tether_backend::BackendError;
 
 /// TLS material for a `rediss://` URL. Empty (the default) trusts the platform's root
 /// certificates and sends no client certificate.
@@ -34,7 +34,7 @@ impl std::fmt::Debug for RedisTls {
 }
 
 fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError(format!("redis TLS configuration: {msg}"))
+    BackendError::new(format!("redis TLS configuration: {msg}"))
 }
 
 fn read(param: &str, path: &str) -> Result<Vec<u8>, BackendError> {

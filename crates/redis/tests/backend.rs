@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tether::cluster::{ClusterBackend, ClusterSession, SessionOp, TakeOutcome};
+use tether_backend::SessionBackend as _;
+use tether_backend::{ClusterSession, SessionOp, TakeOutcome};
 use tether_redis::{RedisBackend, RedisConfig};
 
 const URL: &str = "redis://127.0.0.1:6379";

@@ -1,4 +1,4 @@
-//! The cluster backend conformance suite (`tether::cluster::conformance`) against the
+//! The cluster backend conformance suite (`tether_backend::conformance`) against the
 //! real Redis on 127.0.0.1:6379 (scripts/services starts one). Every cluster the suite
 //! asks for gets its own stream and key prefixes under `test-conformance:<run>:`, so runs
 //! and tests never see each other; the keys are deleted after a passing run. No Redis is a
@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether::cluster::conformance;
+use tether_backend::conformance;
 use tether_redis::{RedisBackend, RedisConfig};
 
 const URL: &str = "redis://127.0.0.1:6379";

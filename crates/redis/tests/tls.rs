@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{free_port, Ca, Pair, Proc, TempDir};
-use tether::cluster::{ClusterBackend, ClusterSession, SessionOp, TakeOutcome};
+use tether_backend::{ClusterSession, LogBackend, SessionBackend, SessionOp, TakeOutcome};
 use tether_redis::{RedisBackend, RedisConfig, RedisTls};
 
 /// A private Redis with TLS only (`--port 0`), its CA, and the files it reads.

@@ -11,6 +11,7 @@ use tether_proto::sio::{count_placeholders, Packet, PacketType};
 
 use crate::server::ServerInner;
 use crate::socket::SocketRef;
+use crate::sync::MutexExt as _;
 use crate::{encode, DisconnectReason};
 
 /// A binary packet waiting for its attachments.
@@ -53,11 +54,11 @@ impl Client {
     }
 
     fn lock_sockets(&self) -> std::sync::MutexGuard<'_, Vec<(String, SocketRef)>> {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+        self.sockets.locked()
     }
 
     fn lock_connecting(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.connecting.lock().unwrap_or_else(|e| e.into_inner())
+        self.connecting.locked()
     }
 
     fn socket(&self, nsp: &str) -> Option<SocketRef> {
@@ -110,7 +111,7 @@ impl Client {
                 }
             }
             Message::Binary(bytes) => {
-                let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+                let mut partial = self.partial.locked();
                 let Some(p) = partial.as_mut() else {
                     drop(partial);
                     return self.parse_error("unexpected binary message");
@@ -141,7 +142,7 @@ impl Client {
         if packet.attachments > max || !placeholders_ok {
             return self.parse_error("invalid attachments");
         }
-        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut partial = self.partial.locked();
         if partial.is_some() {
             drop(partial);
             return self.parse_error("binary packet interleaved");
@@ -221,9 +222,6 @@ impl Client {
         for (_, s) in sockets {
             s.ns.remove_socket(&s, reason.into());
         }
-        self.partial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.partial.locked().take();
     }
 }

@@ -12,7 +12,7 @@ pub enum Error {
     /// The socket's outgoing buffer is full or the socket is closed.
     #[error("could not send: {0}")]
     Send(#[from] tether_engine::SendError),
-    /// The cluster engine failed (unreachable, or it does not support the operation).
+    /// The cluster backend failed (unreachable, or it does not support the operation).
     #[error(transparent)]
     Cluster(#[from] crate::cluster::BackendError),
     /// An I/O error, while binding or serving.

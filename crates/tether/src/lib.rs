@@ -38,6 +38,7 @@ pub mod recovery;
 mod remote;
 mod server;
 mod socket;
+mod sync;
 mod tls;
 
 pub use cluster::ServerSideAck;

@@ -11,7 +11,7 @@ use tether_proto::sio::PacketType;
 
 use crate::client::Client;
 use crate::cluster::{
-    Broadcast, Cluster, ClusterMessage, ClusterSession, EntryId, ServerSideAck, SessionOp,
+    Broadcast, Cluster, ClusterMessage, ClusterSession, Position, ServerSideAck, SessionOp,
     SocketsAction,
 };
 use crate::operators::{BroadcastOperator, BroadcastOptions};
@@ -20,6 +20,7 @@ use crate::recovery::{
     RecoveryStore, Room, SessionRecord, StoredPacket, Target,
 };
 use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED, PENDING};
+use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
 
 /// How long a half-open socket may take to answer the probe that decides whether its pid
@@ -45,20 +46,14 @@ impl NsHandlers {
         Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
     {
         let mw: Middleware = Arc::new(move |s, auth| Box::pin(f(s, auth)));
-        self.middlewares
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(mw);
+        self.middlewares.writing().push(mw);
     }
 
     pub(crate) fn set_on_connection<F>(&self, f: F)
     where
         F: Fn(&SocketRef) + Send + Sync + 'static,
     {
-        *self
-            .on_connection
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+        *self.on_connection.writing() = Some(Arc::new(f));
     }
 }
 
@@ -99,10 +94,10 @@ pub struct Namespace {
     live: Mutex<HashMap<String, Weak<Socket>>>,
     ack_ids: AtomicU64,
     cluster: std::sync::OnceLock<Arc<Cluster>>,
-    /// Serialises cluster delivery with cluster restores (held across engine reads).
+    /// Serialises cluster delivery with cluster restores (held across backend reads).
     cluster_lock: tokio::sync::Mutex<()>,
     /// The newest cluster entry delivered to this namespace.
-    cluster_position: Mutex<EntryId>,
+    cluster_position: Mutex<Position>,
     /// Handlers of events from other nodes.
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
 }
@@ -134,7 +129,7 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             cluster: std::sync::OnceLock::new(),
             cluster_lock: tokio::sync::Mutex::new(()),
-            cluster_position: Mutex::new(EntryId::default()),
+            cluster_position: Mutex::new(Position::default()),
             server_side: RwLock::new(HashMap::new()),
         };
         ns.set_recovery(recovery);
@@ -177,22 +172,18 @@ impl Namespace {
 
     /// Enables recovery with a store of your own (see [`RecoveryStore`]).
     pub fn set_recovery_store(&self, recovery: Option<(RecoveryConfig, Arc<dyn RecoveryStore>)>) {
-        *self.recovery.write().unwrap_or_else(|e| e.into_inner()) =
-            recovery.map(|(config, store)| {
-                Arc::new(Recovery {
-                    config,
-                    store,
-                    metrics: RecoveryMetrics::default(),
-                    last_purge: Mutex::new(Instant::now()),
-                })
-            });
+        *self.recovery.writing() = recovery.map(|(config, store)| {
+            Arc::new(Recovery {
+                config,
+                store,
+                metrics: RecoveryMetrics::default(),
+                last_purge: Mutex::new(Instant::now()),
+            })
+        });
     }
 
     pub(crate) fn recovery(&self) -> Option<Arc<Recovery>> {
-        self.recovery
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.recovery.reading().clone()
     }
 
     /// Recovery counters, when recovery is on.
@@ -239,28 +230,19 @@ impl Namespace {
 
     /// The connected sockets of this namespace (on this server).
     pub fn sockets(&self) -> Vec<SocketRef> {
-        self.sockets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.sockets.reading().values().cloned().collect()
     }
 
     /// A connected socket by id.
     pub fn get_socket(&self, id: Sid) -> Option<SocketRef> {
-        self.sockets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
+        self.sockets.reading().get(&id).cloned()
     }
 
     /// Calls `f` for every connected socket that `opts` targets, each once. The common
     /// cases (the whole namespace, one room) walk the maps in place, cloning nothing.
     pub(crate) fn for_each_target(&self, opts: &BroadcastOptions, mut f: impl FnMut(&SocketRef)) {
-        let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
-        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let sockets = self.sockets.reading();
+        let rooms = self.rooms.reading();
         // A room's members, or the socket whose id names it.
         let each_member = |room: &Room, g: &mut dyn FnMut(&SocketRef)| {
             if let Some(m) = rooms.get(room) {
@@ -322,7 +304,7 @@ impl Namespace {
                     rooms: opts.rooms.clone(),
                     except: opts.except.clone(),
                 };
-                let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let _order = self.emit_lock.locked();
                 let packet = rec.store.append(target, &mut |offset| StoredPacket {
                     message: encode::event(&self.name, None, event, payload, Some(offset)),
                     attachments: attachments.clone(),
@@ -353,9 +335,11 @@ impl Namespace {
 
     /// Encodes a cluster broadcast for this namespace's sockets, with its offset when it
     /// is recoverable here.
-    fn encode_cluster(&self, id: EntryId, b: &Broadcast) -> Option<StoredPacket> {
+    fn encode_cluster(&self, id: Position, b: &Broadcast) -> Option<StoredPacket> {
         let event = b.data.first()?.as_str()?;
-        let offset = (self.recovery().is_some() && !b.volatile).then(|| id.to_string());
+        let offset = (self.recovery().is_some() && !b.volatile)
+            .then(|| self.cluster().map(|c| c.offset(id)))
+            .flatten();
         Some(StoredPacket {
             message: encode::event_args(
                 &self.name,
@@ -370,10 +354,10 @@ impl Namespace {
     }
 
     /// Delivers an entry read from the cluster log to this node's sockets.
-    pub(crate) async fn deliver_cluster(&self, id: EntryId, b: &Broadcast) {
+    pub(crate) async fn deliver_cluster(&self, id: Position, b: &Broadcast) {
         let _cluster = self.cluster_lock.lock().await;
         let packet = self.encode_cluster(id, b);
-        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _order = self.emit_lock.locked();
         if let Some(packet) = packet {
             let opts = BroadcastOptions {
                 rooms: b.rooms.clone(),
@@ -392,10 +376,8 @@ impl Namespace {
         *self.position() = id;
     }
 
-    fn position(&self) -> std::sync::MutexGuard<'_, EntryId> {
-        self.cluster_position
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn position(&self) -> std::sync::MutexGuard<'_, Position> {
+        self.cluster_position.locked()
     }
 
     /// Another node wants to restore a pid that this node holds: probe the socket; if it
@@ -471,8 +453,7 @@ impl Namespace {
         F: Fn(Payload, Option<ServerSideAck>) + Send + Sync + 'static,
     {
         self.server_side
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .writing()
             .insert(event.into(), Arc::new(handler));
     }
 
@@ -482,12 +463,7 @@ impl Namespace {
         payload: Payload,
         ack: Option<ServerSideAck>,
     ) {
-        let handler = self
-            .server_side
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(event)
-            .cloned();
+        let handler = self.server_side.reading().get(event).cloned();
         if let Some(h) = handler {
             h(payload, ack);
         }
@@ -554,17 +530,16 @@ impl Namespace {
     }
 
     /// Queues the periodic refresh of this node's live records (cluster and recovery
-    /// only): it extends them, and rewrites the ones the engine lost.
+    /// only): it extends them, and rewrites the ones the backend lost.
     pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
         let Some(rec) = self.recovery() else { return };
         // Under the emit lock, which registration and `remove_socket` hold too: a socket
         // retired before this refresh is not in it, and one retired after it has its
         // `Retire` queued after it, so the refresh never writes back a retired record.
-        let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _order = self.emit_lock.locked();
         let sockets: Vec<SocketRef> = self
             .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .values()
             .filter_map(Weak::upgrade)
             .collect();
@@ -585,8 +560,8 @@ impl Namespace {
 
     pub(crate) fn join(&self, socket: &SocketRef, room: Room) {
         {
-            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-            let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.rooms.writing();
+            let mut rooms = socket.rooms.locked();
             if socket.state.load(Ordering::Acquire) == CLOSED || rooms.contains(&room) {
                 return;
             }
@@ -602,8 +577,8 @@ impl Namespace {
 
     pub(crate) fn leave(&self, socket: &SocketRef, room: &str) {
         {
-            let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-            let mut rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.rooms.writing();
+            let mut rooms = socket.rooms.locked();
             rooms.retain(|r| &**r != room);
             remove_member(&mut map, room, socket);
         }
@@ -611,11 +586,7 @@ impl Namespace {
     }
 
     pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(pid)
-            .and_then(Weak::upgrade)
+        self.live.locked().get(pid).and_then(Weak::upgrade)
     }
 
     /// Handles a CONNECT: recovery attempt, middlewares, connection handler, commit.
@@ -648,7 +619,7 @@ impl Namespace {
         let mut restored: Option<Restoring> = None;
         if let (Some(rec), Some((pid, offset))) = (&rec, attempt) {
             let outcome = match &cluster {
-                Some(c) => match offset.as_deref().map(EntryId::parse) {
+                Some(c) => match offset.as_deref().map(|o| c.parse_offset(o)) {
                     Some(None) => Err(RecoveryFailure::UnknownOffset),
                     parsed => {
                         let after = parsed.flatten();
@@ -712,12 +683,7 @@ impl Namespace {
         let socket = Socket::new(self.clone(), &client, origin, auth.clone());
         let skip = socket.recovered() && rec.as_ref().is_some_and(|r| r.config.skip_middlewares);
         if !skip {
-            let middlewares = self
-                .handlers
-                .middlewares
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let middlewares = self.handlers.middlewares.reading().clone();
             for mw in middlewares {
                 if let Err(err) = mw(socket.clone(), auth.clone()).await {
                     if let (Some(rec), true) = (&rec, socket.recovered()) {
@@ -733,12 +699,7 @@ impl Namespace {
                 }
             }
         }
-        let on_connection = self
-            .handlers
-            .on_connection
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let on_connection = self.handlers.on_connection.reading().clone();
         if let Some(h) = on_connection {
             h(&socket);
         }
@@ -752,7 +713,7 @@ impl Namespace {
     }
 
     /// Puts a taken session back (a refused or aborted restore consumes nothing).
-    fn keep_again(&self, rec: &Recovery, socket: &SocketRef, after: Option<EntryId>) {
+    fn keep_again(&self, rec: &Recovery, socket: &SocketRef, after: Option<Position>) {
         match self.cluster.get() {
             Some(c) => {
                 let mut s = cluster_session(socket);
@@ -778,7 +739,7 @@ impl Namespace {
         client: &Arc<Client>,
         socket: &SocketRef,
         rec: &Recovery,
-        after: Option<EntryId>,
+        after: Option<Position>,
     ) {
         // Read the bulk of the replay without holding up delivery, then, under the cluster
         // lock (the reader waits), the tail up to what this node has delivered.
@@ -831,10 +792,7 @@ impl Namespace {
                 return;
             }
         };
-        *socket
-            .cluster_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(after);
+        *socket.cluster_start.locked() = Some(after);
         self.commit_with(client, socket, Some(rec), replay);
     }
 
@@ -872,24 +830,18 @@ impl Namespace {
         replay: Vec<StoredPacket>,
     ) {
         {
-            let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _order = self.emit_lock.locked();
             if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
                 client.connect_done(&self.name);
                 if let (Some(rec), true) = (rec, socket.recovered()) {
-                    let after = *socket
-                        .cluster_start
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let after = *socket.cluster_start.locked();
                     self.keep_again(rec, socket, after);
                 }
                 socket.state.store(CLOSED, Ordering::Release);
                 return;
             }
             if self.cluster.get().is_some() && !socket.recovered() {
-                *socket
-                    .cluster_start
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(*self.position());
+                *socket.cluster_start.locked() = Some(*self.position());
             }
             client.add_socket(&self.name, socket.clone());
             let mut reply = serde_json::Map::new();
@@ -906,9 +858,9 @@ impl Namespace {
             }
             {
                 // Lock order everywhere: sockets, rooms, then the socket's own rooms.
-                let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
-                let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-                let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sockets = self.sockets.writing();
+                let mut map = self.rooms.writing();
+                let rooms = socket.rooms.locked();
                 for r in rooms.iter() {
                     map.entry(r.clone())
                         .or_default()
@@ -918,7 +870,7 @@ impl Namespace {
                 socket.registered.store(true, Ordering::Release);
             }
             {
-                let mut early = socket.early.lock().unwrap_or_else(|e| e.into_inner());
+                let mut early = socket.early.locked();
                 socket.state.store(CONNECTED, Ordering::Release);
                 for (m, a) in early.drain(..) {
                     socket.engine.send_unbounded(m, a);
@@ -926,8 +878,7 @@ impl Namespace {
             }
             if let (Some(rec), Some(pid)) = (rec, socket.pid()) {
                 self.live
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .locked()
                     .insert(pid.to_owned(), Arc::downgrade(socket));
                 if socket.recovered() {
                     rec.metrics.recovered(replay.len());
@@ -948,11 +899,11 @@ impl Namespace {
         }
         let rec = self.recovery();
         {
-            let _order = self.emit_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _order = self.emit_lock.locked();
             {
-                let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
-                let mut map = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-                let rooms = socket.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sockets = self.sockets.writing();
+                let mut map = self.rooms.writing();
+                let rooms = socket.rooms.locked();
                 for r in rooms.iter() {
                     remove_member(&mut map, r, socket);
                 }
@@ -965,7 +916,7 @@ impl Namespace {
                 socket.registered.store(false, Ordering::Release);
             }
             if let (Some(rec), Some(pid)) = (&rec, socket.pid()) {
-                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                let mut live = self.live.locked();
                 if live
                     .get(pid)
                     .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(socket)))
@@ -1007,7 +958,7 @@ impl Namespace {
     }
 
     fn maybe_purge(&self, rec: &Recovery) {
-        let mut last = rec.last_purge.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = rec.last_purge.locked();
         if last.elapsed() > Duration::from_secs(1) {
             *last = Instant::now();
             rec.store.purge();
@@ -1024,7 +975,7 @@ struct Restoring {
     /// Local store: the log position the replay starts after.
     start: u64,
     /// Cluster: the entry the replay starts after.
-    after: Option<EntryId>,
+    after: Option<Position>,
 }
 
 fn deliver(socket: &SocketRef, packet: &StoredPacket) {
@@ -1066,9 +1017,6 @@ fn cluster_session(socket: &SocketRef) -> ClusterSession {
         pid: socket.pid().unwrap_or_default().to_owned(),
         rooms: socket.rooms(),
         data: socket.data(),
-        start: *socket
-            .cluster_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
+        start: *socket.cluster_start.locked(),
     }
 }

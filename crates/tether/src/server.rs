@@ -12,6 +12,7 @@ use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 use crate::client::Client;
 use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
 use crate::namespace::{Namespace, NsHandlers};
+use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
 
 type Predicate = Arc<dyn Fn(&str, Option<&Value>) -> bool + Send + Sync>;
@@ -37,8 +38,7 @@ impl ServerInner {
     pub(crate) fn watch_connect_timeout(self: &Arc<Self>, client: &Arc<Client>) {
         let deadline = Instant::now() + self.config.connect_timeout;
         self.connect_deadlines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .push_back((deadline, Arc::downgrade(client)));
         if !self.sweeper.swap(true, Ordering::AcqRel) {
             let weak = Arc::downgrade(self);
@@ -48,10 +48,7 @@ impl ServerInner {
                     let Some(server) = weak.upgrade() else { return };
                     let now = Instant::now();
                     let due: Vec<_> = {
-                        let mut q = server
-                            .connect_deadlines
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
+                        let mut q = server.connect_deadlines.locked();
                         let n = q.iter().take_while(|(d, _)| *d <= now).count();
                         q.drain(..n).collect()
                     };
@@ -67,25 +64,16 @@ impl ServerInner {
 
     /// A namespace that exists already.
     pub(crate) fn existing_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.namespaces.reading().get(name).cloned()
     }
 
     /// Every namespace that exists now.
     fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
-        self.namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.namespaces.reading().values().cloned().collect()
     }
 
     /// Extends the life of this node's live records in the cluster, and rewrites the ones
-    /// the engine lost. At most one refresh waits for the engine at a time.
+    /// the backend lost. At most one refresh waits for the backend at a time.
     pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
         if cluster.refresh_pending() {
             return;
@@ -111,17 +99,12 @@ impl ServerInner {
 
     /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
     pub(crate) fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>> {
-        if let Some(ns) = self
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
+        if let Some(ns) = self.namespaces.reading().get(name) {
             return Some(ns.clone());
         }
-        let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+        let dynamic = self.dynamic.reading();
         let parent = dynamic.iter().find(|d| (d.predicate)(name, auth))?;
-        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.namespaces.writing();
         Some(
             map.entry(name.to_owned())
                 .or_insert_with(|| {
@@ -136,7 +119,7 @@ impl ServerInner {
     }
 }
 
-/// The engine handler that turns Engine.IO sessions into Socket.IO clients.
+/// The backend handler that turns Engine.IO sessions into Socket.IO clients.
 #[doc(hidden)]
 pub struct SioHandler {
     inner: Arc<ServerInner>,
@@ -232,11 +215,7 @@ impl Server {
         } else {
             format!("/{name}")
         };
-        let mut map = self
-            .inner
-            .namespaces
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.inner.namespaces.writing();
         map.entry(name.clone())
             .or_insert_with(|| {
                 self.inner.new_namespace(
@@ -265,19 +244,15 @@ impl Server {
         F: Fn(&str, Option<&Value>) -> bool + Send + Sync + 'static,
     {
         let handlers = Arc::new(NsHandlers::default());
-        self.inner
-            .dynamic
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Dynamic {
-                predicate: Arc::new(predicate),
-                handlers: handlers.clone(),
-                recovery: self.inner.config.recovery.clone(),
-            });
+        self.inner.dynamic.writing().push(Dynamic {
+            predicate: Arc::new(predicate),
+            handlers: handlers.clone(),
+            recovery: self.inner.config.recovery.clone(),
+        });
         DynamicNamespace { handlers }
     }
 
-    /// Joins a cluster through a shared engine (see [`crate::cluster`]): broadcasts,
+    /// Joins a cluster through a shared backend (see [`crate::cluster`]): broadcasts,
     /// offsets and recovery become cluster-wide. Call it before serving, so that this node
     /// receives every entry from then on. `uid` names this process in the cluster and
     /// must be unique (for example `host:port:pid:random`).
@@ -337,11 +312,7 @@ impl Server {
     /// Recovery counters of every namespace, in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();
-        let map = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let map = self.inner.namespaces.reading();
         let mut names: Vec<_> = map.keys().cloned().collect();
         names.sort();
         for name in names {

@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::namespace::Namespace;
 use crate::operators::BroadcastOperator;
 use crate::recovery::Room;
+use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{encode, DisconnectReason, Error, Payload};
 
 /// A handle on a socket, cheap to clone.
@@ -59,7 +60,7 @@ pub struct Socket {
     /// The CONNECT payload (`socket.handshake.auth` in the reference).
     auth: Option<Value>,
     /// Cluster: the entry position when the socket connected.
-    pub(crate) cluster_start: Mutex<Option<crate::cluster::EntryId>>,
+    pub(crate) cluster_start: Mutex<Option<crate::cluster::Position>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -183,13 +184,13 @@ impl Socket {
     }
 
     fn lock_data(&self) -> std::sync::MutexGuard<'_, Value> {
-        self.data.lock().unwrap_or_else(|e| e.into_inner())
+        self.data.locked()
     }
 
     /// Per-connection values for middlewares and handlers. Unlike [`data`](Self::data),
     /// they are never restored by recovery.
     pub fn extensions<R>(&self, f: impl FnOnce(&mut http::Extensions) -> R) -> R {
-        f(&mut self.extensions.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut self.extensions.locked())
     }
 
     /// Registers the handler of an event, replacing any earlier one.
@@ -208,8 +209,7 @@ impl Socket {
         F: Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync + 'static,
     {
         self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+            .writing()
             .insert(event.into(), Arc::new(handler));
     }
 
@@ -219,7 +219,7 @@ impl Socket {
     where
         F: Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync + 'static,
     {
-        *self.any.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
+        *self.any.writing() = Some(Arc::new(handler));
     }
 
     /// Runs once when the socket disconnects, after it left its rooms.
@@ -227,10 +227,7 @@ impl Socket {
     where
         F: FnOnce(&SocketRef, DisconnectReason) + Send + Sync + 'static,
     {
-        self.on_disconnect
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(handler));
+        self.on_disconnect.locked().push(Box::new(handler));
     }
 
     /// Runs when the socket is about to disconnect, while it is still in its rooms.
@@ -238,10 +235,7 @@ impl Socket {
     where
         F: Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
     {
-        self.on_disconnecting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(handler));
+        self.on_disconnecting.locked().push(Box::new(handler));
     }
 
     /// Emits an event to this socket. With recovery on, it gets an offset and is stored.
@@ -286,18 +280,12 @@ impl Socket {
 
     pub(crate) fn register_ack(&self, id: u64) -> oneshot::Receiver<Payload> {
         let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        self.acks.locked().insert(id, tx);
         rx
     }
 
     pub(crate) fn forget_ack(&self, id: u64) {
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.acks.locked().remove(&id);
     }
 
     /// Queues a message, or keeps it for the CONNECT reply if the socket is not connected yet.
@@ -307,7 +295,7 @@ impl Socket {
         attachments: Option<Arc<[Bytes]>>,
     ) -> Result<(), Error> {
         if self.state.load(Ordering::Acquire) == PENDING {
-            let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+            let mut early = self.early.locked();
             // Checked again under the lock: the commit drains `early` after switching state.
             if self.state.load(Ordering::Acquire) == PENDING {
                 early.push((msg, attachments));
@@ -334,7 +322,7 @@ impl Socket {
     /// The rooms the socket is in, without its own id (every socket is also in the room
     /// named by its id).
     pub fn rooms(&self) -> Vec<Room> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.rooms.locked().clone()
     }
 
     /// Targets a room: the event goes to its members except this socket.
@@ -372,18 +360,13 @@ impl Socket {
         let Some(Value::String(event)) = args.first().cloned() else {
             return;
         };
-        let handler = self
-            .handlers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&event)
-            .cloned();
+        let handler = self.handlers.reading().get(&event).cloned();
         let (handler, args) = match handler {
             Some(h) => {
                 args.remove(0);
                 (h, args)
             }
-            None => match self.any.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            None => match self.any.reading().clone() {
                 Some(h) => (h, args),
                 None => return,
             },
@@ -396,40 +379,27 @@ impl Socket {
     }
 
     pub(crate) fn handle_ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
-        let tx = self
-            .acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let tx = self.acks.locked().remove(&id);
         if let Some(tx) = tx {
             let _ = tx.send(Payload { args, attachments });
         }
     }
 
     pub(crate) fn run_disconnecting(self: &Arc<Self>, reason: DisconnectReason) {
-        let handlers = std::mem::take(
-            &mut *self
-                .on_disconnecting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let handlers = std::mem::take(&mut *self.on_disconnecting.locked());
         for h in &handlers {
             h(self, reason);
         }
     }
 
     pub(crate) fn run_disconnect(self: &Arc<Self>, reason: DisconnectReason) {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let handlers =
-            std::mem::take(&mut *self.on_disconnect.lock().unwrap_or_else(|e| e.into_inner()));
+        self.acks.locked().clear();
+        let handlers = std::mem::take(&mut *self.on_disconnect.locked());
         for h in handlers {
             h(self, reason);
         }
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        *self.any.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.handlers.writing().clear();
+        *self.any.writing() = None;
     }
 }
 

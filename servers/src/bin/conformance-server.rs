@@ -17,7 +17,7 @@ fn sorted_rooms(socket: &SocketRef) -> Value {
 }
 
 /// Acknowledges once this node's broadcasts and session changes are in the cluster
-/// engine (§6.2: acks follow storage); at once on a single node.
+/// backend (§6.2: acks follow storage); at once on a single node.
 fn ack_after_flush(socket: &SocketRef, ack: Option<tether::AckSender>, payload: Payload) {
     let Some(ack) = ack else { return };
     if CLUSTER.get().is_some() {
@@ -350,8 +350,8 @@ fn server_side_handlers(ns: &std::sync::Arc<tether::Namespace>, node_id: &str) {
     });
 }
 
-/// Connects to the engine, retrying for up to 30 s (the engine may start after the node).
-async fn connect_engine<B, F, Fut>(connect: F) -> std::io::Result<std::sync::Arc<B>>
+/// Connects to the backend, retrying for up to 30 s (the backend may start after the node).
+async fn connect_backend<B, F, Fut>(connect: F) -> std::io::Result<std::sync::Arc<B>>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<B, tether::cluster::BackendError>>,
@@ -396,8 +396,8 @@ fn nats_config(adapter: &str) -> (String, tether_nats::NatsConfig) {
     }
 }
 
-/// The cluster engine of `ADAPTER`.
-enum Engine {
+/// The cluster backend of `ADAPTER`.
+enum Backend {
     Redis(String),
     Postgres(String),
     Nats(String),
@@ -406,16 +406,16 @@ enum Engine {
 fn main() -> std::io::Result<()> {
     tether_servers::init_tracing();
     let adapter = std::env::var("ADAPTER").unwrap_or_default();
-    let engine = match adapter.as_str() {
+    let backend_url = match adapter.as_str() {
         "" | "memory" => None,
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Some(Engine::Redis(url.to_owned()))
+            Some(Backend::Redis(url.to_owned()))
         }
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Some(Engine::Postgres(url.to_owned()))
+            Some(Backend::Postgres(url.to_owned()))
         }
         url if url.starts_with("nats://") || url.starts_with("tls://") => {
-            Some(Engine::Nats(url.to_owned()))
+            Some(Backend::Nats(url.to_owned()))
         }
         other => {
             eprintln!(
@@ -463,10 +463,10 @@ fn main() -> std::io::Result<()> {
             ns.on_connection(move |socket| on_connection(socket, &node_id));
         }
         let cluster = tether::cluster::ClusterConfig::default();
-        match engine {
+        match backend_url {
             None => {}
-            Some(Engine::Redis(url)) => {
-                let backend = connect_engine(|| {
+            Some(Backend::Redis(url)) => {
+                let backend = connect_backend(|| {
                     tether_redis::RedisBackend::connect(&url, Default::default())
                 })
                 .await?;
@@ -475,8 +475,8 @@ fn main() -> std::io::Result<()> {
                     .map_err(std::io::Error::other)?;
                 let _ = CLUSTER.set(());
             }
-            Some(Engine::Postgres(url)) => {
-                let backend = connect_engine(|| {
+            Some(Backend::Postgres(url)) => {
+                let backend = connect_backend(|| {
                     tether_postgres::PostgresBackend::connect(&url, Default::default())
                 })
                 .await?;
@@ -485,10 +485,10 @@ fn main() -> std::io::Result<()> {
                     .map_err(std::io::Error::other)?;
                 let _ = CLUSTER.set(());
             }
-            Some(Engine::Nats(url)) => {
+            Some(Backend::Nats(url)) => {
                 let (url, config) = nats_config(&url);
                 let backend =
-                    connect_engine(|| tether_nats::NatsBackend::connect(&url, config.clone()))
+                    connect_backend(|| tether_nats::NatsBackend::connect(&url, config.clone()))
                         .await?;
                 io.attach_cluster(node_id.clone(), backend, cluster)
                     .await

@@ -1,23 +1,23 @@
 // Harness of the multi-node suite (CONTRACT.md §6).
 //
-// - Redis: the real engine at REDIS_HOST:REDIS_PORT (127.0.0.1:6379). The
+// - Redis: the real backend at REDIS_HOST:REDIS_PORT (127.0.0.1:6379). The
 //   suite never touches other data: it uses one logical database
 //   (CLUSTER_REDIS_DB, default 7) and FLUSHDBs that database only, at the
 //   start of each test file. Test files run one at a time.
 // - A TcpProxy (lib/proxy.js) in front of Redis for every node, in this
 //   process; node X gets ADAPTER=redis://127.0.0.1:<its proxy's port>/<db>.
-//   `cluster.proxy` drives them all at once (an engine outage),
-//   `cluster.proxies[X]` one node's link to the engine.
-// - CLUSTER_ENGINE=postgres: PostgreSQL instead (tether-postgres) at PG_HOST:PG_PORT
+//   `cluster.proxy` drives them all at once (a backend outage),
+//   `cluster.proxies[X]` one node's link to the backend.
+// - CLUSTER_BACKEND=postgres: PostgreSQL instead (tether-postgres) at PG_HOST:PG_PORT
 //   (127.0.0.1:5432, user postgres, database test, through psql): every Cluster gets
 //   a schema of its own, dropped by stopAll(), and node X gets
 //   ADAPTER=postgres://postgres@127.0.0.1:<its proxy's port>/test with that schema as
-//   its search_path. Only the engine-neutral test files apply (not 07, 08).
-// - CLUSTER_ENGINE=nats: NATS JetStream instead (tether-nats) at NATS_HOST:NATS_PORT
+//   its search_path. Only the backend-neutral test files apply (not 07, 08).
+// - CLUSTER_BACKEND=nats: NATS JetStream instead (tether-nats) at NATS_HOST:NATS_PORT
 //   (127.0.0.1:4222): every Cluster gets a name of its own (its stream, KV bucket
 //   and subjects, deleted by stopAll()), and node X gets
 //   ADAPTER=nats://127.0.0.1:<its proxy's port>?cluster=<name>. The files that look
-//   into the engine or are about Redis do not apply (06, 07, 08).
+//   into the backend or are about Redis do not apply (06, 07, 08).
 // - ServerNode: one node, started as `/bin/sh -c "exec <cmd>"` in its own
 //   process group (default cmd: target/release/conformance-server, built by
 //   run.sh; override with SERVER_CMD), with PORT, ADAPTER and NODE_NAME.
@@ -49,7 +49,8 @@ const redisTlsParams = () => {
   return new URLSearchParams({ tls_ca: `${d}/ca.pem`, tls_cert: `${d}/client.pem`, tls_key: `${d}/client.key` }).toString();
 };
 const REDIS_DB = Number(process.env.CLUSTER_REDIS_DB || 7);
-const ENGINE = process.env.CLUSTER_ENGINE || "redis";
+// CLUSTER_ENGINE is the old name, still accepted.
+const BACKEND = process.env.CLUSTER_BACKEND || process.env.CLUSTER_ENGINE || "redis";
 const PG_HOST = process.env.PG_HOST || "127.0.0.1";
 const PG_PORT = Number(process.env.PG_PORT || 5432);
 const NATS_HOST = process.env.NATS_HOST || "127.0.0.1";
@@ -347,7 +348,7 @@ function unlockDb() {
   heldLock = null;
 }
 
-// Runs SQL on the PostgreSQL of CLUSTER_ENGINE=postgres; the rows of its last
+// Runs SQL on the PostgreSQL of CLUSTER_BACKEND=postgres; the rows of its last
 // statement, each as an array of column texts.
 function psql(sql) {
   const out = execFileSync(
@@ -523,7 +524,7 @@ class Cluster {
     const c = new Cluster();
     c.db = db;
     c.direct = redis || null;
-    if (ENGINE === "postgres" && !c.direct) {
+    if (BACKEND === "postgres" && !c.direct) {
       c.schema = `tether_cluster_${process.pid}_${Date.now()}`;
       psql(`CREATE SCHEMA ${c.schema}`);
       c.proxies = {};
@@ -531,7 +532,7 @@ class Cluster {
       await Promise.all(names.map((n) => c.add(n)));
       return c;
     }
-    if (ENGINE === "nats" && !c.direct) {
+    if (BACKEND === "nats" && !c.direct) {
       c.natsName = `t${process.pid}_${Date.now()}`;
       c.proxies = {};
       c.proxy = new ProxyGroup([]);
@@ -584,7 +585,7 @@ class Cluster {
     return this.nodes[name];
   }
 
-  // What the engine holds, whichever it is (the tests' view into it).
+  // What the backend holds, whichever it is (the tests' view into it).
 
   // The ids of the log entries whose data contains `text`.
   async logIdsContaining(text) {

@@ -275,7 +275,7 @@ test("stored events are kept for the recovery window, however many there are (§
 });
 
 test("recovery on a node whose reader lags behind the client's offset: nothing twice, nothing lost", async () => {
-  // B's link to the engine answers 400 ms late: when the client arrives on B
+  // B's link to the backend answers 400 ms late: when the client arrives on B
   // with the offset of an event A delivered, B has not read that event yet.
   const x = await prepared("A");
   const e = await connect(cluster.url("A"), { name: "emitter@A" });

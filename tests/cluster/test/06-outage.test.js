@@ -1,7 +1,7 @@
 // §6.5 Engine outage: the proxy in front of Redis cuts every connection and
 // refuses new ones for 3 s. No client is disconnected, the local events keep
 // answering, emit-numbered is still acked (possibly late) with no duplicate and
-// in order, and within 20 s after the engine is back, cross-node broadcasts
+// in order, and within 20 s after the backend is back, cross-node broadcasts
 // and cross-node recovery work again.
 "use strict";
 
@@ -35,7 +35,7 @@ afterEach(() => closeAllClients());
 const OUTAGE_MS = 3000;
 const range = (n) => Array.from({ length: n }, (_, k) => k + 1);
 
-test("engine outage: nodes keep serving, emits are acked without duplicates, the cluster heals within 20 s", async () => {
+test("backend outage: nodes keep serving, emits are acked without duplicates, the cluster heals within 20 s", async () => {
   const clients = [
     await connect(cluster.url("A"), { name: "a1" }),
     await connect(cluster.url("A"), { name: "a2", transports: ["polling"] }),
@@ -89,7 +89,7 @@ test("engine outage: nodes keep serving, emits are acked without duplicates, the
 
   const res = await withTimeout(duringAck, 20000, "emit-numbered requested during the outage is acked ≤ 20 s after");
   assert.deepEqual(res, { v: { emitted: 10 } });
-  console.log(`# emit-numbered during the outage acked ${Date.now() - back} ms after the engine came back`);
+  console.log(`# emit-numbered during the outage acked ${Date.now() - back} ms after the backend came back`);
   for (const f of await withTimeout(Promise.all(flows), 25000, "the flows are acked")) {
     assert.deepEqual(f, { v: { emitted: 120 } });
   }
@@ -106,7 +106,7 @@ test("engine outage: nodes keep serving, emits are acked without duplicates, the
     } catch {}
   }
   assert.ok(healedAt !== null, "cross-node broadcast works again within 20 s");
-  console.log(`# cross-node broadcast healed ${healedAt} ms after the engine came back`);
+  console.log(`# cross-node broadcast healed ${healedAt} ms after the backend came back`);
   await sleep(500);
 
   // nobody was disconnected, no node exited
@@ -156,8 +156,8 @@ test("engine outage: nodes keep serving, emits are acked without duplicates, the
 test("right after an outage, a live socket is not taken over by another node", async () => {
   // §6.2: "the pid of a socket that is connected and alive on any node does not
   // recover anywhere". The outage exempts recovery attempts made *during* it
-  // (§6.5 "left open"), not the ones after the engine is back. Attempts on A
-  // for the pids of B's live sockets start the moment the engine is back, while
+  // (§6.5 "left open"), not the ones after the backend is back. Attempts on A
+  // for the pids of B's live sockets start the moment the backend is back, while
   // B's heartbeat (7 s) may be about to lapse.
   const live = [];
   for (let k = 0; k < 20; k++) {
@@ -177,7 +177,7 @@ test("right after an outage, a live socket is not taken over by another node", a
   await sleep(300);
   for (const c of live) assert.deepEqual(c.disconnects, [], `${c.name} not disturbed`);
   assert.deepEqual(
-    stolen.map((t) => `live${t.k} (attempt ${t.at} ms after the engine was back)`),
+    stolen.map((t) => `live${t.k} (attempt ${t.at} ms after the backend was back)`),
     [],
     "live sockets of B restored on A (same sid now connected on two nodes)",
   );
@@ -225,7 +225,7 @@ test("an append retried after its reply was lost is neither delivered nor replay
   );
 });
 
-test("a socket taken over while its node was cut off from the engine is let go when the node is back", async () => {
+test("a socket taken over while its node was cut off from the backend is let go when the node is back", async () => {
   // Node A is cut off from Redis for longer than its heartbeat lives (7 s), so
   // it looks dead. Its client's connection is half-open (nothing reaches the
   // client any more) and the client comes back on B, which restores the
@@ -258,7 +258,7 @@ test("a socket taken over while its node was cut off from the engine is let go w
     assert.equal(await cluster.hasKeptSession(creds.pid), false, "A kept no stale session");
     assert.equal(await cluster.liveRecordNode(creds.pid), cluster.node("B").nodeId, "B's live record stands");
     assert.equal(moved.connected, true);
-    assert.ok(took < 15000, `A let go ${took} ms after the engine was back`);
+    assert.ok(took < 15000, `A let go ${took} ms after the backend was back`);
   } finally {
     await front.close();
   }

@@ -1,440 +1,43 @@
-//! Several servers as one, through a shared engine (Redis Streams, PostgreSQL, NATS).
+//! Several servers as one, through a shared backend (Redis Streams, PostgreSQL, NATS).
 //!
-//! Every broadcast is appended to one ordered log in the engine; every node reads the
+//! Every broadcast is appended to one ordered log in the backend; every node reads the
 //! log and delivers each entry to its own sockets, in log order, including the entries
-//! it appended itself. So all nodes agree on the order, and the entry id is the offset
-//! that every recipient gets and every node accepts for recovery.
+//! it appended itself. So all nodes agree on the order, and the entry's [`Position`],
+//! written in the backend's [`OffsetForm`], is the offset that every recipient gets and
+//! every node accepts for recovery.
 //!
-//! Sessions live in the engine too: a *live record* for every connected socket (rooms and
+//! Sessions live in the backend too: a *live record* for every connected socket (rooms and
 //! data, updated on change) and a *kept session* after a recoverable disconnect. A node
 //! that crashes (SIGKILL) leaves live records behind; once its heartbeat lapses, any node
 //! may restore them. Restoring is one-shot across the cluster: the backend takes a
 //! session atomically.
 //!
-//! [`ClusterBackend`] is what an engine implements (see the `tether-redis` crate);
-//! [`Cluster`] is the engine-independent runtime: the publish queue, the reader, the
+//! [`ClusterBackend`] is what a backend implements; it and the types it speaks live in
+//! the `tether-backend` crate (re-exported here), which backend crates (`tether-redis`,
+//! `tether-postgres`, `tether-nats`) depend on instead of this one.
+//! [`Cluster`] is the backend-independent runtime: the publish queue, the reader, the
 //! session writer, heartbeats, and the restore protocol.
-
-/// The conformance suite that every [`ClusterBackend`] must pass.
-pub mod conformance;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::namespace::Namespace;
 use crate::recovery::{RecoveryFailure, Room, Target};
 use crate::server::ServerInner;
+use crate::sync::MutexExt as _;
 
 pub(crate) mod requests;
 pub use requests::ServerSideAck;
-
-/// A boxed future, as the backend trait returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The id of an entry in the cluster log; its text form `"<ms>-<seq>"` is the offset that
-/// clients see.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
-pub struct EntryId {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl EntryId {
-    /// Parses `"<ms>-<seq>"`.
-    ///
-    /// ```
-    /// use tether::cluster::EntryId;
-    /// assert_eq!(EntryId::parse("17-3"), Some(EntryId { ms: 17, seq: 3 }));
-    /// assert_eq!(EntryId::parse("17"), None);
-    /// assert_eq!(EntryId::parse("a-b"), None);
-    /// ```
-    pub fn parse(s: &str) -> Option<Self> {
-        let (ms, seq) = s.split_once('-')?;
-        let digits =
-            |x: &str| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit());
-        if !digits(ms) || !digits(seq) {
-            return None;
-        }
-        Some(EntryId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// A broadcast as it travels between nodes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Broadcast {
-    /// The namespace.
-    pub nsp: String,
-    /// `[event, ...args]`; binary arguments are placeholders for `attachments`.
-    pub data: Vec<Value>,
-    /// Binary attachments.
-    pub attachments: Vec<Bytes>,
-    /// Target rooms (empty: the whole namespace).
-    pub rooms: Vec<Room>,
-    /// Rooms left out.
-    pub except: Vec<Room>,
-    /// Volatile: never replayed and gets no offset.
-    pub volatile: bool,
-}
-
-/// A message in the cluster log.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClusterMessage {
-    /// A broadcast to deliver.
-    Broadcast(Broadcast),
-    /// Asks the node that holds `pid` whether that socket still answers.
-    Probe {
-        /// The namespace.
-        nsp: String,
-        /// The private session id.
-        pid: String,
-    },
-    /// Makes the matching sockets join or leave rooms, or disconnects them
-    /// (`socketsJoin`, `socketsLeave`, `disconnectSockets`).
-    Sockets {
-        /// The namespace.
-        nsp: String,
-        /// Target rooms (empty: the whole namespace).
-        rooms: Vec<Room>,
-        /// Rooms left out.
-        except: Vec<Room>,
-        /// What to do.
-        action: SocketsAction,
-    },
-    /// Anything else (another implementation's heartbeats, for example).
-    Other,
-}
-
-/// What [`ClusterMessage::Sockets`] does to its targets.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SocketsAction {
-    /// Join these rooms.
-    Join(Vec<Room>),
-    /// Leave these rooms.
-    Leave(Vec<Room>),
-    /// Disconnect: with `close`, by closing the connection (recoverable); otherwise with a
-    /// DISCONNECT packet.
-    Disconnect {
-        /// Close the underlying connection.
-        close: bool,
-    },
-}
-
-/// A message between nodes that is not kept (Redis: pub/sub): a request that needs
-/// answers, or an answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ephemeral {
-    /// The sending node.
-    pub uid: String,
-    /// The namespace.
-    pub nsp: String,
-    /// What it says.
-    pub body: EphemeralBody,
-}
-
-/// The requests and answers of [`Ephemeral`] messages.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EphemeralBody {
-    /// Emit to the matching sockets with an ack: answer [`EphemeralBody::ClientCount`]
-    /// at once, then one [`EphemeralBody::BroadcastAck`] per answer.
-    BroadcastWithAck {
-        /// The request's id.
-        request_id: String,
-        /// What to emit, and to whom (`volatile` is ignored).
-        broadcast: Broadcast,
-        /// How long the requester waits.
-        timeout: Option<Duration>,
-    },
-    /// Describe the matching sockets: answer [`EphemeralBody::Sockets`].
-    FetchSockets {
-        /// The request's id.
-        request_id: String,
-        /// Target rooms (empty: the whole namespace).
-        rooms: Vec<Room>,
-        /// Rooms left out.
-        except: Vec<Room>,
-    },
-    /// An event for the server-side handlers of the other nodes; with a request id,
-    /// each answers once with [`EphemeralBody::ServerSideAck`].
-    ServerSideEmit {
-        /// Present when an answer is expected.
-        request_id: Option<String>,
-        /// `[event, ...args]`; binary arguments are placeholders for `attachments`.
-        data: Vec<Value>,
-        /// Binary attachments.
-        attachments: Vec<Bytes>,
-    },
-    /// How many sockets a node reached with a broadcast with an ack.
-    ClientCount {
-        /// The request's id.
-        request_id: String,
-        /// The number of sockets.
-        count: u64,
-    },
-    /// One socket's answer to a broadcast with an ack.
-    BroadcastAck {
-        /// The request's id.
-        request_id: String,
-        /// The socket that answered (Tether nodes say; Node.js nodes do not).
-        sid: Option<String>,
-        /// Its answer.
-        args: Vec<Value>,
-        /// Binary attachments of the answer.
-        attachments: Vec<Bytes>,
-    },
-    /// A node's matching sockets.
-    Sockets {
-        /// The request's id.
-        request_id: String,
-        /// The sockets.
-        sockets: Vec<SocketInfo>,
-    },
-    /// A node's answer to a server-side emit.
-    ServerSideAck {
-        /// The request's id.
-        request_id: String,
-        /// The answer.
-        args: Vec<Value>,
-        /// Binary attachments of the answer.
-        attachments: Vec<Bytes>,
-    },
-}
-
-impl EphemeralBody {
-    /// The id of the request this message is or answers.
-    pub fn request_id(&self) -> Option<&str> {
-        match self {
-            EphemeralBody::ServerSideEmit { request_id, .. } => request_id.as_deref(),
-            EphemeralBody::BroadcastWithAck { request_id, .. }
-            | EphemeralBody::FetchSockets { request_id, .. }
-            | EphemeralBody::ClientCount { request_id, .. }
-            | EphemeralBody::BroadcastAck { request_id, .. }
-            | EphemeralBody::Sockets { request_id, .. }
-            | EphemeralBody::ServerSideAck { request_id, .. } => Some(request_id),
-        }
-    }
-}
-
-/// A socket as a node describes it to another (`fetchSockets`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SocketInfo {
-    /// The socket id.
-    pub id: String,
-    /// Its rooms, without its own id.
-    pub rooms: Vec<Room>,
-    /// `socket.data`.
-    pub data: Value,
-    /// The handshake, in the shape of the Node.js server's `socket.handshake`
-    /// (`headers`, `url`, `query`, `auth`, `address`, ...).
-    pub handshake: Value,
-}
-
-/// Where a backend hands the ephemeral messages it receives.
-pub type EphemeralSink = tokio::sync::mpsc::Sender<Ephemeral>;
-
-/// One entry read from the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// Its id.
-    pub id: EntryId,
-    /// The node that appended it.
-    pub uid: String,
-    /// The appending node's sequence number, to drop an entry appended twice by a retry.
-    pub seq: Option<u64>,
-    /// The message.
-    pub message: ClusterMessage,
-}
-
-/// A socket's session as the cluster stores it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterSession {
-    /// The socket id.
-    pub sid: String,
-    /// The private session id.
-    pub pid: String,
-    /// Rooms, without the socket's own id.
-    pub rooms: Vec<Room>,
-    /// `socket.data`.
-    pub data: Value,
-    /// The log position when the socket connected, to replay everything to a client
-    /// that has no offset yet.
-    pub start: Option<EntryId>,
-}
-
-/// A change to the sessions in the engine, applied in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SessionOp {
-    /// Writes the live record of a connected socket.
-    PutLive {
-        /// The namespace.
-        nsp: String,
-        /// The session.
-        session: ClusterSession,
-        /// How long the record lives without a refresh.
-        ttl: Duration,
-        /// The namespace's recovery window: after a crash, the record is restorable for
-        /// this long after the node's last heartbeat (plus the heartbeat's life).
-        window: Duration,
-    },
-    /// Atomically deletes a live record and, for a recoverable disconnect, keeps the
-    /// session for `ttl`.
-    Retire {
-        /// The namespace.
-        nsp: String,
-        /// The private session id.
-        pid: String,
-        /// The session to keep, and for how long.
-        keep: Option<(ClusterSession, Duration)>,
-    },
-    /// The periodic refresh of this node's live records in `nsp`: extends the life of
-    /// each record this node owns, and writes the ones that are missing (an engine
-    /// restarted without its data lost them). A record that another node owns is left
-    /// alone.
-    RefreshLive {
-        /// The namespace.
-        nsp: String,
-        /// The sessions of the node's connected sockets, as of the refresh.
-        sessions: Vec<ClusterSession>,
-        /// The new time to live.
-        ttl: Duration,
-        /// The namespace's recovery window (see [`SessionOp::PutLive`]).
-        window: Duration,
-    },
-    /// Clears an earlier answer to a probe of `pid`, before probing again.
-    ClearAlive {
-        /// The private session id.
-        pid: String,
-    },
-    /// Tells a node probing `pid` that its socket is alive.
-    MarkAlive {
-        /// The private session id.
-        pid: String,
-        /// How long the mark stays.
-        ttl: Duration,
-    },
-}
-
-/// What taking a session found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TakeOutcome {
-    /// The session, now consumed.
-    Taken(ClusterSession),
-    /// No session under this pid.
-    NotFound,
-    /// The session belongs to another namespace (left in place).
-    WrongNamespace,
-    /// The offset is not in the log (the session is left in place).
-    UnknownOffset,
-    /// The pid's socket is live on a node whose heartbeat is current.
-    HolderAlive(String),
-}
-
-/// An engine error: unreachable, timed out, or an unexpected answer.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cluster engine: {0}")]
-pub struct BackendError(pub String);
-
-/// What an engine provides to make several nodes one.
-pub trait ClusterBackend: Send + Sync + 'static {
-    /// Appends messages in order, returning their ids.
-    fn append<'a>(
-        &'a self,
-        uid: &'a str,
-        batch: &'a [(u64, ClusterMessage)],
-    ) -> BoxFuture<'a, Result<Vec<EntryId>, BackendError>>;
-    /// Waits up to `block` for entries after `after`.
-    fn read_after(
-        &self,
-        after: EntryId,
-        block: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
-    /// Entries in `(after, upto]`, at most `count`.
-    fn range(
-        &self,
-        after: EntryId,
-        upto: EntryId,
-        count: usize,
-    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
-    /// The newest entries up to `upto` (inclusive), at most `count`, newest first.
-    fn recent(
-        &self,
-        upto: EntryId,
-        count: usize,
-    ) -> BoxFuture<'_, Result<Vec<Record>, BackendError>>;
-    /// The id of the newest entry (zero when the log is empty).
-    fn last_id(&self) -> BoxFuture<'_, Result<EntryId, BackendError>>;
-    /// Applies session changes, in order.
-    fn apply<'a>(
-        &'a self,
-        uid: &'a str,
-        ops: &'a [SessionOp],
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// Tells the cluster that this node is alive for `ttl`.
-    fn heartbeat<'a>(
-        &'a self,
-        uid: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// Atomically takes the session `pid` of namespace `nsp`, if `offset` (when given) is
-    /// in the log. A live record whose node's heartbeat lapsed counts as a kept session.
-    fn take_session<'a>(
-        &'a self,
-        nsp: &'a str,
-        pid: &'a str,
-        offset: Option<EntryId>,
-    ) -> BoxFuture<'a, Result<TakeOutcome, BackendError>>;
-    /// Whether the holder of `pid` marked it alive (see [`SessionOp::MarkAlive`]).
-    fn is_marked_alive<'a>(&'a self, pid: &'a str) -> BoxFuture<'a, Result<bool, BackendError>>;
-
-    /// Sends an ephemeral message to every node listening to its namespace (`to` is
-    /// `None`, the sender included) or to the node `to`. Nothing is kept: a node that is
-    /// not listening misses it.
-    fn send_ephemeral<'a>(
-        &'a self,
-        to: Option<&'a str>,
-        message: &'a Ephemeral,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        let _ = (to, message);
-        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
-    }
-
-    /// How many nodes listen to the ephemeral messages of `nsp`, this one included.
-    fn listeners<'a>(&'a self, nsp: &'a str) -> BoxFuture<'a, Result<usize, BackendError>> {
-        let _ = nsp;
-        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
-    }
-
-    /// Starts handing to `sink` the ephemeral messages of `nsp` sent to every node or to
-    /// `uid`, for as long as the backend lives (through reconnections).
-    fn listen<'a>(
-        &'a self,
-        uid: &'a str,
-        nsp: &'a str,
-        sink: EphemeralSink,
-    ) -> BoxFuture<'a, Result<(), BackendError>> {
-        let _ = (uid, nsp, sink);
-        Box::pin(async { Err(BackendError("ephemeral messages are not supported".into())) })
-    }
-}
+pub use tether_backend::{
+    wire, BackendError, BoxFuture, Broadcast, BusBackend, ClusterBackend, ClusterMessage,
+    ClusterSession, Ephemeral, EphemeralBody, EphemeralSink, LogBackend, OffsetForm, Position,
+    Record, SessionBackend, SessionOp, SocketInfo, SocketsAction, TakeOutcome,
+};
 
 /// Cluster runtime options.
 #[derive(Debug, Clone)]
@@ -442,10 +45,10 @@ pub struct ClusterConfig {
     /// How often this node renews its heartbeat (1 s).
     pub heartbeat_interval: Duration,
     /// How long the heartbeat lasts: after a crash, its sockets become restorable this
-    /// long after the last renewal (7 s: longer than a short engine outage, so that live
+    /// long after the last renewal (7 s: longer than a short backend outage, so that live
     /// sockets are not taken for dead, and short enough to restore within 10 s).
     pub heartbeat_ttl: Duration,
-    /// Most broadcasts, and most session changes, waiting while the engine is unreachable
+    /// Most broadcasts, and most session changes, waiting while the backend is unreachable
     /// (100 000 each); beyond it new ones are dropped (and logged), so an outage never
     /// grows memory without bound.
     pub max_queue: usize,
@@ -473,9 +76,9 @@ struct Progress {
     /// Every publish with a sequence number up to this one is appended.
     appended_seq: u64,
     /// The newest id appended by this node.
-    last_appended: EntryId,
+    last_appended: Position,
     /// The newest id this node's reader delivered.
-    position: EntryId,
+    position: Position,
     /// Every session op up to this one is applied.
     applied_op: u64,
 }
@@ -492,6 +95,7 @@ struct Queues {
 pub struct Cluster {
     uid: String,
     backend: Arc<dyn ClusterBackend>,
+    offset_form: OffsetForm,
     server: Weak<ServerInner>,
     config: ClusterConfig,
     queues: Mutex<Queues>,
@@ -535,6 +139,7 @@ impl Cluster {
         let (ephemeral_tx, ephemeral_rx) = tokio::sync::mpsc::channel(10_000);
         let cluster = Arc::new(Cluster {
             uid,
+            offset_form: backend.offset_form(),
             backend,
             server,
             config,
@@ -566,13 +171,23 @@ impl Cluster {
         &self.uid
     }
 
+    /// The offset text that clients see for the log position `p`.
+    pub(crate) fn offset(&self, p: Position) -> String {
+        self.offset_form.format(p)
+    }
+
+    /// The log position of an offset a client presented; `None` when malformed.
+    pub(crate) fn parse_offset(&self, offset: &str) -> Option<Position> {
+        self.offset_form.parse(offset)
+    }
+
     /// The newest entry this node has delivered.
-    pub(crate) fn position(&self) -> EntryId {
+    pub(crate) fn position(&self) -> Position {
         self.progress.borrow().position
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, Queues> {
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        self.queues.locked()
     }
 
     /// Queues a message for the log.
@@ -617,7 +232,7 @@ impl Cluster {
         self.op_notify.notify_one();
     }
 
-    /// Whether the last refresh of live records still waits for the engine. The next one
+    /// Whether the last refresh of live records still waits for the backend. The next one
     /// is skipped then: an outage queues at most one refresh, not one every 10 s.
     pub(crate) fn refresh_pending(&self) -> bool {
         self.progress.borrow().applied_op < self.refresh_op.load(Ordering::Acquire)
@@ -629,7 +244,7 @@ impl Cluster {
         self.refresh_op.store(last, Ordering::Release);
     }
 
-    /// Waits until every broadcast and session change queued so far is in the engine and
+    /// Waits until every broadcast and session change queued so far is in the backend and
     /// every broadcast is delivered to this node's sockets (bounded by the flush timeout).
     pub async fn flush(&self) {
         let (publish, op) = {
@@ -657,7 +272,7 @@ impl Cluster {
 
     /// Waits (up to 5 s) until this node has delivered the entry `id`: a client may
     /// present an offset that another node delivered before this node read it.
-    pub(crate) async fn wait_delivered(&self, id: EntryId) {
+    pub(crate) async fn wait_delivered(&self, id: Position) {
         let mut rx = self.progress.subscribe();
         let _ =
             tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|p| p.position >= id)).await;
@@ -666,7 +281,7 @@ impl Cluster {
     /// Whether the record is new (not a retry's duplicate of an entry already seen).
     fn first_sighting(&self, record: &Record) -> bool {
         let Some(seq) = record.seq else { return true };
-        let mut d = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.dedup.locked();
         let last = d.entry(record.uid.clone()).or_insert(0);
         if seq <= *last {
             return false;
@@ -681,7 +296,7 @@ impl Cluster {
         &self,
         nsp: &str,
         pid: &str,
-        offset: Option<EntryId>,
+        offset: Option<Position>,
     ) -> Result<ClusterSession, RecoveryFailure> {
         let deadline = tokio::time::Instant::now() + self.config.takeover_timeout;
         let mut probed = false;
@@ -689,7 +304,7 @@ impl Cluster {
             match self.backend.take_session(nsp, pid, offset).await {
                 Ok(TakeOutcome::Taken(s)) => {
                     // A node taken for dead may still hold a socket with this pid (it was
-                    // cut off from the engine, not dead): when it reads this, it probes
+                    // cut off from the backend, not dead): when it reads this, it probes
                     // the socket and lets it go unless it answers.
                     self.publish(ClusterMessage::Probe {
                         nsp: nsp.to_owned(),
@@ -740,12 +355,12 @@ impl Cluster {
     pub(crate) async fn missed(
         &self,
         nsp: &str,
-        after: EntryId,
-        upto: EntryId,
+        after: Position,
+        upto: Position,
         sid: &str,
         rooms: &[Room],
         seen: &mut HashMap<String, u64>,
-    ) -> Result<Vec<(EntryId, Broadcast)>, BackendError> {
+    ) -> Result<Vec<(Position, Broadcast)>, BackendError> {
         let mut out = Vec::new();
         let mut from = after;
         while from < upto {
@@ -776,7 +391,7 @@ impl Cluster {
 
     /// Records the appenders' sequence numbers of the entries up to `at` (the newest
     /// 1000), so that a copy of one of them appended again by a retry is not replayed.
-    pub(crate) async fn seed_seen(&self, at: EntryId, seen: &mut HashMap<String, u64>) {
+    pub(crate) async fn seed_seen(&self, at: Position, seen: &mut HashMap<String, u64>) {
         if let Ok(recent) = self.backend.recent(at, 1000).await {
             for r in recent {
                 if let Some(seq) = r.seq {
@@ -840,7 +455,7 @@ impl Cluster {
     }
 }
 
-async fn reader(cluster: Weak<Cluster>, start: EntryId) {
+async fn reader(cluster: Weak<Cluster>, start: Position) {
     let mut pos = start;
     let mut failures = 0;
     loop {
@@ -964,7 +579,7 @@ async fn heartbeat(cluster: Weak<Cluster>) {
             }
         };
         since_refresh += interval;
-        // Also as soon as the engine is back: if it restarted without its data, the live
+        // Also as soon as the backend is back: if it restarted without its data, the live
         // records are gone, and the refresh writes them again.
         let back = up && was_down;
         was_down = !up;

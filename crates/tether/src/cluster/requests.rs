@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::{Broadcast, Cluster, Ephemeral, EphemeralBody, SocketInfo};
 use crate::operators::BroadcastOptions;
 use crate::remote::{socket_info, AckResponse};
+use crate::sync::MutexExt as _;
 use crate::{Error, Payload};
 
 /// How long a node answering a broadcast with an ack waits for its sockets when the
@@ -33,7 +34,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Ephemeral>>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.map.locked()
     }
 }
 
@@ -112,7 +113,7 @@ pub(crate) struct RemoteAcks {
 }
 
 impl Cluster {
-    /// Listens to the ephemeral messages of a namespace (retrying while the engine is
+    /// Listens to the ephemeral messages of a namespace (retrying while the backend is
     /// unreachable).
     pub(crate) fn listen(self: &Arc<Self>, nsp: &str) {
         let weak = Arc::downgrade(self);
@@ -141,7 +142,7 @@ impl Cluster {
     }
 
     /// Sends a request to the other nodes of `nsp`; `None` when there are none (or the
-    /// engine cannot say, which is logged).
+    /// backend cannot say, which is logged).
     async fn open(
         &self,
         nsp: &str,

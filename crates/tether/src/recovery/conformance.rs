@@ -1,8 +1,8 @@
-//! The store conformance suite: every [`RecoveryStore`] must pass [`run`].
+//! The store conformance suite: every [`RecoveryStore`] must pass [`run`]. Unstable:
+//! compiled with the feature `conformance` only, for tests.
 //!
-//! ```
-//! tether::recovery::conformance::run(|config| tether::recovery::MemoryStore::new(config));
-//! ```
+//! `MemoryStore` runs it in its unit tests:
+//! `conformance::run(MemoryStore::new)`.
 
 use std::time::Duration;
 

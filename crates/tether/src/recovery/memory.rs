@@ -6,6 +6,7 @@ use super::{
     PacketLog, RecoveryConfig, RecoveryFailure, RecoveryStore, Restored, Room, SessionRecord,
     StoredPacket, Target,
 };
+use crate::sync::MutexExt as _;
 
 /// The in-memory [`RecoveryStore`]: a [`PacketLog`] and a map of kept sessions, each
 /// dropped when it expires.
@@ -32,7 +33,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 }
 

@@ -32,7 +32,7 @@ pub struct RecoveryMetricsSnapshot {
     /// Packets replayed.
     pub packets_replayed: u64,
     /// Sessions held now by this node's in-memory store (`None` in a cluster, where the
-    /// engine holds them).
+    /// backend holds them).
     pub sessions_held: Option<u64>,
     /// Bytes in this node's in-memory packet log now (`None` in a cluster).
     pub log_bytes: Option<u64>,
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gauges_are_left_out_when_the_engine_holds_the_sessions() {
+    fn gauges_are_left_out_when_the_backend_holds_the_sessions() {
         let m = RecoveryMetrics::default();
         m.kept();
         let mut local = String::new();

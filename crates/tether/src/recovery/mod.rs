@@ -3,9 +3,11 @@
 //!
 //! - [`RecoveryConfig`]: the options (`max_disconnection_duration`, `skip_middlewares`,
 //!   and the packet log's byte budget).
-//! - [`RecoveryStore`]: the small trait that keeps sessions and the packet log. Every
-//!   store (in memory here; Redis, PostgreSQL, NATS later) implements it and passes the
-//!   same [`conformance`] suite.
+//! - [`RecoveryStore`]: the small trait that keeps one node's sessions and packet log.
+//!   [`MemoryStore`] is its implementation; with the **unstable** feature `conformance`,
+//!   `recovery::conformance` is the suite a store must pass. Clusters do not use it:
+//!   their sessions and log live in a backend (`tether_backend::ClusterBackend`, see
+//!   [`crate::cluster`]).
 //! - [`MemoryStore`]: the in-memory store, bounded by age and by bytes.
 //! - [`RecoveryMetrics`]: counters a user can scrape.
 //!
@@ -18,6 +20,8 @@ mod log;
 mod memory;
 mod metrics;
 
+/// The store conformance suite (unstable: feature `conformance`).
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 use std::sync::Arc;
@@ -33,7 +37,7 @@ pub use memory::MemoryStore;
 pub use metrics::{RecoveryMetrics, RecoveryMetricsSnapshot};
 
 /// A room name.
-pub type Room = Arc<str>;
+pub use tether_backend::Room;
 
 /// Connection state recovery options. Off unless enabled, like the reference.
 ///

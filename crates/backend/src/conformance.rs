@@ -1,4 +1,4 @@
-//! An engine's tests call [`run`] and [`run_outage`] with its backend.
+//! A backend's tests call [`run`] and [`run_outage`] with its backend.
 //!
 //! [`run`] checks what the runtime relies on, each contract in a check of its own (an
 //! async function named after it), in turn; it says on stderr which check runs, and
@@ -47,9 +47,9 @@
 //! ```
 //! use std::future::Future;
 //! use std::time::Duration;
-//! use tether::cluster::{conformance, BackendError, ClusterBackend};
+//! use tether_backend::{conformance, BackendError, ClusterBackend};
 //!
-//! // In an engine's tests: `connect(url, prefix)` opens the engine's backend, with every
+//! // In a backend's tests: `connect(url, prefix)` opens the backend's backend, with every
 //! // name it uses (stream, keys) under `prefix`.
 //! async fn conformance_tests<B, Fut>(connect: impl Fn(String, String) -> Fut)
 //! where
@@ -58,14 +58,14 @@
 //! {
 //!     let run = std::process::id();
 //!     conformance::run(|cluster| {
-//!         let connecting = connect("engine://127.0.0.1".into(), format!("test:{run}:{cluster}:"));
-//!         async { connecting.await.expect("the engine must run") }
+//!         let connecting = connect("backend://127.0.0.1".into(), format!("test:{run}:{cluster}:"));
+//!         async { connecting.await.expect("the backend must run") }
 //!     })
 //!     .await;
-//!     // The suite relays the engine's port through a proxy that it closes and stalls.
+//!     // The suite relays the backend's port through a proxy that it closes and stalls.
 //!     let server = "127.0.0.1:6379".parse().expect("address");
 //!     conformance::run_outage(server, Duration::from_secs(10), |proxy| {
-//!         connect(format!("engine://{proxy}"), format!("test:{run}:outage:"))
+//!         connect(format!("backend://{proxy}"), format!("test:{run}:outage:"))
 //!     })
 //!     .await;
 //! }
@@ -73,8 +73,8 @@
 //!
 //! `crates/redis/tests/conformance.rs` runs it against the Redis backend.
 //!
-//! [`run`]: crate::cluster::conformance::run
-//! [`run_outage`]: crate::cluster::conformance::run_outage
+//! [`run`]: crate::conformance::run
+//! [`run_outage`]: crate::conformance::run_outage
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -92,17 +92,16 @@ use tokio::sync::{watch, Barrier};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
-use super::{
-    BackendError, Broadcast, ClusterBackend, ClusterMessage, ClusterSession, EntryId, Ephemeral,
-    EphemeralBody, Record, SessionOp, SocketsAction, TakeOutcome,
+use crate::{
+    BackendError, Broadcast, ClusterBackend, ClusterMessage, ClusterSession, Ephemeral,
+    EphemeralBody, Position, Record, Room, SessionOp, SocketsAction, TakeOutcome,
 };
-use crate::recovery::Room;
 
 /// The suite's time scale.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// The unit of every time to live, heartbeat and wait in [`run`] (200 ms). Each check
-    /// keeps at least one unit between a deadline and the moment it looks, so an engine
+    /// keeps at least one unit between a deadline and the moment it looks, so a backend
     /// whose expiry is coarse (whole seconds) needs a larger unit. [`run`] waits about 35
     /// units in all.
     pub unit: Duration,
@@ -212,7 +211,7 @@ async fn check(name: &str, f: impl Future<Output = ()>) {
 }
 
 /// The zero id: the position of an empty log.
-const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+const ZERO: Position = Position::ZERO;
 /// Long enough never to expire during the suite.
 const LONG: Duration = Duration::from_secs(120);
 
@@ -238,7 +237,7 @@ fn rooms(names: &[&str]) -> Vec<Room> {
     names.iter().map(|r| Room::from(*r)).collect()
 }
 
-fn session(pid: &str, rooms_: &[&str], data: Value, start: Option<EntryId>) -> ClusterSession {
+fn session(pid: &str, rooms_: &[&str], data: Value, start: Option<Position>) -> ClusterSession {
     ClusterSession {
         sid: format!("sid-{pid}-AAAAAAAAAAAAAAAA")
             .chars()
@@ -276,17 +275,17 @@ fn put_live(nsp: &str, s: &ClusterSession, ttl: Duration, window: Duration) -> S
     }
 }
 
-fn ids(records: &[Record]) -> Vec<EntryId> {
+fn ids(records: &[Record]) -> Vec<Position> {
     records.iter().map(|r| r.id).collect()
 }
 
-fn strictly_increasing(ids: &[EntryId]) -> bool {
+fn strictly_increasing(ids: &[Position]) -> bool {
     ids.windows(2).all(|w| w[0] < w[1])
 }
 
 /// The candidates that are not in `log`, each once.
-fn not_in(log: &[EntryId], candidates: impl IntoIterator<Item = EntryId>) -> Vec<EntryId> {
-    let mut out: Vec<EntryId> = Vec::new();
+fn not_in(log: &[Position], candidates: impl IntoIterator<Item = Position>) -> Vec<Position> {
+    let mut out: Vec<Position> = Vec::new();
     for c in candidates {
         if !log.contains(&c) && !out.contains(&c) {
             out.push(c);
@@ -315,7 +314,7 @@ where
     }
 
     /// Appends `n` broadcasts from `uid`, in batches of at most 50.
-    async fn fill(&self, b: &B, uid: &str, n: usize) -> Vec<EntryId> {
+    async fn fill(&self, b: &B, uid: &str, n: usize) -> Vec<Position> {
         let mut out = Vec::new();
         let mut seq = 0u64;
         while out.len() < n {
@@ -354,7 +353,7 @@ where
         out
     }
 
-    async fn take(&self, b: &B, nsp: &str, pid: &str, offset: Option<EntryId>) -> TakeOutcome {
+    async fn take(&self, b: &B, nsp: &str, pid: &str, offset: Option<Position>) -> TakeOutcome {
         ok(
             b.take_session(nsp, pid, offset).await,
             &format!("take_session({nsp}, {pid})"),
@@ -478,7 +477,7 @@ where
         assert_eq!(ok(a.last_id().await, "last_id"), ids2[2]);
 
         let log = self.whole_log(&b).await;
-        let expected: Vec<EntryId> = ids1.iter().chain(&ids2).copied().collect();
+        let expected: Vec<Position> = ids1.iter().chain(&ids2).copied().collect();
         assert_eq!(
             ids(&log),
             expected,
@@ -725,7 +724,7 @@ where
             strictly_increasing(&ids(&got)),
             "read_after must return entries oldest first"
         );
-        let all: Vec<EntryId> = first.iter().chain(&rest).copied().collect();
+        let all: Vec<Position> = first.iter().chain(&rest).copied().collect();
         let mut seen = Vec::new();
         let mut pos = start;
         for _ in 0..=all.len() {
@@ -927,13 +926,13 @@ where
         self.apply(&a, "n", &[keep("/", &s, LONG)]).await;
         let b = self.node("failed").await;
         let before_first = if id[0].seq > 0 {
-            EntryId {
-                ms: id[0].ms,
+            Position {
+                epoch: id[0].epoch,
                 seq: id[0].seq - 1,
             }
         } else {
-            EntryId {
-                ms: id[0].ms.saturating_sub(1),
+            Position {
+                epoch: id[0].epoch.saturating_sub(1),
                 seq: u64::MAX,
             }
         };
@@ -942,16 +941,20 @@ where
             [
                 ZERO,
                 before_first,
-                EntryId {
-                    ms: id[1].ms,
+                Position {
+                    epoch: id[1].epoch,
                     seq: id[1].seq + 1,
                 },
-                EntryId {
-                    ms: id[2].ms + 1,
+                Position {
+                    epoch: id[2].epoch,
+                    seq: id[2].seq + 1,
+                },
+                Position {
+                    epoch: id[2].epoch + 1,
                     seq: 0,
                 },
-                EntryId {
-                    ms: u64::MAX,
+                Position {
+                    epoch: u64::MAX,
                     seq: u64::MAX,
                 },
                 foreign[0],
@@ -1269,7 +1272,7 @@ where
             ],
         )
         .await;
-        // n1's refresh: "own" is its own, "lost" and "lost-w" are missing (an engine
+        // n1's refresh: "own" is its own, "lost" and "lost-w" are missing (a backend
         // restart lost them), the others are n2's (their sockets moved there).
         self.apply(
             &n1,
@@ -1575,7 +1578,7 @@ where
 /// Checks that a backend fails fast while its server is down or stalled, and works again
 /// once the server is back.
 ///
-/// The suite relays `server` (the engine's real address) through a TCP proxy of its own
+/// The suite relays `server` (the backend's real address) through a TCP proxy of its own
 /// and calls `make(proxy)` to connect through it. Then:
 ///
 /// 1. the proxy closes its port and every connection: a blocking read in flight, every
@@ -1749,7 +1752,7 @@ async fn every_call_fails<B: ClusterBackend>(b: &B, limit: Duration, phase: &str
     eprintln!("cluster conformance: outage, {phase}: every call failed within {slowest:.1?}");
 }
 
-/// A TCP relay to the engine that can close its port, or stall.
+/// A TCP relay to the backend that can close its port, or stall.
 struct Proxy {
     addr: SocketAddr,
     upstream: SocketAddr,
