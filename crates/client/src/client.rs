@@ -297,6 +297,10 @@ pub(crate) enum Conn {
 
 pub(crate) struct NsShared {
     pub nsp: String,
+    /// What [`Client::connect`] needs to connect the namespace again.
+    pub auth: Auth,
+    pub retries: u32,
+    pub ack_timeout: Option<Duration>,
     pub status: Mutex<Status>,
     pub handlers: RwLock<Handlers>,
     /// Up once the connect handlers ran, down once the disconnect handlers ran.
@@ -908,6 +912,9 @@ fn new_namespace(
     }
     let shared = Arc::new(NsShared {
         nsp: nsp.clone(),
+        auth: cfg.auth.clone(),
+        retries: cfg.retries,
+        ack_timeout: cfg.ack_timeout,
         status: Mutex::new(Status {
             active: true,
             session: cfg.session.clone(),
@@ -1014,7 +1021,8 @@ async fn dispatch_loop(
 ///
 /// Cheap to clone. Every namespace of one connection shares its Engine.IO connection;
 /// the connection closes when every namespace is disconnected, when
-/// [`close`](Client::close) is called, or when every `Client` handle is dropped.
+/// [`close`](Client::close) is called, or when every `Client` handle is dropped;
+/// [`connect`](Client::connect) opens it again for a disconnected namespace.
 #[derive(Clone)]
 pub struct Client {
     tx: mpsc::UnboundedSender<Cmd>,
@@ -1293,6 +1301,63 @@ impl Client {
             nsp: normalise_namespace(nsp.as_ref()),
             timeout: self.mgr.timeout,
             ns: NsConfig::default(),
+        }
+    }
+
+    /// Connects the namespace again after it was disconnected for good (by
+    /// [`disconnect`](Self::disconnect), [`close`](Self::close), the server, or a
+    /// reconnection policy that gave up), with the same handlers, auth and options, as the
+    /// JavaScript client's `socket.connect()`; the connection opens again if it had closed.
+    /// The saved [`session`](Self::session) goes with the `CONNECT`, so a server that
+    /// still holds it recovers it. Returns at once if the namespace is active already.
+    pub async fn connect(&self) -> Result<()> {
+        {
+            let mut st = self.ns.status();
+            if st.active {
+                return Ok(());
+            }
+            st.active = true;
+        }
+        self.ns.conn.send_replace(Conn::Down);
+        let session = self.session();
+        let (dtx, drx) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch_loop(
+            drx,
+            self.tx.downgrade(),
+            self.ns.clone(),
+            self.mgr.clone(),
+        ));
+        let ns = NewNamespace {
+            shared: self.ns.clone(),
+            auth: self.ns.auth.clone(),
+            retries: self.ns.retries,
+            ack_timeout: self.ns.ack_timeout,
+            session,
+            dispatch: dtx,
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Cmd::AddNamespace {
+                ns,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
+            self.ns.status().active = false;
+            return Err(Error::Closed);
+        }
+        match tokio::time::timeout(self.mgr.timeout, reply_rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let (tx, _rx) = oneshot::channel();
+                let _ = self.tx.send(Cmd::Disconnect {
+                    nsp: self.ns.nsp.clone(),
+                    reply: tx,
+                });
+                Err(Error::Timeout)
+            }
         }
     }
 

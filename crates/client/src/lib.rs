@@ -72,6 +72,7 @@
 //! - **Awaitable and streamable.** [`Client::wait_connected`] waits for the
 //!   (re)connection; [`Client::events`] is a `Stream` of events and lifecycle events, an
 //!   alternative to handlers. [`NamespaceBuilder`] is the trait of both builders.
+//!   [`Client::connect`] connects a disconnected client again, with its handlers.
 //! - **Errors** are one type, [`Error`], with predicates such as
 //!   [`Error::is_connect_error`] (and [`Error::connect_error_message`]), [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!

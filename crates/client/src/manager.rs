@@ -402,6 +402,7 @@ impl Manager {
                     None => {
                         debug!("every client handle dropped; closing");
                         self.close_all(None);
+                        break;
                     }
                 },
                 ev = next_engine_event(&mut self.engine) => self.on_engine_event(ev),
@@ -416,7 +417,7 @@ impl Manager {
                 }
             }
             if self.nsps.is_empty() {
-                break;
+                self.go_idle();
             }
         }
         if let Some((e, _)) = self.engine.take() {
@@ -427,6 +428,23 @@ impl Manager {
         }
         self.shared.set_transport(None);
         debug!("manager stopped");
+    }
+
+    /// No namespace left: the connection closes, and the task waits for a namespace to
+    /// connect again ([`Client::connect`](crate::Client::connect)) or for every handle to
+    /// be dropped.
+    fn go_idle(&mut self) {
+        if let Some((e, _)) = self.engine.take() {
+            e.close();
+        }
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.reconnect_at = None;
+        self.reconnecting = false;
+        self.attempts = 0;
+        self.partial = None;
+        self.shared.set_transport(None);
     }
 
     fn broadcast(&self, l: impl Fn() -> Lifecycle) {
@@ -622,8 +640,10 @@ impl Manager {
             }
             Cmd::AddNamespace { ns, reply } => {
                 let nsp = ns.shared.nsp.clone();
-                if self.nsps.contains_key(&nsp) {
-                    ns.shared.status().active = false;
+                if let Some(open) = self.nsps.get(&nsp) {
+                    if !Arc::ptr_eq(&open.shared, &ns.shared) {
+                        ns.shared.status().active = false;
+                    }
                     let _ = reply.send(Err(Error::Config(format!(
                         "namespace {nsp:?} is already open on this connection"
                     ))));
@@ -635,6 +655,11 @@ impl Manager {
                     send_connect(engine, &mut ns);
                 }
                 self.nsps.insert(nsp, ns);
+                if self.engine.is_none() && self.connecting.is_none() && self.reconnect_at.is_none()
+                {
+                    // The connection was idle (every namespace had left): open it again.
+                    self.start_attempt();
+                }
             }
             Cmd::Disconnect { nsp, reply } => {
                 let Some(mut ns) = self.nsps.remove(&nsp) else {

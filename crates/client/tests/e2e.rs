@@ -1133,6 +1133,54 @@ async fn typed_arguments_streams_and_awaitable_state(kind: ServerKind) {
     assert_eq!(e.connect_error_message(), Some("go away"));
 }
 
+async fn a_disconnected_client_connects_again(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.connect().await.unwrap();
+        let first = c.id().unwrap();
+        // By the client.
+        c.disconnect().await;
+        assert!(
+            !c.active() && c.emit("echo", ()).unwrap_err().is_closed(),
+            "{mode}"
+        );
+        c.connect().await.unwrap();
+        assert!(c.connected(), "{mode}");
+        assert_ne!(c.id().unwrap(), first, "{mode}: a new socket");
+        // The handlers are still there.
+        c.emit("echo", vec![json!("again")]).unwrap();
+        let ev = recv_until(&mut rec.events, 5, "echo", |e| e.name == "echo").await;
+        assert_eq!(ev.last().unwrap().args(), &[json!("again")], "{mode}");
+        // By the server, then by close(): each time back with connect().
+        c.emit("server-disconnect", ()).unwrap();
+        recv_until(&mut rec.life, 5, "server disconnect", |l| {
+            matches!(
+                l,
+                Lifecycle::Disconnect(DisconnectReason::IoServerDisconnect)
+            )
+        })
+        .await;
+        tokio::time::timeout(T, async {
+            while c.active() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        c.connect().await.unwrap();
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+        assert!(!c.connected());
+        c.connect().await.unwrap();
+        // Connecting an active client does nothing.
+        c.connect().await.unwrap();
+        let who = whoami(&c).await;
+        assert_eq!(who["id"], json!(c.id().unwrap()), "{mode}");
+        c.close().await;
+    }
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1179,6 +1227,7 @@ on_both_servers!(
     a_saved_session_resumes_in_a_new_client,
     the_first_connection_is_retried_when_asked,
     typed_arguments_streams_and_awaitable_state,
+    a_disconnected_client_connects_again,
 );
 
 // A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
