@@ -442,6 +442,13 @@ macro_rules! namespace_options {
         /// [`ack_timeout`](Self::ack_timeout) or the connection drops. The server's handler
         /// must call its acknowledgement for the emit to count as delivered. 0 (the
         /// default) turns it off.
+        ///
+        /// An emit the server never acknowledges is given up after its last try: its
+        /// `emit_with_ack` fails with [`Error::Timeout`] (a plain `emit` is dropped, with a
+        /// debug log), and the next queued emit goes. So that it cannot hold the queue
+        /// forever, each try waits at most [`ack_timeout`](Self::ack_timeout), or the
+        /// connection timeout (`timeout`, 20 s by default) if none is set (the JavaScript
+        /// client, without `ackTimeout`, waits for a reconnection).
         pub fn retries(mut self, retries: u32) -> Self {
             self.ns.retries = retries;
             self
@@ -458,8 +465,8 @@ macro_rules! namespace_options {
         }
 
         /// How long to wait for each acknowledgement of a [`retries`](Self::retries) emit
-        /// (the JavaScript client's `ackTimeout`). Without it a queued emit is only sent
-        /// again after a reconnection.
+        /// (the JavaScript client's `ackTimeout`; default: the connection timeout). An
+        /// `emit_with_ack`'s own timeout wins for its tries.
         pub fn ack_timeout(mut self, timeout: Duration) -> Self {
             self.ns.ack_timeout = Some(timeout);
             self
@@ -706,7 +713,11 @@ impl ClientBuilder {
             transport: Mutex::new(None),
             timeout: cfg.timeout,
         });
-        let (ns, client) = new_namespace(&tx, &mgr, nsp, self.ns);
+        let mut ns_cfg = self.ns;
+        if ns_cfg.retries > 0 && ns_cfg.ack_timeout.is_none() {
+            ns_cfg.ack_timeout = Some(cfg.timeout);
+        }
+        let (ns, client) = new_namespace(&tx, &mgr, nsp, ns_cfg);
         let (reply_tx, reply_rx) = oneshot::channel();
         Manager::spawn(cfg.clone(), rx, tx.downgrade(), mgr, ns, reply_tx);
         // With retries, each attempt has its own timeout, and the policy decides the end.
@@ -775,7 +786,11 @@ impl SocketBuilder {
         if let Some(e) = self.ns.error.clone() {
             return Err(e);
         }
-        let (ns, client) = new_namespace(&self.tx, &self.mgr, self.nsp, self.ns);
+        let mut ns_cfg = self.ns;
+        if ns_cfg.retries > 0 && ns_cfg.ack_timeout.is_none() {
+            ns_cfg.ack_timeout = Some(self.timeout);
+        }
+        let (ns, client) = new_namespace(&self.tx, &self.mgr, self.nsp, ns_cfg);
         let (reply_tx, reply_rx) = oneshot::channel();
         self.tx
             .send(Cmd::AddNamespace {

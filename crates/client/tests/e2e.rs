@@ -1181,6 +1181,35 @@ async fn a_disconnected_client_connects_again(kind: ServerKind) {
     }
 }
 
+async fn retries_never_block_later_emits_for_good(kind: ServerKind) {
+    // The server never acks "never-ack": with retries and no ack_timeout, each try waits
+    // the connection timeout, the emit is given up, and the next one goes.
+    let server = TestServer::start(kind).await;
+    let (b, _) = builder(&server.url(), WS);
+    let c = b
+        .retries(1)
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    c.emit("never-ack", ()).unwrap();
+    let ack = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.emit_with_ack("echo", json!("after"), Duration::from_secs(2)),
+    )
+    .await
+    .expect("a never-acknowledged emit blocked the next one")
+    .unwrap();
+    assert_eq!(ack.args, vec![json!("after")]);
+    // emit_with_ack of a never-acknowledged event: a timeout after its tries.
+    let e = c
+        .emit_with_ack("never-ack", (), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    c.emit_with_ack("echo", (), T).await.unwrap();
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1228,6 +1257,7 @@ on_both_servers!(
     the_first_connection_is_retried_when_asked,
     typed_arguments_streams_and_awaitable_state,
     a_disconnected_client_connects_again,
+    retries_never_block_later_emits_for_good,
 );
 
 // A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
