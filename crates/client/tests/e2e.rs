@@ -1210,6 +1210,49 @@ async fn retries_never_block_later_emits_for_good(kind: ServerKind) {
     c.emit_with_ack("echo", (), T).await.unwrap();
 }
 
+async fn binary_anywhere_in_typed_arguments(kind: ServerKind) {
+    use tether_client::Binary;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Upload {
+        name: String,
+        parts: Vec<Binary>,
+        meta: Meta,
+    }
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Meta {
+        thumb: Option<Binary>,
+    }
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.connect().await.unwrap();
+        let up = Upload {
+            name: "f".into(),
+            parts: vec![Binary::from(vec![0u8, 255]), Binary::from(vec![7u8; 3000])],
+            meta: Meta {
+                thumb: Some(Binary::from(b"png".to_vec())),
+            },
+        };
+        let (back, n): (Upload, u8) = c.emit_with_ack_serde("echo", &(&up, 1), T).await.unwrap();
+        assert_eq!((back, n), (up, 1), "{mode}");
+        // From the server: `emit("binary", <buffer>, {nested: <buffer>})`.
+        c.emit_with_ack("binary", (), T).await.unwrap();
+        #[derive(serde::Deserialize)]
+        struct Nested {
+            nested: Binary,
+        }
+        let ev = recv_until(&mut rec.events, 5, "binary", |e| e.name == "binary").await;
+        let (top, nested): (Binary, Nested) = ev.last().unwrap().args_as().unwrap();
+        assert_eq!(
+            (top.as_ref(), nested.nested.as_ref()),
+            (&[1u8, 2, 3][..], &b"hi"[..]),
+            "{mode}"
+        );
+        c.close().await;
+    }
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1258,6 +1301,7 @@ on_both_servers!(
     typed_arguments_streams_and_awaitable_state,
     a_disconnected_client_connects_again,
     retries_never_block_later_emits_for_good,
+    binary_anywhere_in_typed_arguments,
 );
 
 // A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:
