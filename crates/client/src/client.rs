@@ -116,47 +116,52 @@ pub struct Session {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct AckSender {
+pub struct AckSender(Arc<AckInner>);
+
+/// One allocation per event that asks for an ack, and an `Event` that stays small (it
+/// is moved through the dispatch queue).
+struct AckInner {
     tx: mpsc::WeakUnboundedSender<Cmd>,
     nsp: String,
     id: u64,
-    sent: Arc<AtomicBool>,
+    sent: AtomicBool,
 }
 
 impl fmt::Debug for AckSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AckSender")
-            .field("nsp", &self.nsp)
-            .field("id", &self.id)
+            .field("nsp", &self.0.nsp)
+            .field("id", &self.0.id)
             .finish()
     }
 }
 
 impl AckSender {
     pub(crate) fn new(tx: mpsc::WeakUnboundedSender<Cmd>, nsp: String, id: u64) -> Self {
-        AckSender {
+        AckSender(Arc::new(AckInner {
             tx,
             nsp,
             id,
-            sent: Arc::new(AtomicBool::new(false)),
-        }
+            sent: AtomicBool::new(false),
+        }))
     }
 
     /// The ack id the server chose.
     pub fn id(&self) -> u64 {
-        self.id
+        self.0.id
     }
 
     /// Sends the acknowledgement with these arguments. Does nothing if this ack was
     /// already sent; fails with [`Error::Closed`] if the client is gone.
     pub fn send(&self, payload: impl Into<Payload>) -> Result<()> {
-        if self.sent.swap(true, Ordering::AcqRel) {
+        let a = &self.0;
+        if a.sent.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let tx = self.tx.upgrade().ok_or(Error::Closed)?;
+        let tx = a.tx.upgrade().ok_or(Error::Closed)?;
         tx.send(Cmd::Ack {
-            nsp: self.nsp.clone(),
-            id: self.id,
+            nsp: a.nsp.clone(),
+            id: a.id,
             payload: payload.into(),
         })
         .map_err(|_| Error::Closed)
