@@ -37,7 +37,7 @@ pub struct Event {
     pub payload: Payload,
     /// Present when the server asked for an acknowledgement.
     pub ack: Option<AckSender>,
-    pub(crate) offset: Option<String>,
+    pub(crate) offset: Option<Arc<str>>,
 }
 
 impl Event {
@@ -288,7 +288,8 @@ pub(crate) struct Status {
     pub pid: Option<String>,
     /// The pid and the offset of the last event whose handlers ran (kept by the
     /// dispatch task, so it matches what the handlers saw).
-    pub session: Option<Session>,
+    pub session_pid: Option<String>,
+    pub offset: Option<Arc<str>>,
     pub recovered: bool,
 }
 
@@ -937,7 +938,12 @@ fn new_namespace(
         ack_timeout: cfg.ack_timeout,
         status: Mutex::new(Status {
             active: true,
-            session: cfg.session.clone(),
+            session_pid: cfg.session.as_ref().map(|s| s.pid.clone()),
+            offset: cfg
+                .session
+                .as_ref()
+                .and_then(|s| s.offset.as_deref())
+                .map(Arc::from),
             ..Status::default()
         }),
         handlers: RwLock::new(handlers),
@@ -984,7 +990,9 @@ async fn dispatch_loop(
                 continue;
             }
             Dispatch::NewSession(pid) => {
-                ns.status().session = pid.map(|pid| Session { pid, offset: None });
+                let mut st = ns.status();
+                st.session_pid = pid;
+                st.offset = None;
                 continue;
             }
             d => d,
@@ -1011,9 +1019,7 @@ async fn dispatch_loop(
                     tracing::trace!(event = %ev.name, "no handler");
                 }
                 if offset.is_some() {
-                    if let Some(s) = &mut ns.status().session {
-                        s.offset = offset;
-                    }
+                    ns.status().offset = offset;
                 }
             }
             Dispatch::Ack(..) | Dispatch::Ready(..) | Dispatch::NewSession(_) => {}
@@ -1100,7 +1106,11 @@ impl Client {
     /// server (the server does not keep sessions of clients that leave), so a process
     /// that means to resume must exit without calling them.
     pub fn session(&self) -> Option<Session> {
-        self.ns.status().session.clone()
+        let st = self.ns.status();
+        st.session_pid.as_ref().map(|pid| Session {
+            pid: pid.clone(),
+            offset: st.offset.as_deref().map(str::to_owned),
+        })
     }
 
     /// The Engine.IO transport in use, if the connection is open.

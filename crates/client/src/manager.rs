@@ -116,7 +116,7 @@ struct Ns {
     dispatch: mpsc::UnboundedSender<Dispatch>,
     connected: bool,
     pid: Option<String>,
-    offset: Option<String>,
+    offset: Option<Arc<str>>,
     next_id: u64,
     acks: HashMap<u64, PendingAck>,
     send_buffer: Vec<Out>,
@@ -129,7 +129,7 @@ struct Ns {
 impl Ns {
     fn new(n: NewNamespace) -> Self {
         let (pid, offset) = match n.session {
-            Some(s) => (Some(s.pid), s.offset),
+            Some(s) => (Some(s.pid), s.offset.map(Arc::from)),
             None => (None, None),
         };
         Ns {
@@ -851,8 +851,11 @@ impl Manager {
                 else {
                     return;
                 };
-                if let Some(o) = &offset {
-                    ns.offset = Some(o.clone());
+                // One shared copy: the manager's, for the next CONNECT, and the event's,
+                // for `Client::session` once its handlers ran.
+                let offset: Option<Arc<str>> = offset.map(Arc::from);
+                if offset.is_some() {
+                    ns.offset.clone_from(&offset);
                 }
                 let ev = Event {
                     name,
