@@ -37,7 +37,7 @@ pub struct Event {
     pub payload: Payload,
     /// Present when the server asked for an acknowledgement.
     pub ack: Option<AckSender>,
-    pub(crate) offset: Option<String>,
+    pub(crate) offset: Option<Arc<str>>,
 }
 
 impl Event {
@@ -116,47 +116,52 @@ pub struct Session {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct AckSender {
+pub struct AckSender(Arc<AckInner>);
+
+/// One allocation per event that asks for an ack, and an `Event` that stays small (it
+/// is moved through the dispatch queue).
+struct AckInner {
     tx: mpsc::WeakUnboundedSender<Cmd>,
     nsp: String,
     id: u64,
-    sent: Arc<AtomicBool>,
+    sent: AtomicBool,
 }
 
 impl fmt::Debug for AckSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AckSender")
-            .field("nsp", &self.nsp)
-            .field("id", &self.id)
+            .field("nsp", &self.0.nsp)
+            .field("id", &self.0.id)
             .finish()
     }
 }
 
 impl AckSender {
     pub(crate) fn new(tx: mpsc::WeakUnboundedSender<Cmd>, nsp: String, id: u64) -> Self {
-        AckSender {
+        AckSender(Arc::new(AckInner {
             tx,
             nsp,
             id,
-            sent: Arc::new(AtomicBool::new(false)),
-        }
+            sent: AtomicBool::new(false),
+        }))
     }
 
     /// The ack id the server chose.
     pub fn id(&self) -> u64 {
-        self.id
+        self.0.id
     }
 
     /// Sends the acknowledgement with these arguments. Does nothing if this ack was
     /// already sent; fails with [`Error::Closed`] if the client is gone.
     pub fn send(&self, payload: impl Into<Payload>) -> Result<()> {
-        if self.sent.swap(true, Ordering::AcqRel) {
+        let a = &self.0;
+        if a.sent.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let tx = self.tx.upgrade().ok_or(Error::Closed)?;
+        let tx = a.tx.upgrade().ok_or(Error::Closed)?;
         tx.send(Cmd::Ack {
-            nsp: self.nsp.clone(),
-            id: self.id,
+            nsp: a.nsp.clone(),
+            id: a.id,
             payload: payload.into(),
         })
         .map_err(|_| Error::Closed)
@@ -283,7 +288,8 @@ pub(crate) struct Status {
     pub pid: Option<String>,
     /// The pid and the offset of the last event whose handlers ran (kept by the
     /// dispatch task, so it matches what the handlers saw).
-    pub session: Option<Session>,
+    pub session_pid: Option<String>,
+    pub offset: Option<Arc<str>>,
     pub recovered: bool,
 }
 
@@ -297,6 +303,10 @@ pub(crate) enum Conn {
 
 pub(crate) struct NsShared {
     pub nsp: String,
+    /// What [`Client::connect`] needs to connect the namespace again.
+    pub auth: Auth,
+    pub retries: u32,
+    pub ack_timeout: Option<Duration>,
     pub status: Mutex<Status>,
     pub handlers: RwLock<Handlers>,
     /// Up once the connect handlers ran, down once the disconnect handlers ran.
@@ -438,6 +448,13 @@ macro_rules! namespace_options {
         /// [`ack_timeout`](Self::ack_timeout) or the connection drops. The server's handler
         /// must call its acknowledgement for the emit to count as delivered. 0 (the
         /// default) turns it off.
+        ///
+        /// An emit the server never acknowledges is given up after its last try: its
+        /// `emit_with_ack` fails with [`Error::Timeout`] (a plain `emit` is dropped, with a
+        /// debug log), and the next queued emit goes. So that it cannot hold the queue
+        /// forever, each try waits at most [`ack_timeout`](Self::ack_timeout), or the
+        /// connection timeout (`timeout`, 20 s by default) if none is set (the JavaScript
+        /// client, without `ackTimeout`, waits for a reconnection).
         pub fn retries(mut self, retries: u32) -> Self {
             self.ns.retries = retries;
             self
@@ -454,8 +471,8 @@ macro_rules! namespace_options {
         }
 
         /// How long to wait for each acknowledgement of a [`retries`](Self::retries) emit
-        /// (the JavaScript client's `ackTimeout`). Without it a queued emit is only sent
-        /// again after a reconnection.
+        /// (the JavaScript client's `ackTimeout`; default: the connection timeout). An
+        /// `emit_with_ack`'s own timeout wins for its tries.
         pub fn ack_timeout(mut self, timeout: Duration) -> Self {
             self.ns.ack_timeout = Some(timeout);
             self
@@ -702,7 +719,11 @@ impl ClientBuilder {
             transport: Mutex::new(None),
             timeout: cfg.timeout,
         });
-        let (ns, client) = new_namespace(&tx, &mgr, nsp, self.ns);
+        let mut ns_cfg = self.ns;
+        if ns_cfg.retries > 0 && ns_cfg.ack_timeout.is_none() {
+            ns_cfg.ack_timeout = Some(cfg.timeout);
+        }
+        let (ns, client) = new_namespace(&tx, &mgr, nsp, ns_cfg);
         let (reply_tx, reply_rx) = oneshot::channel();
         Manager::spawn(cfg.clone(), rx, tx.downgrade(), mgr, ns, reply_tx);
         // With retries, each attempt has its own timeout, and the policy decides the end.
@@ -771,7 +792,11 @@ impl SocketBuilder {
         if let Some(e) = self.ns.error.clone() {
             return Err(e);
         }
-        let (ns, client) = new_namespace(&self.tx, &self.mgr, self.nsp, self.ns);
+        let mut ns_cfg = self.ns;
+        if ns_cfg.retries > 0 && ns_cfg.ack_timeout.is_none() {
+            ns_cfg.ack_timeout = Some(self.timeout);
+        }
+        let (ns, client) = new_namespace(&self.tx, &self.mgr, self.nsp, ns_cfg);
         let (reply_tx, reply_rx) = oneshot::channel();
         self.tx
             .send(Cmd::AddNamespace {
@@ -908,9 +933,17 @@ fn new_namespace(
     }
     let shared = Arc::new(NsShared {
         nsp: nsp.clone(),
+        auth: cfg.auth.clone(),
+        retries: cfg.retries,
+        ack_timeout: cfg.ack_timeout,
         status: Mutex::new(Status {
             active: true,
-            session: cfg.session.clone(),
+            session_pid: cfg.session.as_ref().map(|s| s.pid.clone()),
+            offset: cfg
+                .session
+                .as_ref()
+                .and_then(|s| s.offset.as_deref())
+                .map(Arc::from),
             ..Status::default()
         }),
         handlers: RwLock::new(handlers),
@@ -957,7 +990,9 @@ async fn dispatch_loop(
                 continue;
             }
             Dispatch::NewSession(pid) => {
-                ns.status().session = pid.map(|pid| Session { pid, offset: None });
+                let mut st = ns.status();
+                st.session_pid = pid;
+                st.offset = None;
                 continue;
             }
             d => d,
@@ -984,9 +1019,7 @@ async fn dispatch_loop(
                     tracing::trace!(event = %ev.name, "no handler");
                 }
                 if offset.is_some() {
-                    if let Some(s) = &mut ns.status().session {
-                        s.offset = offset;
-                    }
+                    ns.status().offset = offset;
                 }
             }
             Dispatch::Ack(..) | Dispatch::Ready(..) | Dispatch::NewSession(_) => {}
@@ -1014,7 +1047,8 @@ async fn dispatch_loop(
 ///
 /// Cheap to clone. Every namespace of one connection shares its Engine.IO connection;
 /// the connection closes when every namespace is disconnected, when
-/// [`close`](Client::close) is called, or when every `Client` handle is dropped.
+/// [`close`](Client::close) is called, or when every `Client` handle is dropped;
+/// [`connect`](Client::connect) opens it again for a disconnected namespace.
 #[derive(Clone)]
 pub struct Client {
     tx: mpsc::UnboundedSender<Cmd>,
@@ -1072,7 +1106,11 @@ impl Client {
     /// server (the server does not keep sessions of clients that leave), so a process
     /// that means to resume must exit without calling them.
     pub fn session(&self) -> Option<Session> {
-        self.ns.status().session.clone()
+        let st = self.ns.status();
+        st.session_pid.as_ref().map(|pid| Session {
+            pid: pid.clone(),
+            offset: st.offset.as_deref().map(str::to_owned),
+        })
     }
 
     /// The Engine.IO transport in use, if the connection is open.
@@ -1293,6 +1331,63 @@ impl Client {
             nsp: normalise_namespace(nsp.as_ref()),
             timeout: self.mgr.timeout,
             ns: NsConfig::default(),
+        }
+    }
+
+    /// Connects the namespace again after it was disconnected for good (by
+    /// [`disconnect`](Self::disconnect), [`close`](Self::close), the server, or a
+    /// reconnection policy that gave up), with the same handlers, auth and options, as the
+    /// JavaScript client's `socket.connect()`; the connection opens again if it had closed.
+    /// The saved [`session`](Self::session) goes with the `CONNECT`, so a server that
+    /// still holds it recovers it. Returns at once if the namespace is active already.
+    pub async fn connect(&self) -> Result<()> {
+        {
+            let mut st = self.ns.status();
+            if st.active {
+                return Ok(());
+            }
+            st.active = true;
+        }
+        self.ns.conn.send_replace(Conn::Down);
+        let session = self.session();
+        let (dtx, drx) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch_loop(
+            drx,
+            self.tx.downgrade(),
+            self.ns.clone(),
+            self.mgr.clone(),
+        ));
+        let ns = NewNamespace {
+            shared: self.ns.clone(),
+            auth: self.ns.auth.clone(),
+            retries: self.ns.retries,
+            ack_timeout: self.ns.ack_timeout,
+            session,
+            dispatch: dtx,
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Cmd::AddNamespace {
+                ns,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
+            self.ns.status().active = false;
+            return Err(Error::Closed);
+        }
+        match tokio::time::timeout(self.mgr.timeout, reply_rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let (tx, _rx) = oneshot::channel();
+                let _ = self.tx.send(Cmd::Disconnect {
+                    nsp: self.ns.nsp.clone(),
+                    reply: tx,
+                });
+                Err(Error::Timeout)
+            }
         }
     }
 

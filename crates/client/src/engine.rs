@@ -567,6 +567,8 @@ enum TEvent {
     PollError(Error),
     PostDone(Result<()>),
     WsText(String),
+    /// The data of a message packet (`4<data>`).
+    WsMessage(String),
     WsBinary(Bytes),
     WsClosed,
     WsError(Error),
@@ -644,7 +646,12 @@ fn start_ws(ws: Ws, t_tx: &mpsc::UnboundedSender<TEvent>, guard: &mut TaskGuard)
     guard.0.push(tokio::spawn(async move {
         while let Some(msg) = stream.next().await {
             let ev = match msg {
-                Ok(Message::Text(t)) => TEvent::WsText(t.as_str().to_owned()),
+                // A message packet (`4...`, nearly every frame) is copied once, without
+                // its type.
+                Ok(Message::Text(t)) => match t.as_str().strip_prefix('4') {
+                    Some(m) => TEvent::WsMessage(m.to_owned()),
+                    None => TEvent::WsText(t.as_str().to_owned()),
+                },
                 Ok(Message::Binary(b)) => TEvent::WsBinary(b),
                 Ok(Message::Close(_)) => break,
                 Ok(_) => continue,
@@ -807,6 +814,7 @@ impl EngineTask {
                 Ok(p) => self.on_packet(p)?,
                 Err(e) => return Err(CloseReason::ParseError(e.to_string())),
             },
+            TEvent::WsMessage(m) if !polling => self.deliver(EngineEvent::Text(m)),
             TEvent::WsBinary(b) if !polling => self.deliver(EngineEvent::Binary(b)),
             TEvent::WsClosed if !polling => return Err(CloseReason::TransportClose),
             TEvent::WsError(e) if !polling => {

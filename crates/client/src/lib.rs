@@ -68,10 +68,12 @@
 //!   any `T: Serialize` (a tuple is several arguments, anything else one:
 //!   [`to_payload`]); [`Event::arg_as`], [`Event::args_as`] and [`from_payload`]
 //!   deserialize into your types, with an [`Error::Serde`] naming the event and the
-//!   argument when they do not match.
+//!   argument when they do not match. Binary data anywhere in them is a [`Binary`] (an attachment
+//!   with its placeholder, both ways).
 //! - **Awaitable and streamable.** [`Client::wait_connected`] waits for the
 //!   (re)connection; [`Client::events`] is a `Stream` of events and lifecycle events, an
 //!   alternative to handlers. [`NamespaceBuilder`] is the trait of both builders.
+//!   [`Client::connect`] connects a disconnected client again, with its handlers.
 //! - **Errors** are one type, [`Error`], with predicates such as
 //!   [`Error::is_connect_error`] (and [`Error::connect_error_message`]), [`Error::is_timeout`] and [`Error::is_protocol_version`].
 //!
@@ -163,7 +165,7 @@ pub use client::{
 pub use engine::Transport;
 pub use error::{Error, Result};
 pub use tether_proto::Payload;
-pub use typed::{from_payload, to_payload};
+pub use typed::{from_payload, to_payload, Binary};
 
 /// Re-exported: the type of binary attachments.
 pub use bytes::Bytes;

@@ -116,7 +116,7 @@ struct Ns {
     dispatch: mpsc::UnboundedSender<Dispatch>,
     connected: bool,
     pid: Option<String>,
-    offset: Option<String>,
+    offset: Option<Arc<str>>,
     next_id: u64,
     acks: HashMap<u64, PendingAck>,
     send_buffer: Vec<Out>,
@@ -129,7 +129,7 @@ struct Ns {
 impl Ns {
     fn new(n: NewNamespace) -> Self {
         let (pid, offset) = match n.session {
-            Some(s) => (Some(s.pid), s.offset),
+            Some(s) => (Some(s.pid), s.offset.map(Arc::from)),
             None => (None, None),
         };
         Ns {
@@ -402,6 +402,7 @@ impl Manager {
                     None => {
                         debug!("every client handle dropped; closing");
                         self.close_all(None);
+                        break;
                     }
                 },
                 ev = next_engine_event(&mut self.engine) => self.on_engine_event(ev),
@@ -416,7 +417,7 @@ impl Manager {
                 }
             }
             if self.nsps.is_empty() {
-                break;
+                self.go_idle();
             }
         }
         if let Some((e, _)) = self.engine.take() {
@@ -427,6 +428,23 @@ impl Manager {
         }
         self.shared.set_transport(None);
         debug!("manager stopped");
+    }
+
+    /// No namespace left: the connection closes, and the task waits for a namespace to
+    /// connect again ([`Client::connect`](crate::Client::connect)) or for every handle to
+    /// be dropped.
+    fn go_idle(&mut self) {
+        if let Some((e, _)) = self.engine.take() {
+            e.close();
+        }
+        if let Some(c) = self.connecting.take() {
+            c.abort();
+        }
+        self.reconnect_at = None;
+        self.reconnecting = false;
+        self.attempts = 0;
+        self.partial = None;
+        self.shared.set_transport(None);
     }
 
     fn broadcast(&self, l: impl Fn() -> Lifecycle) {
@@ -622,8 +640,10 @@ impl Manager {
             }
             Cmd::AddNamespace { ns, reply } => {
                 let nsp = ns.shared.nsp.clone();
-                if self.nsps.contains_key(&nsp) {
-                    ns.shared.status().active = false;
+                if let Some(open) = self.nsps.get(&nsp) {
+                    if !Arc::ptr_eq(&open.shared, &ns.shared) {
+                        ns.shared.status().active = false;
+                    }
                     let _ = reply.send(Err(Error::Config(format!(
                         "namespace {nsp:?} is already open on this connection"
                     ))));
@@ -635,6 +655,11 @@ impl Manager {
                     send_connect(engine, &mut ns);
                 }
                 self.nsps.insert(nsp, ns);
+                if self.engine.is_none() && self.connecting.is_none() && self.reconnect_at.is_none()
+                {
+                    // The connection was idle (every namespace had left): open it again.
+                    self.start_attempt();
+                }
             }
             Cmd::Disconnect { nsp, reply } => {
                 let Some(mut ns) = self.nsps.remove(&nsp) else {
@@ -826,8 +851,11 @@ impl Manager {
                 else {
                     return;
                 };
-                if let Some(o) = &offset {
-                    ns.offset = Some(o.clone());
+                // One shared copy: the manager's, for the next CONNECT, and the event's,
+                // for `Client::session` once its handlers ran.
+                let offset: Option<Arc<str>> = offset.map(Arc::from);
+                if offset.is_some() {
+                    ns.offset.clone_from(&offset);
                 }
                 let ev = Event {
                     name,

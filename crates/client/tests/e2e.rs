@@ -1133,6 +1133,126 @@ async fn typed_arguments_streams_and_awaitable_state(kind: ServerKind) {
     assert_eq!(e.connect_error_message(), Some("go away"));
 }
 
+async fn a_disconnected_client_connects_again(kind: ServerKind) {
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.connect().await.unwrap();
+        let first = c.id().unwrap();
+        // By the client.
+        c.disconnect().await;
+        assert!(
+            !c.active() && c.emit("echo", ()).unwrap_err().is_closed(),
+            "{mode}"
+        );
+        c.connect().await.unwrap();
+        assert!(c.connected(), "{mode}");
+        assert_ne!(c.id().unwrap(), first, "{mode}: a new socket");
+        // The handlers are still there.
+        c.emit("echo", vec![json!("again")]).unwrap();
+        let ev = recv_until(&mut rec.events, 5, "echo", |e| e.name == "echo").await;
+        assert_eq!(ev.last().unwrap().args(), &[json!("again")], "{mode}");
+        // By the server, then by close(): each time back with connect().
+        c.emit("server-disconnect", ()).unwrap();
+        recv_until(&mut rec.life, 5, "server disconnect", |l| {
+            matches!(
+                l,
+                Lifecycle::Disconnect(DisconnectReason::IoServerDisconnect)
+            )
+        })
+        .await;
+        tokio::time::timeout(T, async {
+            while c.active() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        c.connect().await.unwrap();
+        c.emit_with_ack("echo", (), T).await.unwrap();
+        c.close().await;
+        assert!(!c.connected());
+        c.connect().await.unwrap();
+        // Connecting an active client does nothing.
+        c.connect().await.unwrap();
+        let who = whoami(&c).await;
+        assert_eq!(who["id"], json!(c.id().unwrap()), "{mode}");
+        c.close().await;
+    }
+}
+
+async fn retries_never_block_later_emits_for_good(kind: ServerKind) {
+    // The server never acks "never-ack": with retries and no ack_timeout, each try waits
+    // the connection timeout, the emit is given up, and the next one goes.
+    let server = TestServer::start(kind).await;
+    let (b, _) = builder(&server.url(), WS);
+    let c = b
+        .retries(1)
+        .timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    c.emit("never-ack", ()).unwrap();
+    let ack = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.emit_with_ack("echo", json!("after"), Duration::from_secs(2)),
+    )
+    .await
+    .expect("a never-acknowledged emit blocked the next one")
+    .unwrap();
+    assert_eq!(ack.args, vec![json!("after")]);
+    // emit_with_ack of a never-acknowledged event: a timeout after its tries.
+    let e = c
+        .emit_with_ack("never-ack", (), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    c.emit_with_ack("echo", (), T).await.unwrap();
+}
+
+async fn binary_anywhere_in_typed_arguments(kind: ServerKind) {
+    use tether_client::Binary;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Upload {
+        name: String,
+        parts: Vec<Binary>,
+        meta: Meta,
+    }
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Meta {
+        thumb: Option<Binary>,
+    }
+    let server = TestServer::start(kind).await;
+    for (mode, transports) in [("websocket", WS), ("polling", POLLING)] {
+        let (b, mut rec) = builder(&server.url(), transports);
+        let c = b.connect().await.unwrap();
+        let up = Upload {
+            name: "f".into(),
+            parts: vec![Binary::from(vec![0u8, 255]), Binary::from(vec![7u8; 3000])],
+            meta: Meta {
+                thumb: Some(Binary::from(b"png".to_vec())),
+            },
+        };
+        let (back, n): (Upload, u8) = c.emit_with_ack_serde("echo", &(&up, 1), T).await.unwrap();
+        assert_eq!((back, n), (up, 1), "{mode}");
+        // From the server: `emit("binary", <buffer>, {nested: <buffer>})`.
+        c.emit_with_ack("binary", (), T).await.unwrap();
+        #[derive(serde::Deserialize)]
+        struct Nested {
+            nested: Binary,
+        }
+        let ev = recv_until(&mut rec.events, 5, "binary", |e| e.name == "binary").await;
+        let (top, nested): (Binary, Nested) = ev.last().unwrap().args_as().unwrap();
+        assert_eq!(
+            (top.as_ref(), nested.nested.as_ref()),
+            (&[1u8, 2, 3][..], &b"hi"[..]),
+            "{mode}"
+        );
+        c.close().await;
+    }
+}
+
 /// Generates, for each test body above, `node::<name>` and `tether::<name>`.
 macro_rules! on_both_servers {
     ($($name:ident),* $(,)?) => {
@@ -1179,6 +1299,9 @@ on_both_servers!(
     a_saved_session_resumes_in_a_new_client,
     the_first_connection_is_retried_when_asked,
     typed_arguments_streams_and_awaitable_state,
+    a_disconnected_client_connects_again,
+    retries_never_block_later_emits_for_good,
+    binary_anywhere_in_typed_arguments,
 );
 
 // A cookie-sticky load balancer, played by the Node server (COOKIE in tests/node/server.js:

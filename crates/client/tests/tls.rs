@@ -80,7 +80,12 @@ fn rand_suffix() -> u64 {
 
 async fn https_server(cert: &(PathBuf, PathBuf)) -> TestServer {
     let (c, k) = (cert.0.to_str().unwrap(), cert.1.to_str().unwrap());
-    TestServer::start_with(ServerKind::Node, &[("TLS_CERT", c), ("TLS_KEY", k)]).await
+    let server = TestServer::start_with(ServerKind::Node, &[("TLS_CERT", c), ("TLS_KEY", k)]).await;
+    // The server read them before listening.
+    if let Some(dir) = cert.0.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    server
 }
 
 fn no_retry(b: ClientBuilder) -> ClientBuilder {

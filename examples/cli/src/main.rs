@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 const USAGE: &str = "\
 usage: tether-cli URL [options]
 
-Connects to a Socket.IO server (http:// or ws://), prints every event as a JSON line,
+Connects to a Socket.IO server (http://, https://, ws:// or wss://), prints every event as a JSON line,
 and emits the events read from stdin, one per line:
 
     event [json-args]      emit (json-args: a JSON array of arguments, or one JSON value)
@@ -32,6 +32,10 @@ options:
     -q, --query K=V        extra query parameter (repeatable)
         --path PATH        Engine.IO path (default /socket.io/)
         --no-reconnect     do not reconnect
+        --retry-first      retry the first connection too (under the reconnection policy)
+        --ca FILE          trust the root certificates of this PEM file (default: the
+                           platform's roots)
+        --cookies          keep and send back cookies (sticky load balancers)
         --ack-timeout SECS timeout of `?event` lines (default 10)
         --linger SECS      after the end of stdin, wait this long before closing
                            (default 1; negative: wait until interrupted)
@@ -51,6 +55,9 @@ struct Args {
     query: Vec<(String, String)>,
     path: Option<String>,
     reconnect: bool,
+    retry_first: bool,
+    ca: Option<String>,
+    cookies: bool,
     ack_timeout: Duration,
     linger: f64,
 }
@@ -68,6 +75,9 @@ fn parse_args() -> Result<Args, String> {
         query: Vec::new(),
         path: None,
         reconnect: true,
+        retry_first: false,
+        ca: None,
+        cookies: false,
         ack_timeout: Duration::from_secs(10),
         linger: 1.0,
     };
@@ -104,6 +114,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--path" => a.path = Some(value(&arg)?),
             "--no-reconnect" => a.reconnect = false,
+            "--retry-first" => a.retry_first = true,
+            "--ca" => a.ca = Some(value(&arg)?),
+            "--cookies" => a.cookies = true,
             "--ack-timeout" => {
                 let v: f64 = value(&arg)?
                     .parse()
@@ -242,6 +255,18 @@ async fn main() {
     if let Some(n) = &args.namespace {
         b = b.namespace(n);
     }
+    if let Some(ca) = &args.ca {
+        match std::fs::read(ca) {
+            Ok(pem) => b = b.tls_root_certificates_pem(pem),
+            Err(e) => {
+                eprintln!("tether-cli: --ca {ca}: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    b = b
+        .cookies(args.cookies)
+        .retry_first_connection(args.retry_first);
     if let Some(auth) = args.auth.clone() {
         b = b.auth(auth);
     }
