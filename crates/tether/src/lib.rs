@@ -29,6 +29,7 @@ pub mod cluster;
 mod config;
 mod encode;
 mod error;
+mod handlers;
 pub mod layer;
 mod namespace;
 mod operators;

@@ -1,6 +1,5 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use crate::cluster::{
     Broadcast, Cluster, ClusterMessage, ClusterSession, Position, ServerSideAck, SessionOp,
     SocketsAction,
 };
+use crate::handlers::NsHandlers;
 use crate::operators::{BroadcastOperator, BroadcastOptions};
 use crate::recovery::{
     self, MemoryStore, RecoveryConfig, RecoveryFailure, RecoveryMetrics, RecoveryMetricsSnapshot,
@@ -26,36 +26,6 @@ use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
 /// How long a half-open socket may take to answer the probe that decides whether its pid
 /// can be taken over.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type Middleware =
-    Arc<dyn Fn(SocketRef, Option<Value>) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
-pub(crate) type ConnectionHandler = Arc<dyn Fn(&SocketRef) + Send + Sync>;
-
-/// Middlewares and the connection handler, shared by a dynamic namespace's children.
-#[derive(Default)]
-pub(crate) struct NsHandlers {
-    pub middlewares: RwLock<Vec<Middleware>>,
-    pub on_connection: RwLock<Option<ConnectionHandler>>,
-}
-
-impl NsHandlers {
-    pub(crate) fn add_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        let mw: Middleware = Arc::new(move |s, auth| Box::pin(f(s, auth)));
-        self.middlewares.writing().push(mw);
-    }
-
-    pub(crate) fn set_on_connection<F>(&self, f: F)
-    where
-        F: Fn(&SocketRef) + Send + Sync + 'static,
-    {
-        *self.on_connection.writing() = Some(Arc::new(f));
-    }
-}
 
 /// Recovery state of one namespace.
 pub(crate) struct Recovery {

@@ -11,7 +11,8 @@ use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 
 use crate::client::Client;
 use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
-use crate::namespace::{Namespace, NsHandlers};
+use crate::handlers::NsHandlers;
+use crate::namespace::Namespace;
 use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
 
