@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tether::cluster::{ClusterBackend, ClusterSession, SessionOp, TakeOutcome};
+use tether::cluster::{ClusterBackend, Session, SessionOp, TakeOutcome};
 
 /// Keeps a session and takes it back, then reads the log: commands and the reader work.
 pub async fn round_trip(b: &dyn ClusterBackend, pid: &str) {
-    let session = ClusterSession {
+    let session = Session {
         sid: "AAAAAAAAAAAAAAAAAAAA".into(),
         pid: pid.into(),
         rooms: vec!["r".into()],

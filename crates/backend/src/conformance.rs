@@ -93,8 +93,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::{
-    BackendError, Broadcast, ClusterBackend, ClusterMessage, ClusterSession, Ephemeral,
-    EphemeralBody, Position, Record, Room, SessionOp, SocketsAction, TakeOutcome,
+    BackendError, Broadcast, ClusterBackend, ClusterMessage, Ephemeral, EphemeralBody, Position,
+    Record, Room, Session, SessionOp, SocketsAction, TakeOutcome,
 };
 
 /// The suite's time scale.
@@ -237,8 +237,8 @@ fn rooms(names: &[&str]) -> Vec<Room> {
     names.iter().map(|r| Room::from(*r)).collect()
 }
 
-fn session(pid: &str, rooms_: &[&str], data: Value, start: Option<Position>) -> ClusterSession {
-    ClusterSession {
+fn session(pid: &str, rooms_: &[&str], data: Value, start: Option<Position>) -> Session {
+    Session {
         sid: format!("sid-{pid}-AAAAAAAAAAAAAAAA")
             .chars()
             .take(20)
@@ -250,7 +250,7 @@ fn session(pid: &str, rooms_: &[&str], data: Value, start: Option<Position>) -> 
     }
 }
 
-fn keep(nsp: &str, s: &ClusterSession, ttl: Duration) -> SessionOp {
+fn keep(nsp: &str, s: &Session, ttl: Duration) -> SessionOp {
     SessionOp::Retire {
         nsp: nsp.into(),
         pid: s.pid.clone(),
@@ -266,7 +266,7 @@ fn retire(nsp: &str, pid: &str) -> SessionOp {
     }
 }
 
-fn put_live(nsp: &str, s: &ClusterSession, ttl: Duration, window: Duration) -> SessionOp {
+fn put_live(nsp: &str, s: &Session, ttl: Duration, window: Duration) -> SessionOp {
     SessionOp::PutLive {
         nsp: nsp.into(),
         session: s.clone(),
@@ -1256,7 +1256,7 @@ where
         let lost_w = session("lost-w", &[], json!({"window": "short"}), None);
         let theirs_short = session("theirs-short", &[], json!({"holder": "n2"}), None);
         let theirs = session("theirs", &[], json!({"holder": "n2"}), None);
-        let stale = |s: &ClusterSession| {
+        let stale = |s: &Session| {
             let mut s = s.clone();
             s.data = json!({"holder": "n1, stale"});
             s

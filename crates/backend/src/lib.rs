@@ -5,7 +5,7 @@
 //! an ordered log of [`ClusterMessage`]s whose [`Position`]s are the
 //! offsets clients see, the sessions ([`SessionOp`], [`TakeOutcome`]), and a bus for
 //! [`Ephemeral`] requests between nodes. The `tether` crate runs the cluster on top
-//! of it (`tether::Server::attach_cluster`); a backend crate depends on this crate only.
+//! of it (`tether::Server::join_cluster`); a backend crate depends on this crate only.
 //!
 //! [`wire`] is one JSON form of these types for backends that store JSON.
 //!
@@ -25,7 +25,7 @@ pub use backend::{
     BackendError, BoxFuture, BusBackend, ClusterBackend, LogBackend, SessionBackend,
 };
 pub use message::{
-    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, EphemeralSink, Record,
-    Room, SessionOp, SocketInfo, SocketsAction, TakeOutcome,
+    Broadcast, ClusterMessage, Ephemeral, EphemeralBody, EphemeralSink, Record, Room, Session,
+    SessionOp, SocketInfo, SocketsAction, TakeOutcome,
 };
 pub use position::{OffsetForm, Position};

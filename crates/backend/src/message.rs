@@ -261,7 +261,7 @@ pub struct Record {
 
 /// A socket's session as the cluster stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterSession {
+pub struct Session {
     /// The socket id.
     pub sid: String,
     /// The private session id.
@@ -286,7 +286,7 @@ pub enum SessionOp {
         /// The namespace.
         nsp: String,
         /// The session.
-        session: ClusterSession,
+        session: Session,
         /// How long the record lives without a refresh.
         ttl: Duration,
         /// The namespace's recovery window: after a crash, the record is restorable for
@@ -301,7 +301,7 @@ pub enum SessionOp {
         /// The private session id.
         pid: String,
         /// The session to keep, and for how long.
-        keep: Option<(ClusterSession, Duration)>,
+        keep: Option<(Session, Duration)>,
     },
     /// The periodic refresh of this node's live records in `nsp`: extends the life of
     /// each record this node owns, and writes the ones that are missing (a backend
@@ -311,7 +311,7 @@ pub enum SessionOp {
         /// The namespace.
         nsp: String,
         /// The sessions of the node's connected sockets, as of the refresh.
-        sessions: Vec<ClusterSession>,
+        sessions: Vec<Session>,
         /// The new time to live.
         ttl: Duration,
         /// The namespace's recovery window (see [`SessionOp::PutLive`]).
@@ -335,7 +335,7 @@ pub enum SessionOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TakeOutcome {
     /// The session, now consumed.
-    Taken(ClusterSession),
+    Taken(Session),
     /// No session under this pid.
     NotFound,
     /// The session belongs to another namespace (left in place).

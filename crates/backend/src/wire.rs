@@ -103,8 +103,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        Broadcast, ClusterSession, Ephemeral, EphemeralBody, Position, Room, SocketInfo,
-        SocketsAction,
+        Broadcast, Ephemeral, EphemeralBody, Position, Room, Session, SocketInfo, SocketsAction,
     };
 
     fn broadcast() -> Broadcast {
@@ -194,18 +193,18 @@ mod tests {
     #[test]
     fn sessions_round_trip() {
         for start in [None, Some(Position::new(0, 17)), Some(Position::new(5, 1))] {
-            let s = ClusterSession {
+            let s = Session {
                 sid: "AAAAAAAAAAAAAAAAAAAA".into(),
                 pid: "pid".into(),
                 rooms: vec![Room::from("r1"), Room::from("r2")],
                 data: json!({"k": [1, "two", null]}),
                 start,
             };
-            assert_eq!(from_slice::<ClusterSession>(&to_vec(&s)), Some(s));
+            assert_eq!(from_slice::<Session>(&to_vec(&s)), Some(s));
         }
-        assert_eq!(from_slice::<ClusterSession>(b"{}"), None);
+        assert_eq!(from_slice::<Session>(b"{}"), None);
         assert_eq!(
-            from_slice::<ClusterSession>(br#"{"sid":"s","pid":"p","start":"bad"}"#),
+            from_slice::<Session>(br#"{"sid":"s","pid":"p","start":"bad"}"#),
             None
         );
     }

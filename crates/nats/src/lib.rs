@@ -61,12 +61,13 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let io = tether::Server::new(tether::ServerConfig {
+//! let backend = tether_nats::NatsBackend::connect("nats://127.0.0.1:4222", Default::default()).await?;
+//! let config = tether::ServerConfig {
 //!     recovery: Some(tether::RecoveryConfig::default()),
 //!     ..Default::default()
-//! });
-//! let backend = tether_nats::NatsBackend::connect("nats://127.0.0.1:4222", Default::default()).await?;
-//! io.attach_cluster("node-a".into(), Arc::new(backend), Default::default()).await?;
+//! };
+//! let io = tether::Server::join_cluster(config, "node-a".into(), Arc::new(backend), Default::default()).await?;
+//! # let _ = io;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -642,7 +643,7 @@ impl Inner {
         uid: &str,
         nsp: &str,
         pid: &str,
-        keep: Option<&(tether_backend::ClusterSession, Duration)>,
+        keep: Option<&(tether_backend::Session, Duration)>,
     ) -> Result<(), BackendError> {
         let s_key = key("s", pid);
         let l_key = key("l", pid);
@@ -688,7 +689,7 @@ impl Inner {
         &self,
         uid: &str,
         nsp: &str,
-        session: &tether_backend::ClusterSession,
+        session: &tether_backend::Session,
         ttl: u64,
         window: u64,
     ) -> Result<(), BackendError> {

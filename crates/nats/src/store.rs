@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tether_backend::{wire, ClusterMessage, ClusterSession};
+use tether_backend::{wire, ClusterMessage, Session};
 
 /// A name as a subject token or KV key token: base64url without padding, so that any
 /// string (dots, spaces, `*`, `>`, non-ASCII) is safe; the empty string is `_`.
@@ -47,7 +47,7 @@ pub(crate) fn decode_entry(raw: &[u8]) -> Option<(String, Option<u64>, ClusterMe
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub(crate) struct Kept {
     pub nsp: String,
-    pub session: ClusterSession,
+    pub session: Session,
     /// Expires at (ms since the Unix epoch, the writer's clock).
     pub exp: u64,
 }
@@ -57,7 +57,7 @@ pub(crate) struct Kept {
 pub(crate) struct Live {
     pub node: String,
     pub nsp: String,
-    pub session: ClusterSession,
+    pub session: Session,
     /// The recovery window, ms.
     pub window: u64,
     /// Expires at (ms since the Unix epoch).
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn kv_values_round_trip() {
-        let session = ClusterSession {
+        let session = Session {
             sid: "sid".into(),
             pid: "pid".into(),
             rooms: rooms(&["r1", "ü"]),

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_backend::{
-    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position, SessionOp,
-    TakeOutcome,
+    Broadcast, ClusterMessage, Ephemeral, EphemeralBody, Position, Session, SessionOp, TakeOutcome,
 };
 use tether_backend::{BusBackend as _, LogBackend as _, SessionBackend as _};
 use tether_nats::{NatsBackend, NatsConfig};
@@ -43,8 +42,8 @@ async fn clean_up(config: &NatsConfig) {
     let _ = js.delete_key_value(&config.bucket).await;
 }
 
-fn session(pid: &str) -> ClusterSession {
-    ClusterSession {
+fn session(pid: &str) -> Session {
+    Session {
         sid: "AAAAAAAAAAAAAAAAAAAA".into(),
         pid: pid.into(),
         rooms: vec!["r".into()],

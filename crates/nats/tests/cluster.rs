@@ -52,20 +52,20 @@ fn event(text: &str) -> Value {
 }
 
 async fn node(uid: &str, config: &NatsConfig) -> (Server, std::net::SocketAddr) {
-    let io = Server::new(ServerConfig {
+    let backend = NatsBackend::connect(URL, config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("NATS with JetStream must run on 127.0.0.1:4222: {e}"));
+    let server = ServerConfig {
         recovery: Some(RecoveryConfig::default()),
         ..ServerConfig::default()
-    });
+    };
+    let io = Server::join_cluster(server, uid.into(), Arc::new(backend), Default::default())
+        .await
+        .unwrap();
     io.of("/").set_recovery(Some(RecoveryConfig {
         skip_middlewares: true,
         ..RecoveryConfig::default()
     }));
-    let backend = NatsBackend::connect(URL, config.clone())
-        .await
-        .unwrap_or_else(|e| panic!("NATS with JetStream must run on 127.0.0.1:4222: {e}"));
-    io.attach_cluster(uid.into(), Arc::new(backend), Default::default())
-        .await
-        .unwrap();
     let listener = tether::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = io.clone();

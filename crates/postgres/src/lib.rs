@@ -61,16 +61,17 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let io = tether::Server::new(tether::ServerConfig {
-//!     recovery: Some(tether::RecoveryConfig::default()),
-//!     ..Default::default()
-//! });
 //! let backend = tether_postgres::PostgresBackend::connect(
 //!     "postgres://postgres@127.0.0.1:5432/test",
 //!     Default::default(),
 //! )
 //! .await?;
-//! io.attach_cluster("node-a".into(), Arc::new(backend), Default::default()).await?;
+//! let config = tether::ServerConfig {
+//!     recovery: Some(tether::RecoveryConfig::default()),
+//!     ..Default::default()
+//! };
+//! let io = tether::Server::join_cluster(config, "node-a".into(), Arc::new(backend), Default::default()).await?;
+//! # let _ = io;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -1033,7 +1034,7 @@ impl SessionBackend for PostgresBackend {
                                     continue;
                                 }
                                 // Rows locked in one order by every node: no deadlocks.
-                                let mut sorted: Vec<&tether_backend::ClusterSession> =
+                                let mut sorted: Vec<&tether_backend::Session> =
                                     sessions.iter().collect();
                                 sorted.sort_by(|a, b| a.pid.cmp(&b.pid));
                                 sorted.dedup_by(|a, b| a.pid == b.pid);

@@ -111,7 +111,7 @@ async fn offsets_are_log_ids_and_survive_a_recreated_log() {
             .as_micros() as u64;
         assert!(ids[0].seq > now_us - 600_000_000 && ids[0].seq <= now_us + 600_000_000);
         // `n-1` is not an entry: a take with it consumes nothing.
-        let s = tether_backend::ClusterSession {
+        let s = tether_backend::Session {
             sid: "s".into(),
             pid: "p".into(),
             rooms: vec![],
@@ -187,7 +187,7 @@ async fn a_take_racing_a_keeping_retire_finds_the_record_or_the_session() {
             .unwrap();
         for k in 0..40 {
             let pid = format!("p{k}");
-            let s = tether_backend::ClusterSession {
+            let s = tether_backend::Session {
                 sid: format!("s{k}"),
                 pid: pid.clone(),
                 rooms: vec!["r".into()],

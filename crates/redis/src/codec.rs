@@ -16,7 +16,7 @@ use rmpv::Value as Mp;
 use serde_json::{json, Map, Value};
 use tether_backend::Room;
 use tether_backend::{
-    Broadcast, ClusterMessage, ClusterSession, Ephemeral, EphemeralBody, Position, SocketInfo,
+    Broadcast, ClusterMessage, Ephemeral, EphemeralBody, Position, Session, SocketInfo,
     SocketsAction,
 };
 
@@ -467,7 +467,7 @@ pub(crate) fn decode_ephemeral(raw: &[u8]) -> Option<Ephemeral> {
 }
 
 /// A session in the adapter's format.
-pub(crate) fn encode_session(s: &ClusterSession) -> String {
+pub(crate) fn encode_session(s: &Session) -> String {
     let mut rooms = vec![Mp::from(s.sid.as_str())];
     rooms.extend(s.rooms.iter().map(|r| Mp::from(&**r)));
     let mut map = vec![
@@ -485,7 +485,7 @@ pub(crate) fn encode_session(s: &ClusterSession) -> String {
 }
 
 /// Reads a session in the adapter's format.
-pub(crate) fn decode_session(raw: &str) -> Option<ClusterSession> {
+pub(crate) fn decode_session(raw: &str) -> Option<Session> {
     let bytes = B64.decode(raw.trim()).ok()?;
     let mp = rmpv::decode::read_value(&mut bytes.as_slice()).ok()?;
     let mut attachments = Vec::new();
@@ -498,7 +498,7 @@ pub(crate) fn decode_session(raw: &str) -> Option<ClusterSession> {
         .collect();
     let data = v.get("data").cloned().unwrap_or(json!({}));
     let start = v["_start"].as_str().and_then(Position::parse);
-    Some(ClusterSession {
+    Some(Session {
         sid,
         pid,
         rooms,
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn sessions_round_trip_and_drop_the_own_room() {
-        let s = ClusterSession {
+        let s = Session {
             sid: "s".into(),
             pid: "p".into(),
             rooms: vec!["r1".into()],

@@ -20,12 +20,13 @@
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! let io = tether::Server::new(tether::ServerConfig {
+//! let backend = tether_redis::RedisBackend::connect("redis://127.0.0.1:6379", Default::default()).await?;
+//! let config = tether::ServerConfig {
 //!     recovery: Some(tether::RecoveryConfig::default()),
 //!     ..Default::default()
-//! });
-//! let backend = tether_redis::RedisBackend::connect("redis://127.0.0.1:6379", Default::default()).await?;
-//! io.attach_cluster("node-a".into(), Arc::new(backend), Default::default()).await?;
+//! };
+//! let io = tether::Server::join_cluster(config, "node-a".into(), Arc::new(backend), Default::default()).await?;
+//! # let _ = io;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

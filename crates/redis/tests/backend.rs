@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_backend::SessionBackend as _;
-use tether_backend::{ClusterSession, SessionOp, TakeOutcome};
+use tether_backend::{Session, SessionOp, TakeOutcome};
 use tether_redis::{RedisBackend, RedisConfig};
 
 const URL: &str = "redis://127.0.0.1:6379";
@@ -32,8 +32,8 @@ fn rand_suffix() -> u128 {
         .unwrap_or(0)
 }
 
-fn session(pid: &str) -> ClusterSession {
-    ClusterSession {
+fn session(pid: &str) -> Session {
+    Session {
         sid: "AAAAAAAAAAAAAAAAAAAA".into(),
         pid: pid.into(),
         rooms: vec!["r".into()],
@@ -42,7 +42,7 @@ fn session(pid: &str) -> ClusterSession {
     }
 }
 
-fn refresh(sessions: Vec<ClusterSession>, ttl: Duration, window: Duration) -> [SessionOp; 1] {
+fn refresh(sessions: Vec<Session>, ttl: Duration, window: Duration) -> [SessionOp; 1] {
     [SessionOp::RefreshLive {
         nsp: "/".into(),
         sessions,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{free_port, Ca, Pair, Proc, TempDir};
-use tether_backend::{ClusterSession, LogBackend, SessionBackend, SessionOp, TakeOutcome};
+use tether_backend::{LogBackend, Session, SessionBackend, SessionOp, TakeOutcome};
 use tether_redis::{RedisBackend, RedisConfig, RedisTls};
 
 /// A private Redis with TLS only (`--port 0`), its CA, and the files it reads.
@@ -94,7 +94,7 @@ fn unique(name: &str) -> RedisConfig {
 
 /// Keeps a session and takes it back: commands, a script, and the reader connection.
 async fn round_trip(b: &RedisBackend) {
-    let session = ClusterSession {
+    let session = Session {
         sid: "AAAAAAAAAAAAAAAAAAAA".into(),
         pid: "tls-pid".into(),
         rooms: vec!["r".into()],

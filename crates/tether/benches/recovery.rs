@@ -1,8 +1,8 @@
 //! Connection state recovery micro-benchmarks: the packet log and the in-memory store.
 //!
 //! - `append`: one recoverable emit to a room (offset, encoded message, log entry).
-//! - `take_session`: a reconnecting socket takes its session and the 100 packets it missed,
-//!   from a log of 10 000: either the last 100 (`tail`) or 100 addressed to its room among
+//! - `take_session`: a reconnecting socket takes its session and reads the 100 packets it
+//!   missed, from a log of 10 000: either the last 100 (`tail`) or 100 addressed to its room among
 //!   10 000 after its offset (`filtered`).
 //! - `read_after`: the same two reads on the [`PacketLog`] alone.
 //!
@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
-use tether::recovery::{
-    MemoryStore, PacketLog, RecoveryStore, SessionRecord, StoredPacket, Target,
-};
+use tether::recovery::{MemoryStore, PacketLog, Position, Session, StoredPacket, Target};
 use tether::RecoveryConfig;
 use tether_engine::TextMessage;
 
@@ -76,13 +74,13 @@ fn filled_store(is_mine: impl Fn(usize) -> bool) -> (MemoryStore, Vec<String>) {
     (store, offsets)
 }
 
-fn session(pid: String) -> SessionRecord {
-    SessionRecord {
+fn session(pid: String, start: Position) -> Session {
+    Session {
         sid: "AbCdEfGhIjKlMnOpQrSt".into(),
         pid,
         rooms: vec!["mine".into(), "lobby".into()],
         data: json!({"user": 42}),
-        start: 0,
+        start: Some(start),
     }
 }
 
@@ -108,10 +106,10 @@ fn append(c: &mut Criterion) {
 }
 
 /// Keeps a fresh session in `store` and returns its pid.
-fn keep(store: &MemoryStore, next: &Cell<u64>) -> String {
+fn keep(store: &MemoryStore, next: &Cell<u64>, start: Position) -> String {
     let pid = format!("pid{}", next.get());
     next.set(next.get() + 1);
-    store.keep_session(session(pid.clone()), Duration::from_secs(3600));
+    store.keep_session(session(pid.clone(), start), Duration::from_secs(3600));
     pid
 }
 
@@ -123,12 +121,14 @@ fn take_session(c: &mut Criterion) {
     // Disconnected after packet 9 900; everything after it was for the socket.
     let (store, offsets) = filled_store(|i| i >= LOGGED - MISSED);
     let offset = offsets[LOGGED - MISSED - 1].clone();
+    let origin = Position::new(store.position().epoch, 0);
     g.bench_function("tail", |b| {
         b.iter_batched(
-            || keep(&store, &next),
+            || keep(&store, &next, origin),
             |pid| {
                 let r = store.take_session(&pid, Some(&offset)).expect("recovers");
-                assert_eq!(r.missed.len(), MISSED);
+                let missed = store.read_after(r.start.unwrap_or_default(), &r.sid, &r.rooms);
+                assert_eq!(missed.map(|m| m.len()), Ok(MISSED));
                 r
             },
             BatchSize::SmallInput,
@@ -137,12 +137,14 @@ fn take_session(c: &mut Criterion) {
 
     // No offset yet (replay from the session's start): 100 of the 10 000 were for its room.
     let (store, _) = filled_store(|i| i % (LOGGED / MISSED) == 0);
+    let origin = Position::new(store.position().epoch, 0);
     g.bench_function("filtered", |b| {
         b.iter_batched(
-            || keep(&store, &next),
+            || keep(&store, &next, origin),
             |pid| {
                 let r = store.take_session(&pid, None).expect("recovers");
-                assert_eq!(r.missed.len(), MISSED);
+                let missed = store.read_after(r.start.unwrap_or_default(), &r.sid, &r.rooms);
+                assert_eq!(missed.map(|m| m.len()), Ok(MISSED));
                 r
             },
             BatchSize::SmallInput,
@@ -169,17 +171,18 @@ fn filled_log(is_mine: impl Fn(usize) -> bool) -> PacketLog {
 fn read_after(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_after_100_of_10000");
     g.throughput(Throughput::Elements(MISSED as u64));
-    let rooms = session(String::new()).rooms;
+    let rooms = session(String::new(), Position::ZERO).rooms;
     let sid = "AbCdEfGhIjKlMnOpQrSt";
     let tail = |i| i >= LOGGED - MISSED;
     let spread = |i| i % (LOGGED / MISSED) == 0;
     let after_tail = (LOGGED - MISSED) as u64;
 
     let log = filled_log(tail);
+    let at = |seq| Position::new(log.position().epoch, seq);
     g.bench_function("packet_log_tail", |b| {
         b.iter(|| {
             let missed = log
-                .read_after(black_box(after_tail), sid, &rooms)
+                .read_after(black_box(at(after_tail)), sid, &rooms)
                 .expect("not evicted");
             assert_eq!(missed.len(), MISSED);
             missed
@@ -187,10 +190,11 @@ fn read_after(c: &mut Criterion) {
     });
 
     let log = filled_log(spread);
+    let origin = Position::new(log.position().epoch, 0);
     g.bench_function("packet_log_filtered", |b| {
         b.iter(|| {
             let missed = log
-                .read_after(black_box(0), sid, &rooms)
+                .read_after(black_box(origin), sid, &rooms)
                 .expect("not evicted");
             assert_eq!(missed.len(), MISSED);
             missed
@@ -198,10 +202,11 @@ fn read_after(c: &mut Criterion) {
     });
 
     let (store, _) = filled_store(tail);
+    let after = Position::new(store.position().epoch, after_tail);
     g.bench_function("memory_store_tail", |b| {
         b.iter(|| {
             let missed = store
-                .read_after(black_box(after_tail), sid, &rooms)
+                .read_after(black_box(after), sid, &rooms)
                 .expect("not evicted");
             assert_eq!(missed.len(), MISSED);
             missed

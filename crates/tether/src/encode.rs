@@ -88,6 +88,11 @@ fn write_str(buf: &mut String, s: &str) {
     tether_proto::json::write_str(buf, s);
 }
 
+/// A payload's binary attachments, shared by every recipient.
+pub(crate) fn attachments(payload: &Payload) -> Option<std::sync::Arc<[bytes::Bytes]>> {
+    (!payload.attachments.is_empty()).then(|| std::sync::Arc::from(payload.attachments.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod acks;
+mod adapter;
 mod client;
 pub mod cluster;
 mod config;
@@ -42,14 +44,16 @@ mod socket;
 mod sync;
 mod tls;
 
+pub use acks::{AckResponse, AckResponses};
+pub use adapter::BroadcastOptions;
 pub use cluster::ServerSideAck;
 pub use config::ServerConfig;
 pub use error::{ConnectError, Error};
 pub use namespace::Namespace;
-pub use operators::{BroadcastOperator, BroadcastOptions};
+pub use operators::BroadcastOperator;
 pub use reason::DisconnectReason;
 pub use recovery::RecoveryConfig;
-pub use remote::{AckResponse, AckResponses, RemoteSocket};
+pub use remote::RemoteSocket;
 pub use server::{DynamicNamespace, Server, SioHandler};
 pub use socket::{AckSender, EventHandler, Socket, SocketRef};
 pub use tether_engine::{bind, rustls, Cors, EngineConfig, Sid, Transports};

@@ -1,40 +1,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_engine::Sid;
 use tokio::sync::oneshot;
 
-use crate::cluster::requests::event_data;
-use crate::cluster::{Broadcast, ClusterMessage, SocketsAction};
+use crate::adapter::{BroadcastOptions, SocketsAction};
+use crate::encode::attachments;
 use crate::namespace::Namespace;
 use crate::recovery::Room;
-use crate::remote::{AckResponse, AckResponses, RemoteSocket};
-use crate::socket::{attachments, SocketRef};
-use crate::{encode, Error, Payload};
-
-/// Whom an emit targets and how.
-#[derive(Debug, Clone, Default)]
-pub struct BroadcastOptions {
-    /// Rooms (or socket ids) to reach; empty means the whole namespace.
-    pub rooms: Vec<Room>,
-    /// Rooms (or socket ids) to leave out.
-    pub except: Vec<Room>,
-    /// Volatile: no offset, never stored, may be lost.
-    pub volatile: bool,
-    /// This server only (the in-memory adapter is always local).
-    pub local: bool,
-    /// How long `emit_with_ack` waits.
-    pub timeout: Option<Duration>,
-}
-
-impl BroadcastOptions {
-    pub(crate) fn to_socket(id: Sid) -> Self {
-        BroadcastOptions {
-            rooms: vec![Room::from(id.as_str())],
-            ..Default::default()
-        }
-    }
-}
+use crate::remote::RemoteSocket;
+use crate::socket::SocketRef;
+use crate::{encode, AckResponse, AckResponses, Error, Payload};
 
 /// A chain of broadcast operators: `to`, `except`, `volatile`, `local`, `timeout`, then an
 /// action: `emit`, `emit_with_ack`, `fetch_sockets`, `sockets_join`, `sockets_leave`,
@@ -134,22 +109,9 @@ impl BroadcastOperator {
             }
             out
         };
-        let remote = async {
-            match self.ns.cluster().filter(|_| !self.opts.local) {
-                Some(c) => {
-                    let b = Broadcast {
-                        nsp: self.ns.name().to_owned(),
-                        data: event_data(event, &payload),
-                        attachments: payload.attachments.clone(),
-                        rooms: self.opts.rooms.clone(),
-                        except: self.opts.except.clone(),
-                        volatile: false,
-                    };
-                    Some(c.broadcast_with_ack(b, timeout, deadline).await)
-                }
-                None => None,
-            }
-        };
+        let adapter = self.ns.adapter();
+        let remote =
+            adapter.broadcast_with_ack_remote(&self.opts, event, &payload, timeout, deadline);
         let (mut responses, remote) = tokio::join!(local, remote);
         let mut complete = true;
         if let Some(r) = remote {
@@ -178,15 +140,13 @@ impl BroadcastOperator {
             .into_iter()
             .map(|s| RemoteSocket::local(self.ns.clone(), s))
             .collect();
-        if let Some(c) = self.ns.cluster().filter(|_| !self.opts.local) {
-            let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
-            let remote = c.fetch_sockets(self.ns.name(), &self.opts, timeout).await?;
-            out.extend(
-                remote
-                    .into_iter()
-                    .map(|info| RemoteSocket::remote(self.ns.clone(), info)),
-            );
-        }
+        let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
+        let remote = self.ns.adapter().fetch_remote(&self.opts, timeout).await?;
+        out.extend(
+            remote
+                .into_iter()
+                .map(|info| RemoteSocket::remote(self.ns.clone(), info)),
+        );
         Ok(out)
     }
 
@@ -207,15 +167,8 @@ impl BroadcastOperator {
     }
 
     fn sockets_action(&self, action: SocketsAction) {
-        if let Some(c) = self.ns.cluster().filter(|_| !self.opts.local) {
-            c.publish(ClusterMessage::Sockets {
-                nsp: self.ns.name().to_owned(),
-                rooms: self.opts.rooms.clone(),
-                except: self.opts.except.clone(),
-                action: action.clone(),
-            });
-        }
-        self.ns.apply_sockets_action(&self.opts, &action);
+        self.ns.adapter().sockets_action(&self.opts, &action);
+        crate::adapter::LocalSockets::apply_sockets_action(&*self.ns, &self.opts, &action);
     }
 }
 
@@ -224,7 +177,7 @@ const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends the event with one ack id to every local target; the receivers of their answers.
 pub(crate) fn send_with_ack(
-    ns: &Arc<Namespace>,
+    ns: &Namespace,
     opts: &BroadcastOptions,
     event: &str,
     payload: &Payload,

@@ -2,13 +2,14 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
 use serde_json::Value;
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 
+use crate::adapter::AdapterKind;
 use crate::client::Client;
 use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
 use crate::handlers::NsHandlers;
@@ -28,7 +29,8 @@ pub(crate) struct ServerInner {
     pub(crate) config: ServerConfig,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<Dynamic>>,
-    cluster: OnceLock<Arc<Cluster>>,
+    /// The adapter every namespace gets, chosen when the server is built.
+    adapters: AdapterKind,
     /// Connections waiting for their connect timeout, oldest first; one task sweeps them
     /// (cheaper than a timer task per connection).
     connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
@@ -63,39 +65,13 @@ impl ServerInner {
         }
     }
 
-    /// A namespace that exists already.
-    pub(crate) fn existing_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces.reading().get(name).cloned()
-    }
-
-    /// Every namespace that exists now.
-    fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
-        self.namespaces.reading().values().cloned().collect()
-    }
-
-    /// Extends the life of this node's live records in the cluster, and rewrites the ones
-    /// the backend lost. At most one refresh waits for the backend at a time.
-    pub(crate) fn refresh_live_records(&self, cluster: &Cluster) {
-        if cluster.refresh_pending() {
-            return;
-        }
-        for ns in self.all_namespaces() {
-            ns.refresh_live_records(cluster);
-        }
-        cluster.refresh_queued();
-    }
-
     fn new_namespace(
         &self,
         name: String,
         handlers: Arc<NsHandlers>,
         recovery: Option<RecoveryConfig>,
     ) -> Arc<Namespace> {
-        let ns = Namespace::new(name, handlers, recovery);
-        if let Some(c) = self.cluster.get() {
-            ns.attach_cluster(c.clone());
-        }
-        ns
+        Namespace::new(name, handlers, self.adapters.clone(), recovery)
     }
 
     /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
@@ -183,13 +159,40 @@ impl Default for Server {
 }
 
 impl Server {
-    /// A server with these options. The main namespace `/` exists from the start.
+    /// A server with these options, on one node (the in-memory adapter). The main
+    /// namespace `/` exists from the start.
     pub fn new(config: ServerConfig) -> Self {
+        Self::with_adapters(config, AdapterKind::Memory)
+    }
+
+    /// A server that is one node of a cluster, through a shared backend (see
+    /// [`crate::cluster`]): broadcasts, offsets and recovery are cluster-wide. It starts
+    /// the cluster runtime first, so that the node receives every entry appended from
+    /// then on; serve it afterwards. `uid` names this process in the cluster and must be
+    /// unique (for example `host:port:pid:random`).
+    ///
+    /// ```no_run
+    /// # async fn f(backend: std::sync::Arc<dyn tether::cluster::ClusterBackend>) -> Result<(), tether::cluster::BackendError> {
+    /// use tether::{Server, ServerConfig};
+    /// let io = Server::join_cluster(ServerConfig::default(), "node-a".into(), backend, Default::default()).await?;
+    /// # let _ = io; Ok(()) }
+    /// ```
+    pub async fn join_cluster(
+        config: ServerConfig,
+        uid: String,
+        backend: Arc<dyn ClusterBackend>,
+        cluster: ClusterConfig,
+    ) -> Result<Self, BackendError> {
+        let cluster = Cluster::start(uid, backend, cluster).await?;
+        Ok(Self::with_adapters(config, AdapterKind::Cluster(cluster)))
+    }
+
+    fn with_adapters(config: ServerConfig, adapters: AdapterKind) -> Self {
         let inner = Arc::new(ServerInner {
             config,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
-            cluster: OnceLock::new(),
+            adapters,
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
         });
@@ -253,27 +256,13 @@ impl Server {
         DynamicNamespace { handlers }
     }
 
-    /// Joins a cluster through a shared backend (see [`crate::cluster`]): broadcasts,
-    /// offsets and recovery become cluster-wide. Call it before serving, so that this node
-    /// receives every entry from then on. `uid` names this process in the cluster and
-    /// must be unique (for example `host:port:pid:random`).
-    pub async fn attach_cluster(
-        &self,
-        uid: String,
-        backend: Arc<dyn ClusterBackend>,
-        config: ClusterConfig,
-    ) -> Result<(), BackendError> {
-        let cluster = Cluster::start(uid, backend, Arc::downgrade(&self.inner), config).await?;
-        for ns in self.inner.all_namespaces() {
-            ns.attach_cluster(cluster.clone());
-        }
-        let _ = self.inner.cluster.set(cluster);
-        Ok(())
-    }
-
-    /// The cluster runtime, when [`attach_cluster`](Self::attach_cluster) was called.
+    /// The cluster runtime, when the server was built with
+    /// [`join_cluster`](Self::join_cluster).
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.inner.cluster.get()
+        match &self.inner.adapters {
+            AdapterKind::Cluster(c) => Some(c),
+            AdapterKind::Memory => None,
+        }
     }
 
     /// The Engine.IO service, to mount in hyper or axum (see [`crate::layer`]).
@@ -305,7 +294,7 @@ impl Server {
     /// 5 s for them to flush.
     pub async fn close(&self) {
         self.engine.shutdown(Duration::from_secs(5)).await;
-        if let Some(c) = self.inner.cluster.get() {
+        if let Some(c) = self.cluster() {
             c.flush().await;
         }
     }

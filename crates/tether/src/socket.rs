@@ -9,9 +9,10 @@ use tether_engine::{CloseReason, EngineSocket, Handshake, Sid, TextMessage};
 use tokio::sync::oneshot;
 
 use crate::client::Client;
+use crate::encode::attachments;
 use crate::namespace::Namespace;
 use crate::operators::BroadcastOperator;
-use crate::recovery::Room;
+use crate::recovery::{Position, Room, Session};
 use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{encode, DisconnectReason, Error, Payload};
 
@@ -45,8 +46,9 @@ pub struct Socket {
     /// Whether the namespace's maps hold the socket (guarded by the rooms lock).
     pub(crate) registered: AtomicBool,
     recovered: bool,
-    /// The log position the socket's replay starts after when it has no offset.
-    pub(crate) start: u64,
+    /// The log position its replay starts after when it comes back without an offset:
+    /// where it started, or where its last replay started.
+    pub(crate) start: Mutex<Option<Position>>,
     data: Mutex<Value>,
     pub(crate) rooms: Mutex<Vec<Room>>,
     handlers: RwLock<HashMap<String, EventHandler>>,
@@ -59,8 +61,6 @@ pub struct Socket {
     extensions: Mutex<http::Extensions>,
     /// The CONNECT payload (`socket.handshake.auth` in the reference).
     auth: Option<Value>,
-    /// Cluster: the entry position when the socket connected.
-    pub(crate) cluster_start: Mutex<Option<crate::cluster::Position>>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -79,7 +79,7 @@ pub(crate) struct Origin {
     pub pid: Option<String>,
     pub rooms: Vec<Room>,
     pub data: Value,
-    pub start: u64,
+    pub start: Option<Position>,
     pub recovered: bool,
 }
 
@@ -99,7 +99,7 @@ impl Socket {
             state: AtomicU8::new(PENDING),
             registered: AtomicBool::new(false),
             recovered: origin.recovered,
-            start: origin.start,
+            start: Mutex::new(origin.start),
             data: Mutex::new(origin.data),
             rooms: Mutex::new(origin.rooms),
             handlers: RwLock::new(HashMap::new()),
@@ -109,7 +109,6 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             early: Mutex::new(Vec::new()),
             extensions: Mutex::new(http::Extensions::new()),
-            cluster_start: Mutex::new(None),
             auth,
         })
     }
@@ -241,9 +240,9 @@ impl Socket {
     /// Emits an event to this socket. With recovery on, it gets an offset and is stored.
     pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) -> Result<(), Error> {
         let payload = payload.into();
-        if self.ns.recovery().is_some() {
+        if self.ns.recovery_on() {
             self.ns.emit_to(
-                &crate::operators::BroadcastOptions::to_socket(self.id),
+                &crate::BroadcastOptions::to_socket(self.id.as_str()),
                 event,
                 &payload,
             );
@@ -317,6 +316,17 @@ impl Socket {
     /// Leaves a room.
     pub fn leave(self: &Arc<Self>, room: &str) {
         self.ns.leave(self, room);
+    }
+
+    /// What a recoverable disconnect keeps of it, and its live record in a cluster.
+    pub(crate) fn session(&self) -> Session {
+        Session {
+            sid: self.id.to_string(),
+            pid: self.pid.clone().unwrap_or_default(),
+            rooms: self.rooms(),
+            data: self.data(),
+            start: *self.start.locked(),
+        }
     }
 
     /// The rooms the socket is in, without its own id (every socket is also in the room
@@ -401,10 +411,6 @@ impl Socket {
         self.handlers.writing().clear();
         *self.any.writing() = None;
     }
-}
-
-pub(crate) fn attachments(payload: &Payload) -> Option<Arc<[Bytes]>> {
-    (!payload.attachments.is_empty()).then(|| Arc::from(payload.attachments.clone()))
 }
 
 /// Answers an event that asked for an acknowledgement.

@@ -9,10 +9,29 @@ fn main() -> std::io::Result<()> {
     let csr = std::env::var("CSR").as_deref() == Ok("1");
     let addr = tether_servers::listen_addr();
     tether_servers::runtime()?.block_on(async move {
-        let io = Server::new(ServerConfig {
+        let config = ServerConfig {
             recovery: csr.then(RecoveryConfig::default),
             ..ServerConfig::default()
-        });
+        };
+        // Optional: join a cluster (`ADAPTER=redis://HOST:PORT/DB`) to measure the
+        // cross-node path; the bench contract itself is single-node.
+        let io = match std::env::var("ADAPTER") {
+            Ok(url) if url.starts_with("redis://") => {
+                let backend = tether_redis::RedisBackend::connect(&url, Default::default())
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let uid = format!("bench:{}:{}", addr.port(), std::process::id());
+                Server::join_cluster(
+                    config,
+                    uid,
+                    std::sync::Arc::new(backend),
+                    Default::default(),
+                )
+                .await
+                .map_err(std::io::Error::other)?
+            }
+            _ => Server::new(config),
+        };
         io.of("/").on_connection(|socket| {
             socket.on("echo", |_s, payload, ack| {
                 if let Some(ack) = ack {
@@ -65,19 +84,6 @@ fn main() -> std::io::Result<()> {
                 }
             });
         });
-        // Optional: join a cluster (`ADAPTER=redis://HOST:PORT/DB`) to measure the
-        // cross-node path; the bench contract itself is single-node.
-        if let Ok(url) = std::env::var("ADAPTER") {
-            if url.starts_with("redis://") {
-                let backend = tether_redis::RedisBackend::connect(&url, Default::default())
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let uid = format!("bench:{}:{}", addr.port(), std::process::id());
-                io.attach_cluster(uid, std::sync::Arc::new(backend), Default::default())
-                    .await
-                    .map_err(std::io::Error::other)?;
-            }
-        }
         let listener = tether::bind(addr)?;
         println!(
             "bench-server listening on http://{addr} (CSR {})",

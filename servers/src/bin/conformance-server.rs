@@ -428,10 +428,6 @@ fn main() -> std::io::Result<()> {
     };
     let addr = tether_servers::listen_addr();
     tether_servers::runtime()?.block_on(async move {
-        let io = Server::new(ServerConfig {
-            recovery: Some(RecoveryConfig::default()),
-            ..ServerConfig::default()
-        });
         let node_id = format!(
             "{}:{}:{}:{}",
             std::env::var("NODE_NAME").unwrap_or_else(|_| "tether".into()),
@@ -439,6 +435,45 @@ fn main() -> std::io::Result<()> {
             std::process::id(),
             tether::Sid::random()
         );
+        let config = ServerConfig {
+            recovery: Some(RecoveryConfig::default()),
+            ..ServerConfig::default()
+        };
+        let cluster = tether::cluster::ClusterConfig::default();
+        let io = match backend_url {
+            None => Server::new(config),
+            Some(Backend::Redis(url)) => {
+                let backend = connect_backend(|| {
+                    tether_redis::RedisBackend::connect(&url, Default::default())
+                })
+                .await?;
+                let _ = CLUSTER.set(());
+                Server::join_cluster(config, node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Some(Backend::Postgres(url)) => {
+                let backend = connect_backend(|| {
+                    tether_postgres::PostgresBackend::connect(&url, Default::default())
+                })
+                .await?;
+                let _ = CLUSTER.set(());
+                Server::join_cluster(config, node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Some(Backend::Nats(url)) => {
+                let (url, config_nats) = nats_config(&url);
+                let backend = connect_backend(|| {
+                    tether_nats::NatsBackend::connect(&url, config_nats.clone())
+                })
+                .await?;
+                let _ = CLUSTER.set(());
+                Server::join_cluster(config, node_id.clone(), backend, cluster)
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        };
         for (name, window) in [("/", 120_000), ("/custom", 120_000), ("/short", 2_000)] {
             let ns = io.of(name);
             ns.set_recovery(Some(RecoveryConfig {
@@ -461,40 +496,6 @@ fn main() -> std::io::Result<()> {
             server_side_handlers(&ns, &node_id);
             let node_id = node_id.clone();
             ns.on_connection(move |socket| on_connection(socket, &node_id));
-        }
-        let cluster = tether::cluster::ClusterConfig::default();
-        match backend_url {
-            None => {}
-            Some(Backend::Redis(url)) => {
-                let backend = connect_backend(|| {
-                    tether_redis::RedisBackend::connect(&url, Default::default())
-                })
-                .await?;
-                io.attach_cluster(node_id.clone(), backend, cluster)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let _ = CLUSTER.set(());
-            }
-            Some(Backend::Postgres(url)) => {
-                let backend = connect_backend(|| {
-                    tether_postgres::PostgresBackend::connect(&url, Default::default())
-                })
-                .await?;
-                io.attach_cluster(node_id.clone(), backend, cluster)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let _ = CLUSTER.set(());
-            }
-            Some(Backend::Nats(url)) => {
-                let (url, config) = nats_config(&url);
-                let backend =
-                    connect_backend(|| tether_nats::NatsBackend::connect(&url, config.clone()))
-                        .await?;
-                io.attach_cluster(node_id.clone(), backend, cluster)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                let _ = CLUSTER.set(());
-            }
         }
         let listener = tether::bind(addr)?;
         println!("conformance-server listening on http://{addr}");

@@ -16,27 +16,28 @@
 //! the `tether-backend` crate (re-exported here), which backend crates (`tether-redis`,
 //! `tether-postgres`, `tether-nats`) depend on instead of this one.
 //! [`Cluster`] is the backend-independent runtime: the publish queue, the reader, the
-//! session writer, heartbeats, and the restore protocol.
+//! session writer, heartbeats, and the restore protocol. It reaches this node's
+//! namespaces through [`Member`], which their cluster adapter implements
+//! (`adapter/cluster.rs`); it never sees a namespace or the server.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
-use crate::namespace::Namespace;
 use crate::recovery::{RecoveryFailure, Room, Target};
-use crate::server::ServerInner;
-use crate::sync::MutexExt as _;
+use crate::sync::{MutexExt as _, RwLockExt as _};
+use crate::Payload;
 
 pub(crate) mod requests;
 pub use requests::ServerSideAck;
 pub use tether_backend::{
     wire, BackendError, BoxFuture, Broadcast, BusBackend, ClusterBackend, ClusterMessage,
-    ClusterSession, Ephemeral, EphemeralBody, EphemeralSink, LogBackend, OffsetForm, Position,
-    Record, SessionBackend, SessionOp, SocketInfo, SocketsAction, TakeOutcome,
+    Ephemeral, EphemeralBody, EphemeralSink, LogBackend, OffsetForm, Position, Record, Session,
+    SessionBackend, SessionOp, SocketInfo, SocketsAction, TakeOutcome,
 };
 
 /// Cluster runtime options.
@@ -91,12 +92,36 @@ struct Queues {
     next_op: u64,
 }
 
+/// What the runtime needs of one namespace on this node: its cluster adapter.
+pub(crate) trait Member: Send + Sync {
+    /// Delivers a log entry to this node's sockets of the namespace, in log order.
+    fn deliver<'a>(&'a self, id: Position, b: &'a Broadcast) -> BoxFuture<'a, ()>;
+    /// Another node wants to restore `pid`: probe the socket holding it here, if any.
+    fn answer_probe(&self, pid: String);
+    /// Applies another node's sockets action to this node's targets.
+    fn apply_sockets(&self, target: Target, action: &SocketsAction);
+    /// This node's targets, for another node's `fetch_sockets`.
+    fn socket_infos(&self, target: Target) -> Vec<SocketInfo>;
+    /// Emits with an ack to this node's targets: their ids and their answers.
+    fn emit_with_ack(
+        &self,
+        target: Target,
+        event: &str,
+        payload: &Payload,
+    ) -> Vec<(String, oneshot::Receiver<Payload>)>;
+    /// Runs this node's handler of a server-side event.
+    fn run_server_side(&self, event: &str, payload: Payload, ack: Option<ServerSideAck>);
+    /// Queues the refresh of this node's live records.
+    fn refresh_live_records(&self);
+}
+
 /// The cluster runtime of one node.
 pub struct Cluster {
     uid: String,
     backend: Arc<dyn ClusterBackend>,
     offset_form: OffsetForm,
-    server: Weak<ServerInner>,
+    /// This node's namespaces, by name.
+    members: RwLock<HashMap<String, Weak<dyn Member>>>,
     config: ClusterConfig,
     queues: Mutex<Queues>,
     publish_notify: Notify,
@@ -127,7 +152,6 @@ impl Cluster {
     pub(crate) async fn start(
         uid: String,
         backend: Arc<dyn ClusterBackend>,
-        server: Weak<ServerInner>,
         config: ClusterConfig,
     ) -> Result<Arc<Self>, BackendError> {
         let start = backend.last_id().await?;
@@ -141,7 +165,7 @@ impl Cluster {
             uid,
             offset_form: backend.offset_form(),
             backend,
-            server,
+            members: RwLock::new(HashMap::new()),
             config,
             queues: Mutex::new(Queues {
                 next_publish: 1,
@@ -232,14 +256,38 @@ impl Cluster {
         self.op_notify.notify_one();
     }
 
-    /// Whether the last refresh of live records still waits for the backend. The next one
-    /// is skipped then: an outage queues at most one refresh, not one every 10 s.
-    pub(crate) fn refresh_pending(&self) -> bool {
-        self.progress.borrow().applied_op < self.refresh_op.load(Ordering::Acquire)
+    /// Joins a namespace of this node: its entries, probes and requests reach `member`.
+    pub(crate) fn join(self: &Arc<Self>, nsp: &str, member: Weak<dyn Member>) {
+        let first = self
+            .members
+            .writing()
+            .insert(nsp.to_owned(), member)
+            .is_none();
+        if first {
+            self.listen(nsp);
+        }
     }
 
-    /// Marks the session changes queued so far as the last refresh of live records.
-    pub(crate) fn refresh_queued(&self) {
+    fn member(&self, nsp: &str) -> Option<Arc<dyn Member>> {
+        self.members.reading().get(nsp).and_then(Weak::upgrade)
+    }
+
+    /// Extends the life of this node's live records, and rewrites the ones the backend
+    /// lost. Skipped while the last refresh still waits for the backend: an outage queues
+    /// at most one refresh, not one every 10 s.
+    fn refresh_live_records(&self) {
+        if self.progress.borrow().applied_op < self.refresh_op.load(Ordering::Acquire) {
+            return;
+        }
+        let members: Vec<_> = self
+            .members
+            .reading()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for m in members {
+            m.refresh_live_records();
+        }
         let last = self.queues().next_op - 1;
         self.refresh_op.store(last, Ordering::Release);
     }
@@ -297,7 +345,7 @@ impl Cluster {
         nsp: &str,
         pid: &str,
         offset: Option<Position>,
-    ) -> Result<ClusterSession, RecoveryFailure> {
+    ) -> Result<Session, RecoveryFailure> {
         let deadline = tokio::time::Instant::now() + self.config.takeover_timeout;
         let mut probed = false;
         loop {
@@ -402,26 +450,22 @@ impl Cluster {
         }
     }
 
-    fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.server.upgrade()?.existing_namespace(name)
-    }
-
     async fn handle(&self, record: Record) {
         if !self.first_sighting(&record) {
             return;
         }
         match record.message {
             ClusterMessage::Broadcast(b) => {
-                if let Some(ns) = self.namespace(&b.nsp) {
-                    ns.deliver_cluster(record.id, &b).await;
+                if let Some(m) = self.member(&b.nsp) {
+                    m.deliver(record.id, &b).await;
                 }
             }
             ClusterMessage::Probe { nsp, pid } => {
                 if record.uid == self.uid {
                     return; // a node never probes for itself
                 }
-                if let Some(ns) = self.namespace(&nsp) {
-                    ns.answer_probe(pid);
+                if let Some(m) = self.member(&nsp) {
+                    m.answer_probe(pid);
                 }
             }
             ClusterMessage::Sockets {
@@ -432,13 +476,8 @@ impl Cluster {
             } => {
                 // This node applied its own at once.
                 if record.uid != self.uid {
-                    if let Some(ns) = self.namespace(&nsp) {
-                        let opts = crate::BroadcastOptions {
-                            rooms,
-                            except,
-                            ..Default::default()
-                        };
-                        ns.apply_sockets_action(&opts, &action);
+                    if let Some(m) = self.member(&nsp) {
+                        m.apply_sockets(Target { rooms, except }, &action);
                     }
                 }
             }
@@ -585,9 +624,7 @@ async fn heartbeat(cluster: Weak<Cluster>) {
         was_down = !up;
         if since_refresh >= Duration::from_secs(10) || back {
             since_refresh = Duration::ZERO;
-            if let Some(server) = c.server.upgrade() {
-                server.refresh_live_records(&c);
-            }
+            c.refresh_live_records();
         }
         drop(c);
         tokio::time::sleep(interval).await;

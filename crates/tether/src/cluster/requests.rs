@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Broadcast, Cluster, Ephemeral, EphemeralBody, SocketInfo};
-use crate::operators::BroadcastOptions;
-use crate::remote::{socket_info, AckResponse};
+use crate::recovery::Target;
 use crate::sync::MutexExt as _;
-use crate::{Error, Payload};
+use crate::{AckResponse, AckResponses, Error, Payload};
 
 /// How long a node answering a broadcast with an ack waits for its sockets when the
 /// requester did not say (the reference's default).
@@ -105,13 +104,6 @@ fn split_event(data: &[Value], attachments: &[Bytes]) -> Option<(String, Payload
     ))
 }
 
-/// What a node learned from a broadcast with an ack sent to the others.
-pub(crate) struct RemoteAcks {
-    pub responses: Vec<AckResponse>,
-    /// Every other node said in time how many sockets it reached.
-    pub complete: bool,
-}
-
 impl Cluster {
     /// Listens to the ephemeral messages of a namespace (retrying while the backend is
     /// unreachable).
@@ -185,7 +177,7 @@ impl Cluster {
         broadcast: Broadcast,
         timeout: Duration,
         deadline: Instant,
-    ) -> RemoteAcks {
+    ) -> AckResponses {
         let nsp = broadcast.nsp.clone();
         let open = self
             .open(&nsp, |request_id| EphemeralBody::BroadcastWithAck {
@@ -197,14 +189,14 @@ impl Cluster {
         let mut open = match open {
             Ok(Some(open)) => open,
             Ok(None) => {
-                return RemoteAcks {
+                return AckResponses {
                     responses: Vec::new(),
                     complete: true,
                 }
             }
             Err(e) => {
                 tracing::warn!("broadcast with ack: {e}; only this node's sockets answer");
-                return RemoteAcks {
+                return AckResponses {
                     responses: Vec::new(),
                     complete: false,
                 };
@@ -243,7 +235,7 @@ impl Cluster {
                 result: Err(Error::Timeout),
             });
         }
-        RemoteAcks {
+        AckResponses {
             responses,
             complete: counts.len() >= open.nodes,
         }
@@ -254,11 +246,11 @@ impl Cluster {
     pub(crate) async fn fetch_sockets(
         &self,
         nsp: &str,
-        opts: &BroadcastOptions,
+        target: Target,
         timeout: Duration,
     ) -> Result<Vec<SocketInfo>, Error> {
         let deadline = Instant::now() + timeout;
-        let (rooms, except) = (opts.rooms.clone(), opts.except.clone());
+        let Target { rooms, except } = target;
         let Some(mut open) = self
             .open(nsp, |request_id| EphemeralBody::FetchSockets {
                 request_id,
@@ -371,17 +363,8 @@ impl Cluster {
                 rooms,
                 except,
             } => {
-                let sockets = match self.namespace(&m.nsp) {
-                    Some(ns) => {
-                        let opts = BroadcastOptions {
-                            rooms,
-                            except,
-                            ..Default::default()
-                        };
-                        let mut out = Vec::new();
-                        ns.for_each_target(&opts, |s| out.push(socket_info(s)));
-                        out
-                    }
+                let sockets = match self.member(&m.nsp) {
+                    Some(member) => member.socket_infos(Target { rooms, except }),
                     None => Vec::new(),
                 };
                 self.respond(
@@ -409,7 +392,7 @@ impl Cluster {
                 data,
                 attachments,
             } => {
-                let Some(ns) = self.namespace(&m.nsp) else {
+                let Some(member) = self.member(&m.nsp) else {
                     return;
                 };
                 let Some((event, payload)) = split_event(&data, &attachments) else {
@@ -421,7 +404,7 @@ impl Cluster {
                     nsp: m.nsp,
                     request_id,
                 });
-                ns.run_server_side(&event, payload, ack);
+                member.run_server_side(&event, payload, ack);
             }
         }
     }
@@ -433,16 +416,15 @@ impl Cluster {
         b: Broadcast,
         timeout: Option<Duration>,
     ) {
-        let ns = self.namespace(&b.nsp);
+        let member = self.member(&b.nsp);
         let event = split_event(&b.data, &b.attachments);
-        let waits = match (&ns, event) {
-            (Some(ns), Some((event, payload))) => {
-                let opts = BroadcastOptions {
+        let waits = match (&member, event) {
+            (Some(member), Some((event, payload))) => {
+                let target = Target {
                     rooms: b.rooms.clone(),
                     except: b.except.clone(),
-                    ..Default::default()
                 };
-                crate::operators::send_with_ack(ns, &opts, &event, &payload)
+                member.emit_with_ack(target, &event, &payload)
             }
             _ => Vec::new(),
         };
@@ -454,13 +436,14 @@ impl Cluster {
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_TIMEOUT);
         let mut answers: FuturesUnordered<_> = waits
             .into_iter()
-            .map(|(s, rx)| async move { (s, rx.await) })
+            .map(|(sid, rx)| async move { (sid, rx.await) })
             .collect();
-        while let Ok(Some((s, answer))) = tokio::time::timeout_at(deadline, answers.next()).await {
+        while let Ok(Some((sid, answer))) = tokio::time::timeout_at(deadline, answers.next()).await
+        {
             let Ok(p) = answer else { continue };
             let body = EphemeralBody::BroadcastAck {
                 request_id: request_id.clone(),
-                sid: Some(s.id().to_string()),
+                sid: Some(sid),
                 args: p.args,
                 attachments: p.attachments,
             };

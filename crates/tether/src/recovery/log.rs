@@ -2,6 +2,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rand::RngCore as _;
+use tether_backend::Position;
 
 use super::{RecoveryFailure, Room, StoredPacket, Target};
 
@@ -15,16 +16,21 @@ struct Entry {
 
 /// The packets of one namespace, oldest first, bounded by age and by bytes.
 ///
-/// Positions are consecutive integers; an offset on the wire is the log's random epoch
-/// and the position, so a forged or foreign offset is recognised as unknown.
+/// Positions are the log's random epoch and consecutive sequence numbers; an offset on the
+/// wire is both in hex (`"<epoch>.<seq>"`), so a forged or foreign offset is recognised as
+/// unknown.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tether::recovery::{PacketLog, Target};
 /// let mut log = PacketLog::new(Duration::from_secs(60), 1 << 20);
-/// let (seq, offset) = log.next_offset();
+/// let (position, offset) = log.next_offset();
 /// assert_eq!(log.parse_offset(&offset), None); // not issued until appended
-/// # let _ = seq;
+/// log.push(Target::default(), tether::recovery::StoredPacket {
+///     message: tether_engine::TextMessage::new("2[\"e\"]"),
+///     attachments: None,
+/// });
+/// assert_eq!(log.parse_offset(&offset), Some(position));
 /// ```
 pub struct PacketLog {
     epoch: u32,
@@ -58,11 +64,15 @@ impl PacketLog {
     }
 
     /// The position and offset string the next packet will get.
-    pub fn next_offset(&self) -> (u64, String) {
+    pub fn next_offset(&self) -> (Position, String) {
         (
-            self.next_seq,
+            self.at(self.next_seq),
             format!("{:x}.{:x}", self.epoch, self.next_seq),
         )
+    }
+
+    fn at(&self, seq: u64) -> Position {
+        Position::new(u64::from(self.epoch), seq)
     }
 
     /// Stores a packet under the position returned by [`next_offset`](Self::next_offset).
@@ -92,35 +102,42 @@ impl PacketLog {
         }
     }
 
-    /// The position of the newest packet, 0 before the first.
-    pub fn position(&self) -> u64 {
-        self.next_seq - 1
+    /// The position of the newest packet (sequence 0 before the first).
+    pub fn position(&self) -> Position {
+        self.at(self.next_seq - 1)
     }
 
     /// The position named by an offset this log issued, or `None`.
-    pub fn parse_offset(&self, offset: &str) -> Option<u64> {
+    pub fn parse_offset(&self, offset: &str) -> Option<Position> {
         let (epoch, seq) = offset.split_once('.')?;
         if epoch.len() > 8 || seq.len() > 16 {
             return None;
         }
         let epoch = u32::from_str_radix(epoch, 16).ok()?;
         let seq = u64::from_str_radix(seq, 16).ok()?;
-        (epoch == self.epoch && seq >= 1 && seq < self.next_seq).then_some(seq)
+        (epoch == self.epoch && seq >= 1 && seq < self.next_seq).then(|| self.at(seq))
+    }
+
+    /// Whether every packet after `after` is still held (none was evicted), so that a
+    /// replay from there has no gap.
+    pub fn holds_after(&self, after: Position) -> bool {
+        let first = self.entries.front().map_or(self.next_seq, |e| e.seq);
+        after.epoch == u64::from(self.epoch) && after.seq + 1 >= first
     }
 
     /// The packets after position `after` that match the socket, oldest first; an error if
     /// any packet after `after` was evicted.
     pub fn read_after(
         &self,
-        after: u64,
+        after: Position,
         sid: &str,
         rooms: &[Room],
     ) -> Result<Vec<StoredPacket>, RecoveryFailure> {
-        let first = self.entries.front().map_or(self.next_seq, |e| e.seq);
-        if after + 1 < first {
+        if !self.holds_after(after) {
             return Err(RecoveryFailure::Evicted);
         }
-        let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
+        let first = self.entries.front().map_or(self.next_seq, |e| e.seq);
+        let skip = usize::try_from(after.seq + 1 - first).unwrap_or(usize::MAX);
         Ok(self
             .entries
             .iter()

@@ -2,14 +2,27 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{
-    PacketLog, RecoveryConfig, RecoveryFailure, RecoveryStore, Restored, Room, SessionRecord,
-    StoredPacket, Target,
-};
+use tether_backend::{Position, Session};
+
+use super::{PacketLog, RecoveryConfig, RecoveryFailure, Room, StoredPacket, Target};
 use crate::sync::MutexExt as _;
 
-/// The in-memory [`RecoveryStore`]: a [`PacketLog`] and a map of kept sessions, each
-/// dropped when it expires.
+/// One node's recovery state: a [`PacketLog`] and the kept sessions, each dropped when it
+/// expires. The in-memory adapter keeps it; its calls come under the adapter's order lock,
+/// so appends, takes and reads happen in one order.
+///
+/// ```
+/// use std::time::Duration;
+/// use tether::recovery::{MemoryStore, StoredPacket, Target};
+/// use tether::RecoveryConfig;
+/// let store = MemoryStore::new(&RecoveryConfig::default());
+/// let start = store.position();
+/// store.append(Target::default(), &mut |offset| StoredPacket {
+///     message: tether_engine::TextMessage::new(&format!("2[\"e\",\"{offset}\"]")),
+///     attachments: None,
+/// });
+/// assert_eq!(store.read_after(start, "sid", &[]).map(|p| p.len()), Ok(1));
+/// ```
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -18,7 +31,7 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     log: PacketLog,
-    sessions: HashMap<String, (SessionRecord, Instant)>,
+    sessions: HashMap<String, (Session, Instant)>,
 }
 
 impl MemoryStore {
@@ -35,10 +48,14 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.locked()
     }
-}
 
-impl RecoveryStore for MemoryStore {
-    fn append(&self, target: Target, build: &mut dyn FnMut(&str) -> StoredPacket) -> StoredPacket {
+    /// Assigns the next offset, builds the packet with it, logs it for `target`, and
+    /// returns it for delivery.
+    pub fn append(
+        &self,
+        target: Target,
+        build: &mut dyn FnMut(&str) -> StoredPacket,
+    ) -> StoredPacket {
         let mut inner = self.lock();
         let (_, offset) = inner.log.next_offset();
         let packet = build(&offset);
@@ -46,14 +63,23 @@ impl RecoveryStore for MemoryStore {
         packet
     }
 
-    fn keep_session(&self, session: SessionRecord, ttl: Duration) {
+    /// Keeps a session for `ttl`.
+    pub fn keep_session(&self, session: Session, ttl: Duration) {
         let mut inner = self.lock();
         inner
             .sessions
             .insert(session.pid.clone(), (session, Instant::now() + ttl));
     }
 
-    fn take_session(&self, pid: &str, offset: Option<&str>) -> Result<Restored, RecoveryFailure> {
+    /// Takes the session named by `pid`, its `start` set to the position its replay
+    /// starts after: `offset`'s, or the session's own start without one. One-shot: a
+    /// success consumes the session; an unknown offset leaves it in place; a session whose
+    /// replay would have a gap (evicted packets) is dropped, as it can never succeed.
+    pub fn take_session(
+        &self,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> Result<Session, RecoveryFailure> {
         let mut inner = self.lock();
         let now = Instant::now();
         let (session, expires) = inner
@@ -69,50 +95,46 @@ impl RecoveryStore for MemoryStore {
                 .log
                 .parse_offset(o)
                 .ok_or(RecoveryFailure::UnknownOffset)?,
-            None => session.start,
+            None => session.start.unwrap_or_default(),
         };
-        let missed = inner.log.read_after(after, &session.sid, &session.rooms);
-        match missed {
-            Ok(missed) => {
-                let (session, _) = inner
-                    .sessions
-                    .remove(pid)
-                    .ok_or(RecoveryFailure::UnknownSession)?;
-                Ok(Restored {
-                    session,
-                    position_after: after,
-                    missed,
-                })
-            }
-            Err(e) => {
-                // It can never succeed now: the packets it needs are gone.
-                inner.sessions.remove(pid);
-                Err(e)
-            }
+        let whole = inner.log.holds_after(after);
+        let (mut session, _) = inner
+            .sessions
+            .remove(pid)
+            .ok_or(RecoveryFailure::UnknownSession)?;
+        if !whole {
+            return Err(RecoveryFailure::Evicted);
         }
+        session.start = Some(after);
+        Ok(session)
     }
 
-    fn read_after(
+    /// The packets after `after` that a socket with this id and these rooms was sent;
+    /// [`RecoveryFailure::Evicted`] if one of the packets after `after` is gone.
+    pub fn read_after(
         &self,
-        after: u64,
+        after: Position,
         sid: &str,
         rooms: &[Room],
     ) -> Result<Vec<StoredPacket>, RecoveryFailure> {
         self.lock().log.read_after(after, sid, rooms)
     }
 
-    fn position(&self) -> u64 {
+    /// The position of the newest packet.
+    pub fn position(&self) -> Position {
         self.lock().log.position()
     }
 
-    fn purge(&self) {
+    /// Drops expired sessions and packets.
+    pub fn purge(&self) {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.sessions.retain(|_, (_, exp)| *exp > now);
         inner.log.evict(now);
     }
 
-    fn usage(&self) -> (usize, usize) {
+    /// How many sessions are kept and how many bytes the log holds.
+    pub fn usage(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.sessions.len(), inner.log.bytes())
     }
@@ -121,9 +143,167 @@ impl RecoveryStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use tether_engine::TextMessage;
+
+    /// What a restored session missed: the replay a commit reads.
+    fn missed(store: &MemoryStore, s: &Session) -> Vec<StoredPacket> {
+        store
+            .read_after(s.start.unwrap_or_default(), &s.sid, &s.rooms)
+            .expect("not evicted")
+    }
+
+    fn append(store: &MemoryStore, target: Target, body: &str) -> String {
+        let mut offset = String::new();
+        store.append(target, &mut |o| {
+            offset = o.to_owned();
+            StoredPacket {
+                message: TextMessage::new(&format!("{body}|{o}")),
+                attachments: None,
+            }
+        });
+        offset
+    }
+
+    fn bodies(packets: &[StoredPacket]) -> Vec<String> {
+        packets
+            .iter()
+            .map(|p| {
+                let s = p.message.payload();
+                s.split('|').next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    fn session(sid: &str, pid: &str, rooms: &[&str], start: Position) -> Session {
+        Session {
+            sid: sid.into(),
+            pid: pid.into(),
+            rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+            data: json!({"k": 1}),
+            start: Some(start),
+        }
+    }
+
+    fn to(rooms: &[&str], except: &[&str]) -> Target {
+        Target {
+            rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+            except: except.iter().map(|r| Room::from(*r)).collect(),
+        }
+    }
 
     #[test]
-    fn passes_the_store_conformance_suite() {
-        super::super::conformance::run(MemoryStore::new);
+    fn sessions_offsets_replays_expiry_and_budget() {
+        let make = MemoryStore::new;
+        let config = RecoveryConfig::default();
+        let ttl = Duration::from_secs(60);
+
+        // Offsets are unique, and a session gets exactly the packets after its offset that
+        // match it, in order, with their original offsets.
+        let store = make(&config);
+        let start = store.position();
+        let o1 = append(&store, to(&[], &[]), "all-1");
+        let o2 = append(&store, to(&["r"], &[]), "r-2");
+        assert_ne!(o1, o2, "offsets must be unique");
+        append(&store, to(&["other"], &[]), "other-3");
+        append(&store, to(&["s1"], &[]), "direct-4");
+        append(&store, to(&["s2"], &[]), "direct-other-5");
+        append(&store, to(&[], &["r"]), "except-r-6");
+        append(&store, to(&["r", "s1"], &[]), "both-7");
+        assert_eq!(store.position().seq, start.seq + 7);
+        store.keep_session(session("s1", "p1", &["r"], start), ttl);
+        let restored = store.take_session("p1", Some(&o1)).expect("restore");
+        let after = restored.start.expect("a replay start");
+        assert_eq!(
+            Session {
+                start: Some(start),
+                ..restored.clone()
+            },
+            session("s1", "p1", &["r"], start)
+        );
+        let replay = missed(&store, &restored);
+        assert_eq!(bodies(&replay), ["r-2", "direct-4", "both-7"]);
+        assert!(replay[0].message.payload().ends_with(&o2));
+        assert_eq!(
+            store
+                .read_after(after, "s1", &restored.rooms)
+                .map(|m| m.len()),
+            Ok(3)
+        );
+
+        // One-shot.
+        assert_eq!(
+            store.take_session("p1", Some(&o1)).err(),
+            Some(RecoveryFailure::UnknownSession)
+        );
+
+        // A failed attempt consumes nothing: unknown or forged offsets.
+        store.keep_session(session("s3", "p3", &[], start), ttl);
+        for bad in [
+            "",
+            "zzz",
+            "1.1",
+            "ffffffff.ffffffffffffffff",
+            &"9".repeat(10_000),
+        ] {
+            assert_eq!(
+                store.take_session("p3", Some(bad)).err(),
+                Some(RecoveryFailure::UnknownOffset),
+                "{bad:.20}"
+            );
+        }
+        assert_eq!(
+            store.take_session("unknown", Some(&o1)).err(),
+            Some(RecoveryFailure::UnknownSession)
+        );
+        let r = store
+            .take_session("p3", Some(&o2))
+            .expect("still restorable");
+        assert_eq!(bodies(&missed(&store, &r)), ["except-r-6"]);
+
+        // No offset: everything since the session started.
+        store.keep_session(session("s1", "p4", &[], start), ttl);
+        let r = store
+            .take_session("p4", None)
+            .expect("restore without offset");
+        assert_eq!(
+            bodies(&missed(&store, &r)),
+            ["all-1", "direct-4", "except-r-6", "both-7"]
+        );
+
+        // Reading after a position.
+        let pos = store.position();
+        append(&store, to(&[], &[]), "later");
+        let later = store.read_after(pos, "x", &[]).expect("read");
+        assert_eq!(bodies(&later), ["later"]);
+
+        // Sessions expire.
+        store.keep_session(session("s5", "p5", &[], start), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(20));
+        store.purge();
+        assert_eq!(
+            store.take_session("p5", None).err(),
+            Some(RecoveryFailure::UnknownSession)
+        );
+
+        // The byte budget: a session that needs an evicted packet fails cleanly.
+        let small = make(&RecoveryConfig {
+            max_log_bytes: 2_000,
+            ..RecoveryConfig::default()
+        });
+        let first = append(&small, to(&[], &[]), "first");
+        small.keep_session(session("s6", "p6", &[], small.position()), ttl);
+        for i in 0..100 {
+            append(&small, to(&[], &[]), &format!("filler-{i}"));
+        }
+        assert!(
+            small.usage().1 <= 2_000,
+            "log over budget: {}",
+            small.usage().1
+        );
+        assert_eq!(
+            small.take_session("p6", Some(&first)).err(),
+            Some(RecoveryFailure::Evicted)
+        );
     }
 }

@@ -3,26 +3,19 @@
 //!
 //! - [`RecoveryConfig`]: the options (`max_disconnection_duration`, `skip_middlewares`,
 //!   and the packet log's byte budget).
-//! - [`RecoveryStore`]: the small trait that keeps one node's sessions and packet log.
-//!   [`MemoryStore`] is its implementation; with the **unstable** feature `conformance`,
-//!   `recovery::conformance` is the suite a store must pass. Clusters do not use it:
-//!   their sessions and log live in a backend (`tether_backend::ClusterBackend`, see
-//!   [`crate::cluster`]).
-//! - [`MemoryStore`]: the in-memory store, bounded by age and by bytes.
+//! - [`PacketLog`] and [`MemoryStore`]: one node's log and kept sessions, bounded by age
+//!   and by bytes, kept by the in-memory adapter.
 //! - [`RecoveryMetrics`]: counters a user can scrape.
 //!
-//! The namespace drives it (see `namespace.rs`): it appends every recoverable event
-//! under its emit lock, so that offsets, the log and delivery share one order; it keeps a
-//! [`SessionRecord`] on a recoverable disconnect; and on a CONNECT whose auth carries a
-//! `pid` it takes the session and replays what the socket missed before anything newer.
+//! The recovery path reads top to bottom in `Namespace::connect` (`namespace.rs`): parse
+//! the attempt, take over a half-open socket, `adapter.restore`, middlewares,
+//! `adapter.replay_and_register`. What differs between one node and a cluster (where the
+//! offsets, the log and the sessions live; how "replay, then live" is ordered) is the
+//! adapter's: `adapter/memory.rs` beside `adapter/cluster.rs`.
 
 mod log;
 mod memory;
 mod metrics;
-
-/// The store conformance suite (unstable: feature `conformance`).
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +29,8 @@ pub use log::PacketLog;
 pub use memory::MemoryStore;
 pub use metrics::{RecoveryMetrics, RecoveryMetricsSnapshot};
 
-/// A room name.
-pub use tether_backend::Room;
+/// A room name; a socket's session (what a recoverable disconnect keeps); a log position.
+pub use tether_backend::{Position, Room, Session};
 
 /// Connection state recovery options. Off unless enabled, like the reference.
 ///
@@ -119,23 +112,6 @@ impl StoredPacket {
     }
 }
 
-/// What a recoverable disconnection keeps: the socket's identity, rooms and data, and
-/// where in the log it started (to replay everything to a client that never got an
-/// offset).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionRecord {
-    /// The socket id.
-    pub sid: String,
-    /// The private session id.
-    pub pid: String,
-    /// The rooms, without the socket's own id.
-    pub rooms: Vec<Room>,
-    /// `socket.data`.
-    pub data: Value,
-    /// The log position when the socket first connected.
-    pub start: u64,
-}
-
 /// Why a recovery attempt failed. The client then gets a normal new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecoveryFailure {
@@ -151,52 +127,6 @@ pub enum RecoveryFailure {
     /// The pid belongs to a socket that is still connected and answered a probe.
     #[error("session still connected")]
     StillConnected,
-}
-
-/// A session taken for restoration, with the packets it missed, oldest first.
-#[derive(Debug, Clone)]
-pub struct Restored {
-    /// The session.
-    pub session: SessionRecord,
-    /// The log position the replay starts after (the offset's, or the session's start).
-    pub position_after: u64,
-    /// The missed packets.
-    pub missed: Vec<StoredPacket>,
-}
-
-/// Keeps sessions and the packet log for one namespace.
-///
-/// The four operations of recovery. Calls come under the namespace's emit lock, so an
-/// implementation sees appends, takes and reads in one order.
-pub trait RecoveryStore: Send + Sync + 'static {
-    /// Assigns the next offset, builds the packet with it, stores it for `target`, and
-    /// returns it for delivery.
-    fn append(&self, target: Target, build: &mut dyn FnMut(&str) -> StoredPacket) -> StoredPacket;
-
-    /// Keeps a session for `ttl`.
-    fn keep_session(&self, session: SessionRecord, ttl: Duration);
-
-    /// Takes the session named by `pid`, with the packets after `offset` (or after the
-    /// session's start when `offset` is `None`) that match it. One-shot: a success
-    /// consumes the session. A failure leaves it in place.
-    fn take_session(&self, pid: &str, offset: Option<&str>) -> Result<Restored, RecoveryFailure>;
-
-    /// The packets after log position `after` that match the socket.
-    fn read_after(
-        &self,
-        after: u64,
-        sid: &str,
-        rooms: &[Room],
-    ) -> Result<Vec<StoredPacket>, RecoveryFailure>;
-
-    /// The position of the newest packet (0 before the first).
-    fn position(&self) -> u64;
-
-    /// Drops expired sessions and packets.
-    fn purge(&self);
-
-    /// How many sessions are kept and how many bytes the log holds.
-    fn usage(&self) -> (usize, usize);
 }
 
 /// A private session id: 144 bits from the CSPRNG, 24 URL-safe characters.
