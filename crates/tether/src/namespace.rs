@@ -378,15 +378,35 @@ impl Namespace {
         if prev == CONNECTED {
             socket.run_disconnecting(reason);
         }
-        let keep = prev == CONNECTED && reason.is_recoverable() && socket.pid().is_some();
+        let adapter = self.adapter();
+        let recoverable = prev == CONNECTED && reason.is_recoverable() && socket.pid().is_some();
+        let keep = match adapter.recovery() {
+            Some(rec) if recoverable => {
+                let session = socket.session();
+                let bytes = recovery::session_bytes(&session);
+                if bytes <= rec.max_session_bytes {
+                    Some(session)
+                } else {
+                    tracing::warn!(
+                        sid = %socket.id(),
+                        bytes,
+                        max = rec.max_session_bytes,
+                        "session not kept: over max_session_bytes"
+                    );
+                    self.metrics.not_kept();
+                    None
+                }
+            }
+            _ => None,
+        };
+        let kept = keep.is_some();
         let retiring = Retiring {
             pid: socket.pid(),
             was_connected: prev == CONNECTED,
-            keep: keep.then(|| socket.session()),
+            keep,
         };
-        self.adapter()
-            .retire(retiring, &mut || self.unregister(socket));
-        if keep {
+        adapter.retire(retiring, &mut || self.unregister(socket));
+        if kept {
             self.metrics.kept();
         }
         if let Some(client) = socket.client.upgrade() {

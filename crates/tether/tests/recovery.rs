@@ -72,6 +72,12 @@ fn server(recovery: RecoveryConfig) -> Server {
                 ack.send(());
             }
         });
+        socket.on("data", |socket, p, ack| {
+            socket.set_data(p.args.first().cloned().unwrap_or_default());
+            if let Some(ack) = ack {
+                ack.send(());
+            }
+        });
         socket.on("say", |socket, p, ack| {
             socket.namespace().to("r").emit("said", p);
             if let Some(ack) = ack {
@@ -160,6 +166,43 @@ async fn an_evicted_packet_fails_recovery_cleanly_and_metrics_count_it() {
     let text = io.metrics_text();
     assert!(
         text.contains("tether_recovery_failed_total{nsp=\"/\",reason=\"evicted\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_over_its_byte_budget_is_not_kept_and_its_attempt_fails_cleanly() {
+    let io = server(RecoveryConfig {
+        max_session_bytes: 2_000,
+        ..RecoveryConfig::default()
+    });
+    let addr = start(&io);
+    let mut sessions = Vec::new();
+    for size in [3_000, 100] {
+        let (mut a, reply) = connect(addr, json!({})).await;
+        let pad = "x".repeat(size);
+        a.send(Message::text(format!(
+            "420[\"data\",{{\"pad\":\"{pad}\"}}]"
+        )))
+        .await
+        .unwrap();
+        assert_eq!(next_text(&mut a).await, "430[]");
+        drop(a);
+        sessions.push(reply_json(&reply));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The large one: not kept, so its attempt gets a new session.
+    let (_b, reply) = connect(addr, json!({"pid": sessions[0]["pid"]})).await;
+    assert_ne!(reply_json(&reply)["sid"], sessions[0]["sid"]);
+    // The small one: kept and recovered.
+    let (_c, reply) = connect(addr, json!({"pid": sessions[1]["pid"]})).await;
+    assert_eq!(reply_json(&reply)["sid"], sessions[1]["sid"]);
+    let m = io.of("/").recovery_metrics().unwrap();
+    assert_eq!((m.sessions_not_kept, m.sessions_kept), (1, 1));
+    assert_eq!(m.failed_unknown_session, 1);
+    let text = io.metrics_text();
+    assert!(
+        text.contains("tether_recovery_sessions_not_kept_total{nsp=\"/\",reason=\"too_large\"} 1"),
         "{text}"
     );
 }

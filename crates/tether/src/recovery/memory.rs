@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,27 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     log: PacketLog,
-    sessions: HashMap<String, (Session, Instant)>,
+    sessions: HashMap<String, Kept>,
+    /// Pids in the order they were kept (with their expiry, to tell a later keep of the
+    /// same pid apart), for dropping the oldest beyond the byte budget.
+    kept_order: VecDeque<(String, Instant)>,
+    kept_bytes: usize,
+    max_kept_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    session: Session,
+    expires: Instant,
+    bytes: usize,
+}
+
+impl Inner {
+    fn remove_session(&mut self, pid: &str) -> Option<Session> {
+        let kept = self.sessions.remove(pid)?;
+        self.kept_bytes -= kept.bytes;
+        Some(kept.session)
+    }
 }
 
 impl MemoryStore {
@@ -41,6 +61,9 @@ impl MemoryStore {
             inner: Mutex::new(Inner {
                 log: PacketLog::new(config.max_disconnection_duration, config.max_log_bytes),
                 sessions: HashMap::new(),
+                kept_order: VecDeque::new(),
+                kept_bytes: 0,
+                max_kept_bytes: config.max_kept_bytes,
             }),
         }
     }
@@ -63,12 +86,46 @@ impl MemoryStore {
         packet
     }
 
-    /// Keeps a session for `ttl`.
+    /// Keeps a session for `ttl`; beyond the byte budget of kept sessions, the oldest
+    /// are dropped.
     pub fn keep_session(&self, session: Session, ttl: Duration) {
         let mut inner = self.lock();
-        inner
-            .sessions
-            .insert(session.pid.clone(), (session, Instant::now() + ttl));
+        let expires = Instant::now() + ttl;
+        let bytes = super::session_bytes(&session);
+        let pid = session.pid.clone();
+        inner.remove_session(&pid);
+        inner.kept_bytes += bytes;
+        inner.kept_order.push_back((pid.clone(), expires));
+        inner.sessions.insert(
+            pid,
+            Kept {
+                session,
+                expires,
+                bytes,
+            },
+        );
+        while inner.kept_bytes > inner.max_kept_bytes {
+            let Some((oldest, at)) = inner.kept_order.pop_front() else {
+                break;
+            };
+            if inner.sessions.get(&oldest).is_some_and(|k| k.expires == at) {
+                tracing::debug!(
+                    pid = super::redact(&oldest),
+                    "kept session dropped: kept sessions over their byte budget"
+                );
+                inner.remove_session(&oldest);
+            }
+        }
+        // Entries whose session is gone (taken, expired) leave the queue as they reach
+        // its front; bound it anyway.
+        if inner.kept_order.len() > 2 * inner.sessions.len() + 1024 {
+            let Inner {
+                kept_order,
+                sessions,
+                ..
+            } = &mut *inner;
+            kept_order.retain(|(p, at)| sessions.get(p).is_some_and(|k| k.expires == *at));
+        }
     }
 
     /// Takes the session named by `pid`, its `start` set to the position its replay
@@ -82,14 +139,15 @@ impl MemoryStore {
     ) -> Result<Session, RecoveryFailure> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let (session, expires) = inner
+        let kept = inner
             .sessions
             .get(pid)
             .ok_or(RecoveryFailure::UnknownSession)?;
-        if *expires <= now {
-            inner.sessions.remove(pid);
+        if kept.expires <= now {
+            inner.remove_session(pid);
             return Err(RecoveryFailure::UnknownSession);
         }
+        let session = &kept.session;
         let after = match offset {
             Some(o) => inner
                 .log
@@ -98,9 +156,8 @@ impl MemoryStore {
             None => session.start.unwrap_or_default(),
         };
         let whole = inner.log.holds_after(after);
-        let (mut session, _) = inner
-            .sessions
-            .remove(pid)
+        let mut session = inner
+            .remove_session(pid)
             .ok_or(RecoveryFailure::UnknownSession)?;
         if !whole {
             return Err(RecoveryFailure::Evicted);
@@ -129,8 +186,21 @@ impl MemoryStore {
     pub fn purge(&self) {
         let mut inner = self.lock();
         let now = Instant::now();
-        inner.sessions.retain(|_, (_, exp)| *exp > now);
+        let expired: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, k)| k.expires <= now)
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        for pid in expired {
+            inner.remove_session(&pid);
+        }
         inner.log.evict(now);
+    }
+
+    /// How many bytes the kept sessions count for their budget.
+    pub fn kept_bytes(&self) -> usize {
+        self.lock().kept_bytes
     }
 
     /// How many sessions are kept and how many bytes the log holds.
@@ -305,5 +375,36 @@ mod tests {
             small.take_session("p6", Some(&first)).err(),
             Some(RecoveryFailure::Evicted)
         );
+    }
+
+    #[test]
+    fn kept_sessions_stay_within_their_byte_budget_oldest_dropped_first() {
+        let store = MemoryStore::new(&RecoveryConfig {
+            max_kept_bytes: 10_000,
+            ..RecoveryConfig::default()
+        });
+        let ttl = Duration::from_secs(60);
+        let start = store.position();
+        let big = |pid: &str| Session {
+            data: json!({ "pad": "x".repeat(3_000) }),
+            ..session("s", pid, &[], start)
+        };
+        for pid in ["a", "b", "c", "d"] {
+            store.keep_session(big(pid), ttl);
+        }
+        assert!(store.kept_bytes() <= 10_000, "{}", store.kept_bytes());
+        assert_eq!(store.usage().0, 3);
+        assert_eq!(
+            store.take_session("a", None).err(),
+            Some(RecoveryFailure::UnknownSession),
+            "the oldest goes first"
+        );
+        // Keeping a pid again replaces it (counted once), and taking frees its bytes.
+        store.keep_session(big("d"), ttl);
+        assert_eq!(store.usage().0, 3);
+        for pid in ["b", "c", "d"] {
+            store.take_session(pid, None).expect("kept");
+        }
+        assert_eq!(store.kept_bytes(), 0);
     }
 }

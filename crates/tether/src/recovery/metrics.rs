@@ -6,6 +6,7 @@ use super::RecoveryFailure;
 #[derive(Debug, Default)]
 pub struct RecoveryMetrics {
     kept: AtomicU64,
+    not_kept: AtomicU64,
     recovered: AtomicU64,
     failed_unknown_session: AtomicU64,
     failed_unknown_offset: AtomicU64,
@@ -19,6 +20,8 @@ pub struct RecoveryMetrics {
 pub struct RecoveryMetricsSnapshot {
     /// Sessions kept on a recoverable disconnect.
     pub sessions_kept: u64,
+    /// Sessions not kept on a recoverable disconnect: over `max_session_bytes`.
+    pub sessions_not_kept: u64,
     /// Sessions restored.
     pub sessions_recovered: u64,
     /// Attempts whose pid named no kept session.
@@ -43,6 +46,10 @@ impl RecoveryMetrics {
         self.kept.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn not_kept(&self) {
+        self.not_kept.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn recovered(&self, replayed: usize) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
         self.replayed.fetch_add(replayed as u64, Ordering::Relaxed);
@@ -62,6 +69,7 @@ impl RecoveryMetrics {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RecoveryMetricsSnapshot {
             sessions_kept: g(&self.kept),
+            sessions_not_kept: g(&self.not_kept),
             sessions_recovered: g(&self.recovered),
             failed_unknown_session: g(&self.failed_unknown_session),
             failed_unknown_offset: g(&self.failed_unknown_offset),
@@ -79,11 +87,16 @@ impl RecoveryMetricsSnapshot {
     pub fn to_prometheus(&self, nsp: &str, out: &mut String) {
         use std::fmt::Write as _;
         let nsp = nsp.replace('\\', "\\\\").replace('"', "\\\"");
-        let rows: [(&str, &str, u64); 7] = [
+        let rows: [(&str, &str, u64); 8] = [
             (
                 "tether_recovery_sessions_kept_total",
                 "",
                 self.sessions_kept,
+            ),
+            (
+                "tether_recovery_sessions_not_kept_total",
+                "too_large",
+                self.sessions_not_kept,
             ),
             (
                 "tether_recovery_sessions_recovered_total",

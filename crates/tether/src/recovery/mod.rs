@@ -53,6 +53,13 @@ pub struct RecoveryConfig {
     /// The packet log's budget in bytes (64 MiB). When it evicts a packet that a session
     /// still needs, that session's recovery fails cleanly: `recovered` false, no gap.
     pub max_log_bytes: usize,
+    /// The largest session kept on a recoverable disconnect, in bytes: its ids, rooms and
+    /// `data` as JSON (64 KiB). A larger one is not kept (logged, and counted as
+    /// `sessions_not_kept`): the client's attempt then gets a new session.
+    pub max_session_bytes: usize,
+    /// The bytes of kept sessions that one node holds in memory (64 MiB); beyond it the
+    /// oldest are dropped. In a cluster the backend holds them and this does not apply.
+    pub max_kept_bytes: usize,
 }
 
 impl Default for RecoveryConfig {
@@ -61,6 +68,8 @@ impl Default for RecoveryConfig {
             max_disconnection_duration: Duration::from_secs(120),
             skip_middlewares: true,
             max_log_bytes: 64 * 1024 * 1024,
+            max_session_bytes: 64 * 1024,
+            max_kept_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -127,6 +136,24 @@ pub enum RecoveryFailure {
     /// The pid belongs to a socket that is still connected and answered a probe.
     #[error("session still connected")]
     StillConnected,
+}
+
+/// The size of a session as its budget counts it: ids, rooms and `data` as JSON.
+pub fn session_bytes(session: &Session) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut data = Count(0);
+    let _ = serde_json::to_writer(&mut data, &session.data);
+    let rooms: usize = session.rooms.iter().map(|r| r.len() + 16).sum();
+    session.sid.len() + session.pid.len() + rooms + data.0 + 64
 }
 
 /// A private session id: 144 bits from the CSPRNG, 24 URL-safe characters.
