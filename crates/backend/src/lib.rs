@@ -16,6 +16,7 @@
 mod backend;
 mod message;
 mod position;
+pub mod tls;
 pub mod wire;
 
 #[cfg(feature = "conformance")]

@@ -2,45 +2,19 @@
 //! CA, a client certificate. User and password (`tls://user:pass@host`) or a token
 //! (`nats://token@host`) come from the URL, as async-nats reads them.
 
-use std::sync::Arc;
-
 use async_nats::ConnectOptions;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use tether_backend::tls::{is_tls_error, read_pem_file, with_sources, TlsMaterial};
 use tether_backend::BackendError;
 
-/// TLS material. Empty (the default): a `tls://` URL trusts the platform's roots and sends
-/// no client certificate; a `nats://` URL uses TLS only if the server requires it.
+/// TLS material for NATS. Empty (the default): a `tls://` URL trusts the platform's roots
+/// and sends no client certificate; a `nats://` URL uses TLS only if the server requires
+/// it.
 ///
 /// The same can come from the URL, as files: `tls://host:4222?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem`.
 /// Any of them makes TLS required.
-#[derive(Clone, Default)]
-pub struct NatsTls {
-    /// The CA certificates to trust instead of the platform's (PEM).
-    pub ca: Option<Vec<u8>>,
-    /// A client certificate chain (PEM), for servers with `verify: true`.
-    pub client_cert: Option<Vec<u8>>,
-    /// The client certificate's private key (PEM).
-    pub client_key: Option<Vec<u8>>,
-}
+pub type NatsTls = TlsMaterial;
 
-impl std::fmt::Debug for NatsTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsTls")
-            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<pem>"))
-            .field(
-                "client_key",
-                &self.client_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError::new(format!("nats TLS configuration: {msg}"))
-}
+const PARAMS: [&str; 3] = ["tls_ca", "tls_cert", "tls_key"];
 
 /// Takes the `tls_*` parameters out of each of the (comma-separated) URLs, reading their
 /// files into `tls`.
@@ -56,16 +30,11 @@ pub(crate) fn strip_url(urls: &str, tls: &mut NatsTls) -> Result<String, Backend
             let Some((k, v)) = url::form_urlencoded::parse(raw.as_bytes()).next() else {
                 continue;
             };
-            let slot = match &*k {
-                "tls_ca" => &mut tls.ca,
-                "tls_cert" => &mut tls.client_cert,
-                "tls_key" => &mut tls.client_key,
-                _ => {
-                    kept.push(raw);
-                    continue;
-                }
+            let Some(slot) = tls.slot(&k, PARAMS) else {
+                kept.push(raw);
+                continue;
             };
-            *slot = Some(std::fs::read(&*v).map_err(|e| config_err(format!("{k}={v}: {e}")))?);
+            *slot = Some(read_pem_file("nats", &k, &v)?);
         }
         out.push(if kept.is_empty() {
             base.to_owned()
@@ -81,50 +50,10 @@ pub(crate) fn apply(
     options: ConnectOptions,
     tls: &NatsTls,
 ) -> Result<ConnectOptions, BackendError> {
-    if tls.ca.is_none() && tls.client_cert.is_none() && tls.client_key.is_none() {
+    if tls.is_empty() {
         return Ok(options);
     }
-    let mut roots = RootCertStore::empty();
-    match &tls.ca {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| config_err(format!("the CA (PEM): {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| config_err(format!("the CA: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(config_err("the CA holds no certificate"));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(config_err)?
-            .with_root_certificates(roots);
-    let config = match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| config_err(format!("the client certificate (PEM): {e}")))?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| config_err(format!("the client key (PEM): {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| config_err(format!("the client certificate: {e}")))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(config_err(
-                "a client certificate needs its key, and a key its certificate",
-            ))
-        }
-    };
+    let config = tls.client_config("nats")?;
     Ok(options.require_tls(true).tls_client_config(config))
 }
 
@@ -169,24 +98,8 @@ pub(crate) fn redact(urls: &str) -> String {
 
 /// A connection error, with "TLS" said when the handshake failed.
 pub(crate) fn describe(e: &async_nats::ConnectError) -> String {
-    let mut text = e.to_string();
-    let mut next = std::error::Error::source(e);
-    let mut tls = matches!(e.kind(), async_nats::ConnectErrorKind::Tls);
-    while let Some(s) = next {
-        let in_io = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .is_some_and(|inner| inner.is::<rustls::Error>());
-        if in_io || s.is::<rustls::Error>() {
-            tls = true;
-        }
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = s.source();
-    }
+    let mut text = with_sources(e);
+    let tls = matches!(e.kind(), async_nats::ConnectErrorKind::Tls) || is_tls_error(e);
     if tls && !text.contains("TLS") {
         text = format!("TLS: {text}");
     }

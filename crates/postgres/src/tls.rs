@@ -6,9 +6,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
+use tether_backend::tls::{platform_roots, read_pem_file, ring, TlsMaterial};
 use tether_backend::BackendError;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -53,35 +53,17 @@ impl SslMode {
 /// With neither a CA here nor `sslrootcert` in the URL, `verify-ca` and `verify-full`
 /// trust the platform's root certificates (libpq would read `~/.postgresql/root.crt`);
 /// `sslrootcert=system` says so explicitly.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PostgresTls {
     /// `sslmode` when the URL has none ([`SslMode::Prefer`]).
     pub mode: SslMode,
-    /// The CA certificates to trust (PEM), as `sslrootcert`.
-    pub ca: Option<Vec<u8>>,
-    /// A client certificate chain (PEM), as `sslcert`, for `cert` authentication or
-    /// `clientcert=verify-full`.
-    pub client_cert: Option<Vec<u8>>,
-    /// The client certificate's private key (PEM), as `sslkey`.
-    pub client_key: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for PostgresTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresTls")
-            .field("mode", &self.mode)
-            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<pem>"))
-            .field(
-                "client_key",
-                &self.client_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
+    /// The CA to trust (as `sslrootcert`) and a client certificate and key (as `sslcert`
+    /// and `sslkey`, for `cert` authentication or `clientcert=verify-full`), PEM.
+    pub material: TlsMaterial,
 }
 
 fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError::new(format!("postgres TLS configuration: {msg}"))
+    tether_backend::tls::config_error("postgres", msg)
 }
 
 /// The connection settings of `url` and the TLS connector they ask for.
@@ -106,9 +88,11 @@ pub(crate) fn configure(
                 match &*k {
                     "sslmode" => mode = Some(SslMode::parse(&v)?),
                     "sslrootcert" if v == "system" => system_roots = true,
-                    "sslrootcert" => tls.ca = Some(read(&k, &v)?),
-                    "sslcert" => tls.client_cert = Some(read(&k, &v)?),
-                    "sslkey" => tls.client_key = Some(read(&k, &v)?),
+                    "sslrootcert" | "sslcert" | "sslkey" => {
+                        if let Some(slot) = tls.material.slot(&k, PARAMS) {
+                            *slot = Some(read_pem_file("postgres", &k, &v)?);
+                        }
+                    }
                     _ => kept.push(raw),
                 }
             }
@@ -143,48 +127,27 @@ pub(crate) fn configure(
     Ok((pg, MakeRustlsConnect::new(config)))
 }
 
-fn read(param: &str, path: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| config_err(format!("{param}={path}: {e}")))
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+const PARAMS: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
 
 fn client_config(mode: SslMode, tls: &PostgresTls) -> Result<ClientConfig, BackendError> {
-    let provider = provider();
-    let roots = match &tls.ca {
-        Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| config_err(format!("the CA (PEM): {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| config_err(format!("the CA: {e}")))?;
-            }
+    let provider = ring();
+    let roots = match tls.material.roots("postgres")? {
+        Some(roots) => roots,
+        None if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            let roots = platform_roots();
             if roots.is_empty() {
-                return Err(config_err("the CA holds no certificate"));
+                return Err(config_err(
+                    "no CA given (sslrootcert) and no platform root certificates found",
+                ));
             }
             roots
         }
-        None => {
-            let mut roots = RootCertStore::empty();
-            if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    return Err(config_err(
-                        "no CA given (sslrootcert) and no platform root certificates found",
-                    ));
-                }
-            }
-            roots
-        }
+        None => RootCertStore::empty(),
     };
     let check = match mode {
         SslMode::VerifyFull => Check::Full,
         SslMode::VerifyCa => Check::Chain,
-        _ if tls.ca.is_some() => Check::Chain,
+        _ if tls.material.ca.is_some() => Check::Chain,
         _ => Check::Nothing,
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -204,21 +167,11 @@ fn client_config(mode: SslMode, tls: &PostgresTls) -> Result<ClientConfig, Backe
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Unchecked(provider))),
     };
-    match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| config_err(format!("the client certificate (PEM): {e}")))?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| config_err(format!("the client key (PEM): {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| config_err(format!("the client certificate: {e}")))
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(config_err(
-            "a client certificate needs its key (sslcert and sslkey)",
-        )),
+    match tls.material.identity("postgres")? {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| config_err(format!("the client certificate: {e}"))),
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 
@@ -325,41 +278,7 @@ impl ServerCertVerifier for Unchecked {
     }
 }
 
-/// `e` and its sources, `: `-separated (tokio-postgres leaves the cause out of its
-/// message: "error performing TLS handshake", "invalid configuration").
-pub(crate) fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = s.source();
-    }
-    text
-}
-
-/// Whether `e` or one of its sources is a rustls error (also inside an I/O error).
-pub(crate) fn from_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if from_tls(inner) {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
-}
+pub(crate) use tether_backend::tls::{is_tls_error as from_tls, with_sources};
 
 /// Where and how to connect: the settings and the TLS connector.
 #[derive(Clone)]
@@ -428,7 +347,10 @@ mod tests {
             );
         }
         let half = PostgresTls {
-            client_cert: Some(b"x".to_vec()),
+            material: TlsMaterial {
+                client_cert: Some(b"x".to_vec()),
+                ..TlsMaterial::default()
+            },
             ..PostgresTls::default()
         };
         let e = configure("postgres://u@h/db", &half)
@@ -436,7 +358,10 @@ mod tests {
             .expect_err("half");
         assert!(e.to_string().contains("needs its key"), "{e}");
         let garbage = PostgresTls {
-            ca: Some(b"not a certificate".to_vec()),
+            material: TlsMaterial {
+                ca: Some(b"not a certificate".to_vec()),
+                ..TlsMaterial::default()
+            },
             ..PostgresTls::default()
         };
         let e = configure("postgres://u@h/db", &garbage)

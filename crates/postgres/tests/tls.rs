@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::{free_port, Ca, Pair, TempDir};
+use tether_backend::tls::TlsMaterial;
 use tether_postgres::{PostgresBackend, PostgresConfig, PostgresTls, SslMode};
 
 /// A private PostgreSQL cluster, stopped when dropped.
@@ -247,8 +248,10 @@ async fn sslmodes_and_a_scram_password() {
         PostgresConfig {
             tls: PostgresTls {
                 mode: SslMode::VerifyFull,
-                ca: Some(pg.ca.pem().into_bytes()),
-                ..PostgresTls::default()
+                material: TlsMaterial {
+                    ca: Some(pg.ca.pem().into_bytes()),
+                    ..TlsMaterial::default()
+                },
             },
             ..PostgresConfig::default()
         },
@@ -337,9 +340,11 @@ async fn client_certificates_host_names_and_a_wrong_ca() {
         &pg.url("certuser", "127.0.0.1", "sslmode=verify-ca"),
         PostgresConfig {
             tls: PostgresTls {
-                ca: Some(pg.ca.pem().into_bytes()),
-                client_cert: Some(pg.client.cert.clone().into_bytes()),
-                client_key: Some(pg.client.key.clone().into_bytes()),
+                material: TlsMaterial {
+                    ca: Some(pg.ca.pem().into_bytes()),
+                    client_cert: Some(pg.client.cert.clone().into_bytes()),
+                    client_key: Some(pg.client.key.clone().into_bytes()),
+                },
                 ..PostgresTls::default()
             },
             ..PostgresConfig::default()

@@ -1,44 +1,19 @@
 //! TLS to Redis: `rediss://` URLs on rustls (ring), a custom CA, a client certificate.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use redis::{Client, ClientTlsConfig, TlsCertificates};
+use tether_backend::tls::{config_error, is_tls_error, read_pem_file, TlsMaterial};
 use tether_backend::BackendError;
 
 /// TLS material for a `rediss://` URL. Empty (the default) trusts the platform's root
 /// certificates and sends no client certificate.
 ///
 /// The same can come from the URL, as files: `rediss://host:6380/?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem`.
-#[derive(Clone, Default)]
-pub struct RedisTls {
-    /// The CA certificates to trust instead of the platform's (PEM).
-    pub ca: Option<Vec<u8>>,
-    /// A client certificate chain (PEM), for servers that ask for one (`tls-auth-clients`).
-    pub client_cert: Option<Vec<u8>>,
-    /// The client certificate's private key (PEM).
-    pub client_key: Option<Vec<u8>>,
-}
+pub type RedisTls = TlsMaterial;
 
-impl std::fmt::Debug for RedisTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisTls")
-            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<pem>"))
-            .field(
-                "client_key",
-                &self.client_key.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
+const PARAMS: [&str; 3] = ["tls_ca", "tls_cert", "tls_key"];
 
 fn config_err(msg: impl std::fmt::Display) -> BackendError {
-    BackendError::new(format!("redis TLS configuration: {msg}"))
-}
-
-fn read(param: &str, path: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(Path::new(path)).map_err(|e| config_err(format!("{param}={path}: {e}")))
+    config_error("redis", msg)
 }
 
 /// The client for `url` with `tls`, the URL's `tls_*` parameters taken out.
@@ -48,16 +23,11 @@ pub(crate) fn client(url: &str, tls: &RedisTls) -> Result<Client, BackendError> 
     let mut rest = Vec::new();
     let mut ours = false;
     for (k, v) in parsed.query_pairs() {
-        let slot = match &*k {
-            "tls_ca" => &mut tls.ca,
-            "tls_cert" => &mut tls.client_cert,
-            "tls_key" => &mut tls.client_key,
-            _ => {
-                rest.push((k.into_owned(), v.into_owned()));
-                continue;
-            }
+        let Some(slot) = tls.slot(&k, PARAMS) else {
+            rest.push((k.into_owned(), v.into_owned()));
+            continue;
         };
-        *slot = Some(read(&k, &v)?);
+        *slot = Some(read_pem_file("redis", &k, &v)?);
         ours = true;
     }
     if ours {
@@ -70,8 +40,7 @@ pub(crate) fn client(url: &str, tls: &RedisTls) -> Result<Client, BackendError> 
     if parsed.scheme() == "rediss" {
         install_provider();
     }
-    let material = tls.ca.is_some() || tls.client_cert.is_some() || tls.client_key.is_some();
-    if !material {
+    if tls.is_empty() {
         return Client::open(parsed.as_str()).map_err(config_err);
     }
     if parsed.scheme() != "rediss" {
@@ -113,35 +82,9 @@ pub(crate) fn install_provider() {
 /// Says "TLS" in a connection error that comes from the TLS handshake, so a wrong CA or
 /// host name reads as such.
 pub(crate) fn describe(e: &redis::RedisError) -> String {
-    if from_tls(e) {
+    if is_tls_error(e) {
         format!("TLS: {e}")
     } else {
         e.to_string()
     }
-}
-
-/// Whether `e` or one of its sources is a rustls error (also inside an I/O error).
-fn from_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if from_tls(inner) {
-                return true;
-            }
-        }
-        // `RedisError` gives its cause as an `Arc`, whose own sources skip the cause.
-        if let Some(inner) = e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
-            if from_tls(&**inner) {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
 }
