@@ -16,6 +16,8 @@
 #                            (127.0.0.1:5432, user postgres, database test, with
 #                            psql) instead of Redis; for the backend-neutral files
 #                            (01-06, 09), not 07 (mixed) or 08 (redis-restart)
+#   CLUSTER_BACKEND=nats     NATS JetStream (tether-nats) on 127.0.0.1:NATS_PORT
+#                            (default 4222); files 01-05 and 09
 #   CLUSTER_BACKEND=redis-tls Redis over TLS: run.sh starts a private redis-server on
 #                            free ports (TLS with client certificates required, a
 #                            CA made at run time by target/release/test-certs, plus a
