@@ -21,7 +21,7 @@ use crate::operators::BroadcastOperator;
 use crate::recovery::{
     self, RecoveryConfig, RecoveryFailure, RecoveryMetrics, RecoveryMetricsSnapshot, Room,
 };
-use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED};
+use crate::socket::{Origin, Socket, SocketRef, State};
 use crate::sync::RwLockExt as _;
 use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
 
@@ -296,7 +296,7 @@ impl Namespace {
                     // A refused attempt consumes nothing.
                     adapter.keep_again(socket.session());
                 }
-                socket.state.store(CLOSED, Ordering::Release);
+                socket.state.set(State::Closed);
                 client.connect_done(&self.name);
                 let msg =
                     encode::simple(PacketType::ConnectError, &self.name, Some(&err.to_json()));
@@ -326,7 +326,7 @@ impl Namespace {
             Err(e) => {
                 // Its replay cannot be read: no silent gap, the client starts afresh.
                 self.metrics.failed(e);
-                socket.state.store(CLOSED, Ordering::Release);
+                socket.state.set(State::Closed);
                 client.connect_done(&self.name);
                 client.engine.close(CloseReason::ForcedClose);
             }
@@ -371,15 +371,16 @@ impl Namespace {
 
     /// Takes a socket out of the namespace; keeps its session if the reason is recoverable.
     pub(crate) fn remove_socket(self: &Arc<Self>, socket: &SocketRef, reason: DisconnectReason) {
-        let prev = socket.state.swap(CLOSED, Ordering::AcqRel);
-        if prev == CLOSED {
+        let prev = socket.state.replace(State::Closed);
+        if prev == State::Closed {
             return;
         }
-        if prev == CONNECTED {
+        if prev == State::Connected {
             socket.run_disconnecting(reason);
         }
         let adapter = self.adapter();
-        let recoverable = prev == CONNECTED && reason.is_recoverable() && socket.pid().is_some();
+        let recoverable =
+            prev == State::Connected && reason.is_recoverable() && socket.pid().is_some();
         let keep = match adapter.recovery() {
             Some(rec) if recoverable => {
                 let session = socket.session();
@@ -402,7 +403,7 @@ impl Namespace {
         let kept = keep.is_some();
         let retiring = Retiring {
             pid: socket.pid(),
-            was_connected: prev == CONNECTED,
+            was_connected: prev == State::Connected,
             keep,
         };
         adapter.retire(retiring, &mut || self.unregister(socket));
@@ -412,7 +413,7 @@ impl Namespace {
         if let Some(client) = socket.client.upgrade() {
             client.remove_socket(&self.name, socket);
         }
-        if prev == CONNECTED {
+        if prev == State::Connected {
             socket.run_disconnect(reason);
         }
     }

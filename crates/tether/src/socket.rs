@@ -28,9 +28,47 @@ pub(crate) type Queued = (TextMessage, Option<Arc<[Bytes]>>);
 type DisconnectHandler = Box<dyn FnOnce(&SocketRef, DisconnectReason) + Send + Sync>;
 type DisconnectingHandler = Box<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 
-pub(crate) const PENDING: u8 = 0;
-pub(crate) const CONNECTED: u8 = 1;
-pub(crate) const CLOSED: u8 = 2;
+/// Where a socket is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum State {
+    /// Accepted, its middlewares and replay running; what it is sent waits.
+    Pending = 0,
+    /// Registered and live.
+    Connected = 1,
+    /// Gone.
+    Closed = 2,
+}
+
+/// A [`State`] shared between tasks.
+pub(crate) struct StateCell(AtomicU8);
+
+impl StateCell {
+    fn new(state: State) -> Self {
+        StateCell(AtomicU8::new(state as u8))
+    }
+
+    fn of(raw: u8) -> State {
+        match raw {
+            0 => State::Pending,
+            1 => State::Connected,
+            _ => State::Closed,
+        }
+    }
+
+    pub(crate) fn get(&self) -> State {
+        Self::of(self.0.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set(&self, state: State) {
+        self.0.store(state as u8, Ordering::Release);
+    }
+
+    /// Sets `state` and returns the one before.
+    pub(crate) fn replace(&self, state: State) -> State {
+        Self::of(self.0.swap(state as u8, Ordering::AcqRel))
+    }
+}
 
 /// One client's presence in one namespace.
 ///
@@ -42,7 +80,7 @@ pub struct Socket {
     pub(crate) ns: Arc<Namespace>,
     pub(crate) client: Weak<Client>,
     pub(crate) engine: Arc<EngineSocket>,
-    pub(crate) state: AtomicU8,
+    pub(crate) state: StateCell,
     /// Whether the namespace's maps hold the socket (guarded by the rooms lock).
     pub(crate) registered: AtomicBool,
     recovered: bool,
@@ -96,7 +134,7 @@ impl Socket {
             ns,
             client: Arc::downgrade(client),
             engine: client.engine.clone(),
-            state: AtomicU8::new(PENDING),
+            state: StateCell::new(State::Pending),
             registered: AtomicBool::new(false),
             recovered: origin.recovered,
             start: Mutex::new(origin.start),
@@ -139,7 +177,7 @@ impl Socket {
 
     /// Whether the socket is connected.
     pub fn connected(&self) -> bool {
-        self.state.load(Ordering::Acquire) == CONNECTED
+        self.state.get() == State::Connected
     }
 
     /// The request that opened the underlying connection.
@@ -293,10 +331,10 @@ impl Socket {
         msg: TextMessage,
         attachments: Option<Arc<[Bytes]>>,
     ) -> Result<(), Error> {
-        if self.state.load(Ordering::Acquire) == PENDING {
+        if self.state.get() == State::Pending {
             let mut early = self.early.locked();
             // Checked again under the lock: the commit drains `early` after switching state.
-            if self.state.load(Ordering::Acquire) == PENDING {
+            if self.state.get() == State::Pending {
                 early.push((msg, attachments));
                 return Ok(());
             }

@@ -16,7 +16,7 @@ use crate::client::Client;
 use crate::cluster::ServerSideAck;
 use crate::recovery::{Position, Room, Session, StoredPacket};
 use crate::remote::socket_info;
-use crate::socket::{SocketRef, CLOSED, CONNECTED, PENDING};
+use crate::socket::{SocketRef, State};
 use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::{encode, DisconnectReason, Payload};
 
@@ -71,9 +71,9 @@ impl Namespace {
         replay: &[StoredPacket],
         start: Option<Position>,
     ) -> bool {
-        if client.engine.is_closed() || socket.state.load(Ordering::Acquire) != PENDING {
+        if client.engine.is_closed() || socket.state.get() != State::Pending {
             client.connect_done(&self.name);
-            socket.state.store(CLOSED, Ordering::Release);
+            socket.state.set(State::Closed);
             return false;
         }
         *socket.start.locked() = start;
@@ -105,7 +105,7 @@ impl Namespace {
         }
         {
             let mut early = socket.early.locked();
-            socket.state.store(CONNECTED, Ordering::Release);
+            socket.state.set(State::Connected);
             for (m, a) in early.drain(..) {
                 socket.engine.send_unbounded(m, a);
             }
@@ -150,7 +150,7 @@ impl Namespace {
         {
             let mut map = self.rooms.writing();
             let mut rooms = socket.rooms.locked();
-            if socket.state.load(Ordering::Acquire) == CLOSED || rooms.contains(&room) {
+            if socket.state.get() == State::Closed || rooms.contains(&room) {
                 return;
             }
             rooms.push(room.clone());
