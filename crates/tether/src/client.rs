@@ -26,7 +26,7 @@ struct Partial {
 #[doc(hidden)]
 pub struct Client {
     pub(crate) engine: Arc<EngineSocket>,
-    server: Arc<ServerInner>,
+    pub(crate) server: Arc<ServerInner>,
     sockets: Mutex<Vec<(String, SocketRef)>>,
     connecting: Mutex<Vec<String>>,
     partial: Mutex<Option<Partial>>,

@@ -46,8 +46,8 @@ pub(crate) struct Recovery {
 ///         None => Err(tether::ConnectError::new("no token")),
 ///     }
 /// });
-/// chat.on_connection(|socket| {
-///     socket.on("say", |socket, payload, _ack| {
+/// chat.on_connection(|socket: tether::SocketRef| {
+///     socket.on("say", |socket: tether::SocketRef, payload: tether::Payload| {
 ///         let _ = socket.broadcast().emit("said", payload);
 ///     });
 /// });
@@ -122,13 +122,23 @@ impl Namespace {
         self.handlers.add_middleware(f);
     }
 
-    /// Sets the connection handler. It runs before the CONNECT reply is written, so the
-    /// event handlers it registers see every event the client sends afterwards.
-    pub fn on_connection<F>(&self, f: F)
+    /// Sets the connection handler: a sync or async function of
+    /// [extractors](crate::extract) (`Data<T>` is the CONNECT `auth` here). It runs before
+    /// the CONNECT reply is written, up to its first pending `.await`, so the event
+    /// handlers it registers by then see every event the client sends afterwards.
+    pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
+        self.handlers.set_on_connection(h);
+    }
+
+    /// Sets what runs when a handler's arguments cannot be extracted (the handler is then
+    /// not called): the socket, the error, and the [`AckSender`](crate::AckSender) when
+    /// the client asked for an answer. Without it the client gets no answer. See
+    /// [`crate::extract`].
+    pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(&SocketRef) + Send + Sync + 'static,
+        F: Fn(SocketRef, Error, Option<crate::AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_connection(f);
+        self.handlers.set_on_extract_error(f);
     }
 
     /// Enables (or with `None` disables) connection state recovery here, overriding the
@@ -193,8 +203,12 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
 
-    /// Emits to every socket of the namespace.
-    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) {
+    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit(
+        self: &Arc<Self>,
+        event: &str,
+        payload: impl crate::IntoPayload,
+    ) -> Result<(), Error> {
         BroadcastOperator::new(self.clone()).emit(event, payload)
     }
 
@@ -671,7 +685,7 @@ impl Namespace {
         }
         let on_connection = self.handlers.on_connection.reading().clone();
         if let Some(h) = on_connection {
-            h(&socket);
+            h(crate::extract::Parts::connect(socket.clone(), auth));
         }
         match (&cluster, rec.as_deref()) {
             (Some(c), Some(rec)) if socket.recovered() => {

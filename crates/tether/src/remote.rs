@@ -84,8 +84,8 @@ impl RemoteSocket {
     }
 
     /// Emits an event to it, wherever it is.
-    pub fn emit(&self, event: &str, payload: impl Into<Payload>) {
-        self.ns.to(self.id()).emit(event, payload);
+    pub fn emit(&self, event: &str, payload: impl crate::IntoPayload) -> Result<(), Error> {
+        self.ns.to(self.id()).emit(event, payload)
     }
 
     /// Makes it join a room, wherever it is.

@@ -33,9 +33,16 @@ pub(crate) struct ServerInner {
     /// (cheaper than a timer task per connection).
     connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
     sweeper: AtomicBool,
+    /// What [`Server::with_state`] set, for the `State<T>` extractor.
+    state: RwLock<http::Extensions>,
 }
 
 impl ServerInner {
+    /// A value set with [`Server::with_state`].
+    pub(crate) fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.state.reading().get::<T>().cloned()
+    }
+
     pub(crate) fn watch_connect_timeout(self: &Arc<Self>, client: &Arc<Client>) {
         let deadline = Instant::now() + self.config.connect_timeout;
         self.connect_deadlines
@@ -145,18 +152,16 @@ impl Handler for SioHandler {
 /// The Socket.IO server. Cheap to clone.
 ///
 /// ```no_run
-/// use tether::{Server, ServerConfig, RecoveryConfig};
+/// use tether::{AckSender, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 ///
 /// # async fn run() -> Result<(), tether::Error> {
 /// let io = Server::new(ServerConfig {
 ///     recovery: Some(RecoveryConfig::default()),
 ///     ..ServerConfig::default()
 /// });
-/// io.of("/").on_connection(|socket| {
-///     socket.on("echo", |_socket, payload, ack| {
-///         if let Some(ack) = ack {
-///             ack.send(payload);
-///         }
+/// io.of("/").on_connection(|socket: SocketRef| {
+///     socket.on("echo", |payload: Payload, ack: AckSender| {
+///         let _ = ack.send(payload);
 ///     });
 /// });
 /// io.listen("127.0.0.1:3000".parse().unwrap()).await
@@ -192,6 +197,7 @@ impl Server {
             cluster: OnceLock::new(),
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
+            state: RwLock::new(http::Extensions::new()),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -207,6 +213,23 @@ impl Server {
     /// The options in force.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// Adds a value that every handler can take with the
+    /// [`State<T>`](crate::extract::State) extractor (one value per type; a second one of
+    /// the same type replaces the first). It is cloned for each handler that takes it.
+    ///
+    /// ```no_run
+    /// # use tether::{Server, extract::State};
+    /// #[derive(Clone)]
+    /// struct Db(std::sync::Arc<String>);
+    ///
+    /// let io = Server::default().with_state(Db(std::sync::Arc::new("postgres://".into())));
+    /// io.of("/").on_connection(|State(db): State<Db>| println!("{}", db.0));
+    /// ```
+    pub fn with_state<T: Clone + Send + Sync + 'static>(self, state: T) -> Self {
+        self.inner.state.writing().insert(state);
+        self
     }
 
     /// The namespace with this name, created on first use.
@@ -235,7 +258,7 @@ impl Server {
     /// ```no_run
     /// # fn f(io: tether::Server) {
     /// let workspaces = io.of_dynamic(|name, _auth| name.starts_with("/workspace-"));
-    /// workspaces.on_connection(|socket| {
+    /// workspaces.on_connection(|socket: tether::SocketRef| {
     ///     let _ = socket.emit("hello", socket.nsp());
     /// });
     /// # }
@@ -352,11 +375,18 @@ impl DynamicNamespace {
         self.handlers.add_middleware(f);
     }
 
-    /// Sets the connection handler of every child namespace.
-    pub fn on_connection<F>(&self, f: F)
+    /// Sets the connection handler of every child namespace (see
+    /// [`Namespace::on_connection`]).
+    pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
+        self.handlers.set_on_connection(h);
+    }
+
+    /// Sets the extraction-error hook of every child namespace (see
+    /// [`Namespace::on_extract_error`]).
+    pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(&SocketRef) + Send + Sync + 'static,
+        F: Fn(SocketRef, crate::Error, Option<crate::AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_connection(f);
+        self.handlers.set_on_extract_error(f);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tether::{ConnectError, RecoveryConfig, Server, ServerConfig};
+use tether::{AckSender, ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -65,19 +65,25 @@ fn server(recovery: RecoveryConfig) -> Server {
             Ok(())
         }
     });
-    io.of("/").on_connection(|socket| {
-        socket.on("join", |socket, p, ack| {
-            socket.join(p.get::<String>(0).unwrap_or_default());
-            if let Some(ack) = ack {
-                ack.send(());
-            }
-        });
-        socket.on("say", |socket, p, ack| {
-            socket.namespace().to("r").emit("said", p);
-            if let Some(ack) = ack {
-                ack.send(());
-            }
-        });
+    io.of("/").on_connection(|socket: SocketRef| {
+        socket.on(
+            "join",
+            |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                socket.join(p.get::<String>(0).unwrap_or_default());
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
+        );
+        socket.on(
+            "say",
+            |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let _ = socket.namespace().to("r").emit("said", p);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
+        );
     });
     io
 }

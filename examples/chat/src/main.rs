@@ -23,8 +23,10 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tether::{Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
+use tether::extract::{AckSender, TryData};
+use tether::{DisconnectReason, RecoveryConfig, Server, ServerConfig, SocketRef};
 use tower_layer::Layer as _;
 use tower_service::Service as _;
 
@@ -108,9 +110,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A chat message as the page sends it.
+#[derive(Deserialize)]
+struct ChatIn {
+    #[serde(default)]
+    name: String,
+    text: String,
+}
+
+/// A chat message as the server relays it.
+#[derive(Serialize)]
+struct ChatOut {
+    name: String,
+    text: String,
+    /// Milliseconds since the Unix epoch.
+    at: u64,
+}
+
 /// Runs for every new socket, and again for a socket that comes back by recovery (with
 /// the same id, and its `data` restored).
-fn on_connection(socket: &SocketRef) {
+fn on_connection(socket: SocketRef) {
     if socket.recovered() {
         // `data` came back with the session: the name it last sent with.
         let name = socket
@@ -134,46 +153,45 @@ fn on_connection(socket: &SocketRef) {
         json!({ "id": socket.id().to_string(), "recovered": socket.recovered() }),
     );
 
-    socket.on("chat", |socket, payload, ack| {
-        let name = clean(payload.args.first().and_then(|m| m.get("name")), MAX_NAME);
-        let text = clean(payload.args.first().and_then(|m| m.get("text")), MAX_TEXT);
-        let ok = !text.is_empty();
-        if ok {
-            let name = if name.is_empty() {
-                "anonymous".to_owned()
-            } else {
-                name
-            };
-            socket.set_data(json!({ "name": name }));
-            let at = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            socket
-                .namespace()
-                .emit("chat", json!({ "name": name, "text": text, "at": at }));
-        }
-        if let Some(ack) = ack {
-            ack.send(Payload::new().arg(ok));
-        }
-    });
+    socket.on("chat", on_chat);
 
     // The page's "Drop connection" button: close the connection without a goodbye, as a
     // network failure would. The client reconnects by itself and recovers.
-    socket.on("kill-transport", |socket, _payload, _ack| {
+    socket.on("kill-transport", |socket: SocketRef| {
         println!("{} asked to drop its transport", socket.id());
         socket.close_transport();
     });
 
-    socket.on_disconnect(|socket, reason| {
+    socket.on_disconnect(|socket: SocketRef, reason: DisconnectReason| {
         println!("{} disconnected: {reason}", socket.id());
     });
 }
 
-/// A trimmed string argument, cut to `max` characters; empty when absent.
-fn clean(v: Option<&Value>, max: usize) -> String {
-    v.and_then(Value::as_str)
-        .map(|s| s.trim().chars().take(max).collect())
-        .unwrap_or_default()
+/// `chat({name, text}, ack)`: relays the message to everyone, acks whether it did.
+fn on_chat(socket: SocketRef, TryData(msg): TryData<ChatIn>, ack: Option<AckSender>) {
+    let msg = msg.ok().map(|m| ChatOut {
+        name: clean(&m.name, MAX_NAME).unwrap_or_else(|| "anonymous".to_owned()),
+        text: clean(&m.text, MAX_TEXT).unwrap_or_default(),
+        at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    });
+    let ok = match msg.filter(|m| !m.text.is_empty()) {
+        Some(m) => {
+            socket.set_data(json!({ "name": m.name }));
+            socket.namespace().emit("chat", &m).is_ok()
+        }
+        None => false,
+    };
+    if let Some(ack) = ack {
+        let _ = ack.send(ok);
+    }
+}
+
+/// Trimmed and cut to `max` characters; `None` when that leaves nothing.
+fn clean(s: &str, max: usize) -> Option<String> {
+    let s: String = s.trim().chars().take(max).collect();
+    (!s.is_empty()).then_some(s)
 }
 
 async fn shutdown_signal() {

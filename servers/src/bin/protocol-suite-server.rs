@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tether::{Cors, EngineConfig, Payload, Server, ServerConfig, SocketRef};
+use tether::{AckSender, Cors, EngineConfig, Payload, Server, ServerConfig, SocketRef};
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message, TextMessage};
 
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -112,19 +112,25 @@ fn socket_io_server() -> Server {
         });
     }
     let delay = auth_delay();
-    io.of("/").on_connection(move |socket| {
-        emit_auth(socket, delay);
-        socket.on("message", |socket, payload, _ack| {
-            let _ = socket.emit("message-back", payload);
-        });
-        socket.on("message-with-ack", |_socket, payload, ack| {
-            if let Some(ack) = ack {
-                ack.send(payload);
-            }
-        });
+    io.of("/").on_connection(move |socket: SocketRef| {
+        emit_auth(&socket, delay);
+        socket.on(
+            "message",
+            |socket: SocketRef, payload: Payload, _ack: Option<AckSender>| {
+                let _ = socket.emit("message-back", payload);
+            },
+        );
+        socket.on(
+            "message-with-ack",
+            |_socket: SocketRef, payload: Payload, ack: Option<AckSender>| {
+                if let Some(ack) = ack {
+                    let _ = ack.send(payload);
+                }
+            },
+        );
     });
     io.of("/custom")
-        .on_connection(move |socket| emit_auth(socket, delay));
+        .on_connection(move |socket: SocketRef| emit_auth(&socket, delay));
     io
 }
 
