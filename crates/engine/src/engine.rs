@@ -142,6 +142,11 @@ impl<H: Handler> Engine<H> {
                 Err(e) => e.response(),
             }
         };
+        if inner.config.cors.is_some() {
+            // The answer depends on the origin: caches must not share it across origins.
+            res.headers_mut()
+                .append(header::VARY, header::HeaderValue::from_static("Origin"));
+        }
         if let (Some(cors), Some(origin)) = (&inner.config.cors, origin) {
             let allowed = cors.origins.is_empty()
                 || cors

@@ -121,3 +121,33 @@ async fn the_cookie_carries_the_session_id() {
     let (head, _) = request(plain, "/socket.io/?EIO=4&transport=polling", "").await;
     assert!(!head.contains("set-cookie"), "{head}");
 }
+
+#[tokio::test]
+async fn cors_answers_vary_by_origin() {
+    let addr = start(EngineConfig {
+        cors: Some(tether_engine::Cors {
+            origins: vec!["http://app.example".into()],
+            credentials: true,
+        }),
+        ..EngineConfig::default()
+    })
+    .await;
+    let path = "/socket.io/?EIO=4&transport=polling";
+    let (head, _) = request(addr, path, "Origin: http://app.example\r\n").await;
+    assert!(
+        head.contains("access-control-allow-origin: http://app.example"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-credentials: true"),
+        "{head}"
+    );
+    assert!(head.contains("vary: origin"), "{head}");
+    let (head, _) = request(addr, path, "Origin: http://evil.example\r\n").await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert!(head.contains("vary: origin"), "{head}");
+    // Without CORS configured, nothing changes.
+    let plain = start(EngineConfig::default()).await;
+    let (head, _) = request(plain, path, "Origin: http://app.example\r\n").await;
+    assert!(!head.contains("vary"), "{head}");
+}

@@ -35,9 +35,77 @@ pub(crate) struct ServerInner {
     sweeper: AtomicBool,
     /// What [`Server::with_state`] set, for the `State<T>` extractor.
     state: RwLock<http::Extensions>,
+    /// CONNECTs under way per namespace name (counted only with
+    /// `cleanup_empty_child_namespaces`).
+    pending_connects: Mutex<HashMap<String, usize>>,
+}
+
+/// A CONNECT under way to a namespace; dropping it may clean up an empty child.
+pub(crate) struct PendingConnect {
+    server: Arc<ServerInner>,
+    name: String,
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        {
+            let mut pending = self.server.pending_connects.locked();
+            if let Some(n) = pending.get_mut(&self.name) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&self.name);
+                }
+            }
+        }
+        self.server.cleanup_child(&self.name);
+    }
 }
 
 impl ServerInner {
+    /// Counts a CONNECT to `name` until the returned guard drops; `None` (and no cost)
+    /// without `cleanup_empty_child_namespaces`. Taken before the namespace is looked
+    /// up, so a cleanup never removes a namespace a CONNECT is on its way to.
+    pub(crate) fn connect_started(self: &Arc<Self>, name: &str) -> Option<PendingConnect> {
+        if !self.config.cleanup_empty_child_namespaces {
+            return None;
+        }
+        *self
+            .pending_connects
+            .locked()
+            .entry(name.to_owned())
+            .or_default() += 1;
+        Some(PendingConnect {
+            server: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Removes the dynamic child `name` if it has no socket and no CONNECT under way
+    /// (`cleanup_empty_child_namespaces`; never in a cluster).
+    pub(crate) fn cleanup_child(&self, name: &str) {
+        if !self.config.cleanup_empty_child_namespaces || self.cluster.get().is_some() {
+            return;
+        }
+        let Some(ns) = self.existing_namespace(name) else {
+            return;
+        };
+        // Lock order as in `namespace_for`: the dynamic list, then the namespaces.
+        let dynamic = self.dynamic.reading();
+        if !dynamic
+            .iter()
+            .any(|d| Arc::ptr_eq(&d.handlers, &ns.handlers))
+        {
+            return;
+        }
+        let mut map = self.namespaces.writing();
+        let same = map.get(name).is_some_and(|n| Arc::ptr_eq(n, &ns));
+        let pending = self.pending_connects.locked().contains_key(name);
+        if same && !pending && ns.sockets.reading().is_empty() {
+            map.remove(name);
+            tracing::debug!(nsp = name, "empty child namespace removed");
+        }
+    }
+
     /// A value set with [`Server::with_state`].
     pub(crate) fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.state.reading().get::<T>().cloned()
@@ -198,6 +266,7 @@ impl Server {
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
             state: RwLock::new(http::Extensions::new()),
+            pending_connects: Mutex::new(HashMap::new()),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),

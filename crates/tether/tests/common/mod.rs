@@ -109,6 +109,11 @@ impl Client {
             .expect("writer");
     }
 
+    /// Closes the WebSocket (a close frame: the server sees a transport close).
+    pub fn close(&self) {
+        let _ = self.tx.send(Message::Close(None));
+    }
+
     /// Sends a binary frame (an attachment).
     pub fn send_binary(&self, bytes: Vec<u8>) {
         self.tx.send(Message::binary(bytes)).expect("writer");
