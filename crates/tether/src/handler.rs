@@ -4,7 +4,7 @@
 //! ([`Namespace::on_connection`](crate::Namespace::on_connection)) and disconnect handlers
 //! ([`Socket::on_disconnect`](crate::Socket::on_disconnect)) are all [`Handler`]s: a
 //! closure or `fn` taking up to 8 arguments that implement
-//! [`FromEvent`](crate::extract::FromEvent), and returning either `()` (a sync handler)
+//! [`FromEvent`], and returning either `()` (a sync handler)
 //! or a future of `()` that is `Send + 'static` (an async handler). Closure arguments
 //! need their types written, as in axum.
 //!
