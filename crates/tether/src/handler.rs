@@ -52,6 +52,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::extract::{FromEvent, Parts};
+use crate::ConnectError;
 
 /// A handler stored type-erased.
 pub(crate) type BoxedHandler = Arc<dyn Fn(Parts) + Send + Sync>;
@@ -155,6 +156,82 @@ macro_rules! impl_handler {
         }
     };
 }
+
+/// A future of a connect middleware.
+pub(crate) type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<(), ConnectError>> + Send>>;
+
+/// A connect middleware: a sync or async function of up to 8
+/// [extractors](crate::extract) returning `Result<(), ConnectError>`; see
+/// [`Namespace::use_middleware`](crate::Namespace::use_middleware). In a middleware,
+/// [`Data<T>`](crate::extract::Data) is the CONNECT payload (`auth`); an extractor that
+/// fails refuses the socket with a CONNECT_ERROR saying why.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Tether connect middleware",
+    label = "not a middleware",
+    note = "a middleware is a closure or `fn`, sync or async, of up to 8 arguments that each \
+            implement `tether::extract::FromEvent`, returning `Result<(), ConnectError>`",
+    note = "closure arguments need their types: `|socket: SocketRef, Data(auth): Data<Auth>| ...`"
+)]
+pub trait Middleware<M>: Send + Sync + 'static {
+    /// Extracts the arguments and runs the middleware.
+    fn call(&self, parts: Parts) -> MiddlewareFuture;
+}
+
+#[cold]
+fn refused(parts: &Parts, err: crate::Error) -> MiddlewareFuture {
+    tracing::debug!(sid = %parts.socket.id(), nsp = parts.socket.nsp(), "connect refused: {err}");
+    Box::pin(std::future::ready(Err(ConnectError::new(err.to_string()))))
+}
+
+macro_rules! extract_or_refuse {
+    ($parts:ident, $($ty:ident),*) => {
+        $(
+            let $ty = match $ty::from_event(&mut $parts) {
+                Ok(v) => v,
+                Err(e) => return refused(&$parts, e),
+            };
+        )*
+    };
+}
+
+macro_rules! impl_middleware {
+    ($($ty:ident),*) => {
+        #[allow(non_snake_case, unused_mut, unused_variables)]
+        impl<F, $($ty,)*> Middleware<(private::Sync, $($ty,)*)> for F
+        where
+            F: Fn($($ty),*) -> Result<(), ConnectError> + Send + Sync + 'static,
+            $($ty: FromEvent,)*
+        {
+            fn call(&self, mut parts: Parts) -> MiddlewareFuture {
+                extract_or_refuse!(parts, $($ty),*);
+                Box::pin(std::future::ready(self($($ty),*)))
+            }
+        }
+
+        #[allow(non_snake_case, unused_mut, unused_variables)]
+        impl<F, Fut, $($ty,)*> Middleware<(private::Async, $($ty,)*)> for F
+        where
+            F: Fn($($ty),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+            $($ty: FromEvent,)*
+        {
+            fn call(&self, mut parts: Parts) -> MiddlewareFuture {
+                extract_or_refuse!(parts, $($ty),*);
+                Box::pin(self($($ty),*))
+            }
+        }
+    };
+}
+
+impl_middleware!();
+impl_middleware!(T1);
+impl_middleware!(T1, T2);
+impl_middleware!(T1, T2, T3);
+impl_middleware!(T1, T2, T3, T4);
+impl_middleware!(T1, T2, T3, T4, T5);
+impl_middleware!(T1, T2, T3, T4, T5, T6);
+impl_middleware!(T1, T2, T3, T4, T5, T6, T7);
+impl_middleware!(T1, T2, T3, T4, T5, T6, T7, T8);
 
 impl_handler!();
 impl_handler!(T1);

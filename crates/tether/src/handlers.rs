@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::extract::AckSender;
+use crate::extract::{AckSender, Parts};
 use crate::handler::{BoxedHandler, Handler};
 use crate::socket::SocketRef;
 use crate::sync::RwLockExt as _;
@@ -27,12 +27,8 @@ pub(crate) struct NsHandlers {
 }
 
 impl NsHandlers {
-    pub(crate) fn add_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        let mw: Middleware = Arc::new(move |s, auth| Box::pin(f(s, auth)));
+    pub(crate) fn add_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
+        let mw: Middleware = Arc::new(move |s, auth| h.call(Parts::connect(s, auth)));
         self.middlewares.writing().push(mw);
     }
 

@@ -1,5 +1,4 @@
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use crate::recovery::{
 };
 use crate::socket::{Origin, Socket, SocketRef, CLOSED, CONNECTED, PENDING};
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
+use crate::{encode, DisconnectReason, Error, Payload};
 
 /// How long a half-open socket may take to answer the probe that decides whether its pid
 /// can be taken over.
@@ -40,10 +39,13 @@ pub(crate) struct Recovery {
 /// ```no_run
 /// # async fn f(io: tether::Server) {
 /// let chat = io.of("/chat");
-/// chat.use_middleware(|_socket, auth| async move {
-///     match auth.and_then(|a| a.get("token").cloned()) {
-///         Some(_) => Ok(()),
-///         None => Err(tether::ConnectError::new("no token")),
+/// #[derive(serde::Deserialize)]
+/// struct Auth { token: String }
+///
+/// chat.use_middleware(|tether::extract::Data(auth): tether::extract::Data<Auth>| async move {
+///     match auth.token.is_empty() {
+///         false => Ok(()),
+///         true => Err(tether::ConnectError::new("no token")),
 ///     }
 /// });
 /// chat.on_connection(|socket: tether::SocketRef| {
@@ -111,15 +113,13 @@ impl Namespace {
         &self.name
     }
 
-    /// Adds a connect middleware. Middlewares run in order for every CONNECT (except a
-    /// recovered one when `skip_middlewares` is on); an error is sent to the client as
-    /// CONNECT_ERROR `{message, data}`. `auth` is the CONNECT payload.
-    pub fn use_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        self.handlers.add_middleware(f);
+    /// Adds a connect middleware: a sync or async function of
+    /// [extractors](crate::extract) returning `Result<(), ConnectError>` (see
+    /// [`Middleware`](crate::handler::Middleware)). Middlewares run in order for every
+    /// CONNECT (except a recovered one when `skip_middlewares` is on); an error is sent to
+    /// the client as CONNECT_ERROR `{message, data}`. `Data<T>` is the CONNECT payload.
+    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(h);
     }
 
     /// Sets the connection handler: a sync or async function of

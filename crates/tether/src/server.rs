@@ -14,7 +14,7 @@ use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
 use crate::handlers::NsHandlers;
 use crate::namespace::Namespace;
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
+use crate::{RecoveryConfig, ServerConfig, SocketRef};
 
 type Predicate = Arc<dyn Fn(&str, Option<&Value>) -> bool + Send + Sync>;
 
@@ -435,13 +435,10 @@ impl std::fmt::Debug for DynamicNamespace {
 }
 
 impl DynamicNamespace {
-    /// Adds a connect middleware to every child namespace.
-    pub fn use_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        self.handlers.add_middleware(f);
+    /// Adds a connect middleware to every child namespace (see
+    /// [`Namespace::use_middleware`]).
+    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(h);
     }
 
     /// Sets the connection handler of every child namespace (see

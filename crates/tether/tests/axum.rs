@@ -82,7 +82,7 @@ async fn tether_in_an_axum_router() {
     let reasons: Arc<Mutex<Vec<DisconnectReason>>> = Arc::default();
     let seen = reasons.clone();
     // Refuse sockets whose request carried no claims.
-    io.of("/").use_middleware(|socket, _auth| async move {
+    io.of("/").use_middleware(|socket: SocketRef| async move {
         match socket.req_extensions().get::<Claims>() {
             Some(_) => Ok(()),
             None => Err(ConnectError::new("unauthorized")),

@@ -55,7 +55,7 @@ fn app() -> (Server, Arc<Mutex<Vec<String>>>) {
             let _ = ack.send(json!({ "error": e.to_string() }));
         }
     });
-    ns.use_middleware(|socket, _auth| async move {
+    ns.use_middleware(|socket: SocketRef| {
         socket.extensions(|e| e.insert(User("from-middleware".into())));
         Ok(())
     });
@@ -182,4 +182,34 @@ async fn without_a_hook_a_bad_payload_gets_no_answer() {
     c.send(r#"422["n",1]"#);
     assert_eq!(c.ack(2).await, json!([]));
     assert_eq!(*called.lock().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_middleware_refuses_an_auth_that_does_not_fit() {
+    let io = Server::default();
+    io.of("/")
+        .use_middleware(|socket: SocketRef, Data(auth): Data<Auth>| async move {
+            if auth.user == "mallory" {
+                return Err(tether::ConnectError::new("go away"));
+            }
+            socket.extensions(|e| e.insert(User(auth.user)));
+            Ok(())
+        });
+    io.of("/")
+        .on_connection(|socket: SocketRef, Extension(u): Extension<User>| {
+            let _ = socket.emit("hello", u.0);
+        });
+    let addr = serve(&io).await;
+    let mut ok = Client::connect(addr, r#"{"user":"ann"}"#).await;
+    assert_eq!(ok.next().await, r#"42["hello","ann"]"#);
+    let refused = Client::connect(addr, r#"{"user":"mallory"}"#).await;
+    assert_eq!(refused.sid, r#"44{"message":"go away"}"#);
+    // No auth at all does not fit `Auth`: refused, saying why.
+    let bad = Client::connect(addr, "").await;
+    assert!(
+        bad.sid
+            .starts_with(r#"44{"message":"invalid arguments: invalid type: null"#),
+        "{}",
+        bad.sid
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tether::extract::Data;
 use tether::{AckSender, ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -58,13 +59,14 @@ fn server(recovery: RecoveryConfig) -> Server {
         recovery: Some(recovery),
         ..ServerConfig::default()
     });
-    io.of("/").use_middleware(|_socket, auth| async move {
-        if auth.and_then(|a| a.get("deny").cloned()) == Some(json!(true)) {
-            Err(ConnectError::new("denied"))
-        } else {
-            Ok(())
-        }
-    });
+    io.of("/")
+        .use_middleware(|Data(auth): Data<Option<Value>>| async move {
+            if auth.and_then(|a| a.get("deny").cloned()) == Some(json!(true)) {
+                Err(ConnectError::new("denied"))
+            } else {
+                Ok(())
+            }
+        });
     io.of("/").on_connection(|socket: SocketRef| {
         socket.on(
             "join",

@@ -485,7 +485,9 @@ fn main() -> std::io::Result<()> {
         for name in ["/", "/admin"] {
             let ns = io.of(name);
             let admin = name == "/admin";
-            ns.use_middleware(move |socket, auth| async move {
+            ns.use_middleware(move |socket: SocketRef, auth: Payload| async move {
+                // The CONNECT payload as it came.
+                let auth = auth.args.into_iter().next();
                 let auth = auth.unwrap_or_else(|| json!({}));
                 socket.extensions(|e| e.insert(Auth(auth.clone())));
                 if socket.recovered() {

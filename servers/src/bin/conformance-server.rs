@@ -518,7 +518,9 @@ fn main() -> std::io::Result<()> {
                 skip_middlewares: true,
                 ..RecoveryConfig::default()
             }));
-            ns.use_middleware(|socket, auth| async move {
+            ns.use_middleware(|socket: SocketRef, auth: Payload| async move {
+                // The CONNECT payload as it came.
+                let auth = auth.args.into_iter().next();
                 if auth
                     .as_ref()
                     .and_then(|a| a.get("deny"))

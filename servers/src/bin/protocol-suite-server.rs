@@ -106,7 +106,9 @@ fn socket_io_server() -> Server {
     });
     for name in ["/", "/custom"] {
         let ns = io.of(name);
-        ns.use_middleware(|socket, auth| async move {
+        ns.use_middleware(|socket: SocketRef, auth: Payload| async move {
+            // The CONNECT payload as it came.
+            let auth = auth.args.into_iter().next();
             socket.extensions(|e| e.insert(Auth(auth.unwrap_or_else(|| json!({})))));
             Ok(())
         });
