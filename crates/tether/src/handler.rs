@@ -41,6 +41,17 @@
 //! order across awaits, keep the state behind a `tokio::sync::Mutex` taken before the
 //! first await.
 //!
+//! # From the closure form of earlier versions
+//!
+//! `socket.on("ev", |socket, payload, ack| ...)` with `&SocketRef`, `Payload` and
+//! `Option<AckSender>` is gone on purpose: a closure's argument types cannot be inferred
+//! through a trait with several implementations. The same handler, written out, is still
+//! a handler (`Payload` and `Option<AckSender>` are extractors), with an owned socket:
+//! `|socket: SocketRef, payload: Payload, ack: Option<AckSender>| ...`. `on_any`
+//! handlers get the event's name from [`Event`](crate::extract::Event) rather than as
+//! the first argument, and middlewares take the CONNECT payload as `Data<T>` (or the raw
+//! `Payload`).
+//!
 //! A connection handler runs the same way, before the CONNECT reply is written: the
 //! handlers it registers before its first pending `.await` see every event the client
 //! sends. Disconnect handlers run after the socket left its rooms (and
