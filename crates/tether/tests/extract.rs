@@ -213,3 +213,41 @@ async fn a_typed_middleware_refuses_an_auth_that_does_not_fit() {
         bad.sid
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_ack_deserializes_into_a_type() {
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Answer {
+        ok: bool,
+    }
+    let io = Server::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    io.of("/").on_connection(move |socket: SocketRef| {
+        let tx = tx.clone();
+        async move {
+            let answer = socket
+                .emit_with_ack("question", "ready?", Duration::from_secs(5))
+                .await
+                .and_then(|p| p.into_data::<Answer>().map_err(Error::Deserialize));
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(answer.map_err(|e| e.to_string()));
+            }
+        }
+    });
+    let addr = serve(&io).await;
+    let mut c = Client::connect(addr, "").await;
+    let q = c.next().await;
+    let id = q
+        .strip_prefix("42")
+        .and_then(|r| r.split_once('['))
+        .map(|(id, _)| id.to_owned())
+        .unwrap();
+    assert!(q.ends_with(r#"["question","ready?"]"#), "{q}");
+    c.send(&format!(r#"43{id}[{{"ok":true}}]"#));
+    let answer = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, Ok(Answer { ok: true }));
+}
