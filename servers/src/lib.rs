@@ -62,3 +62,8 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
             .build()
     }
 }
+
+/// The README's examples, compiled by `cargo test -p tether-servers --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -142,6 +142,11 @@ impl<H: Handler> Engine<H> {
                 Err(e) => e.response(),
             }
         };
+        if inner.config.cors.is_some() {
+            // The answer depends on the origin: caches must not share it across origins.
+            res.headers_mut()
+                .append(header::VARY, header::HeaderValue::from_static("Origin"));
+        }
         if let (Some(cors), Some(origin)) = (&inner.config.cors, origin) {
             let allowed = cors.origins.is_empty()
                 || cors
@@ -179,6 +184,14 @@ impl<H: Handler> Engine<H> {
             return Err(ProtocolError::UnsupportedProtocolVersion);
         }
         let is_upgrade = is_ws_upgrade(&req);
+        if let (Some(allow), true) = (
+            &inner.config.allow_request,
+            query.sid.is_none() || is_upgrade,
+        ) {
+            if let Err(refusal) = allow.check(&Handshake::from_request(&req)) {
+                return Ok(refusal.response());
+            }
+        }
         match query.sid {
             None => {
                 if req.method() != Method::GET {
@@ -241,10 +254,10 @@ impl<H: Handler> Inner<H> {
     /// Creates a session, registers it, starts its heartbeat, and returns it.
     pub(crate) fn open_session(
         self: &Arc<Self>,
+        sid: Sid,
         transport: Transport,
         handshake: Handshake,
     ) -> Arc<Session<H>> {
-        let sid = Sid::random();
         // Heartbeat deadlines count from here, before the client can see the session.
         let opened = tokio::time::Instant::now();
         let socket = Arc::new(EngineSocket::new(

@@ -36,7 +36,7 @@ mod socket;
 mod tls;
 mod transport;
 
-pub use config::{Cors, EngineConfig, Transports};
+pub use config::{AllowRequest, Cookie, Cors, EngineConfig, Refusal, SameSite, Transports};
 pub use engine::{Engine, Handler, Message};
 pub use error::{ProtocolError, SendError};
 pub use serve::{bind, serve, serve_with_shutdown};

@@ -236,8 +236,14 @@ pub struct Handshake {
     pub uri: http::Uri,
     /// The request headers.
     pub headers: http::HeaderMap,
-    /// The peer's address, when the server knows it.
+    /// The peer's address, when the server knows it: a `SocketAddr` in the request's
+    /// extensions, as Tether's own `serve` inserts, or else (with the `axum` feature)
+    /// axum's `ConnectInfo<SocketAddr>`, as `into_make_service_with_connect_info` inserts.
     pub remote_addr: Option<std::net::SocketAddr>,
+    /// The request's extensions, as tower layers in front of the engine left them (auth
+    /// claims, for example). Only values that were in the extensions are here; they are
+    /// cloned once per connection.
+    pub extensions: http::Extensions,
 }
 
 impl Handshake {
@@ -256,10 +262,21 @@ impl Handshake {
             .path_and_query()
             .and_then(|pq| http::Uri::try_from(pq.as_str()).ok())
             .unwrap_or_default();
+        let mut extensions = req.extensions().clone();
+        // hyper's upgrade handle is the transport's, not the application's.
+        extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let remote_addr = req.extensions().get::<std::net::SocketAddr>().copied();
+        #[cfg(feature = "axum")]
+        let remote_addr = remote_addr.or_else(|| {
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0)
+        });
         Handshake {
             uri,
             headers,
-            remote_addr: req.extensions().get::<std::net::SocketAddr>().copied(),
+            remote_addr,
+            extensions,
         }
     }
 

@@ -95,7 +95,7 @@ async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
 
     let (mut a, session) = connect(a1, json!({})).await;
     let pid = session["pid"].as_str().expect("a pid").to_owned();
-    n2.of("/").emit("news", json!("one"));
+    let _ = n2.of("/").emit("news", json!("one"));
     let got = event(&next_text(&mut a).await);
     assert_eq!(got[0], "news");
     assert_eq!(got[1], "one");
@@ -110,7 +110,7 @@ async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(500)).await;
     n1.cluster().expect("a cluster").flush().await;
-    n2.of("/").emit("news", json!("two"));
+    let _ = n2.of("/").emit("news", json!("two"));
     n2.cluster().expect("a cluster").flush().await;
     let (mut b, reply) = connect(a2, json!({"pid": pid, "offset": offset})).await;
     assert_eq!(

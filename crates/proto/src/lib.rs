@@ -15,9 +15,11 @@
 
 pub mod engine;
 mod error;
+mod into_payload;
 pub mod json;
 mod payload;
 pub mod sio;
 
 pub use error::Error;
+pub use into_payload::IntoPayload;
 pub use payload::Payload;

@@ -64,9 +64,48 @@ impl Payload {
         self.args.first()
     }
 
-    /// Argument `i` deserialized into `T`.
+    /// Argument `i` deserialized into `T`; `None` when it is missing or does not fit
+    /// (see [`try_get`](Self::try_get) for the reason).
     pub fn get<T: serde::de::DeserializeOwned>(&self, i: usize) -> Option<T> {
         T::deserialize(self.args.get(i)?).ok()
+    }
+
+    /// Argument `i` deserialized into `T`, or why not (a missing argument reads as
+    /// `null`, so `Option<T>` accepts it).
+    ///
+    /// ```
+    /// use tether_proto::Payload;
+    /// let p = Payload::new().arg(1).arg("x");
+    /// assert_eq!(p.try_get::<u8>(0).unwrap(), 1);
+    /// assert!(p.try_get::<u8>(1).is_err());
+    /// assert_eq!(p.try_get::<Option<u8>>(2).unwrap(), None);
+    /// ```
+    pub fn try_get<T: serde::de::DeserializeOwned>(
+        &self,
+        i: usize,
+    ) -> Result<T, serde_json::Error> {
+        T::deserialize(self.args.get(i).unwrap_or(&Value::Null))
+    }
+
+    /// All the arguments deserialized into `T`, by the rule of the server's `Data<T>`:
+    /// none as `null`, one as itself, several as an array (so a tuple takes several).
+    /// Binary values stay placeholders.
+    ///
+    /// ```
+    /// use tether_proto::Payload;
+    /// let two = Payload::new().arg("a").arg(2);
+    /// assert_eq!(two.into_data::<(String, u32)>().unwrap(), ("a".to_owned(), 2));
+    /// let one = Payload::new().arg(serde_json::json!({"n": 1}));
+    /// assert_eq!(one.into_data::<serde_json::Value>().unwrap()["n"], 1);
+    /// assert_eq!(Payload::new().into_data::<Option<u8>>().unwrap(), None);
+    /// ```
+    pub fn into_data<T: serde::de::DeserializeOwned>(mut self) -> Result<T, serde_json::Error> {
+        let v = match self.args.len() {
+            0 => Value::Null,
+            1 => self.args.pop().unwrap_or(Value::Null),
+            _ => Value::Array(self.args),
+        };
+        serde_json::from_value(v)
     }
 
     /// Appends a binary argument (an attachment and its placeholder).

@@ -26,7 +26,7 @@ struct Partial {
 #[doc(hidden)]
 pub struct Client {
     pub(crate) engine: Arc<EngineSocket>,
-    server: Arc<ServerInner>,
+    pub(crate) server: Arc<ServerInner>,
     sockets: Mutex<Vec<(String, SocketRef)>>,
     connecting: Mutex<Vec<String>>,
     partial: Mutex<Option<Partial>>,
@@ -82,6 +82,7 @@ impl Client {
     pub(crate) fn remove_socket(&self, nsp: &str, socket: &SocketRef) {
         self.lock_sockets()
             .retain(|(n, s)| !(n == nsp && Arc::ptr_eq(s, socket)));
+        self.server.cleanup_child(nsp);
     }
 
     pub(crate) fn on_message(self: &Arc<Self>, msg: Message<'_>) {
@@ -196,6 +197,7 @@ impl Client {
             }
             connecting.push(nsp.clone());
         }
+        let pending = self.server.connect_started(&nsp);
         let Some(ns) = self.server.namespace_for(&nsp, packet.data.as_ref()) else {
             self.connect_done(&nsp);
             let err = serde_json::json!({ "message": "Invalid namespace" });
@@ -206,7 +208,11 @@ impl Client {
         };
         // Run the connect inline when it does not wait (no middleware, no probe): the
         // common case keeps its order with the packets that follow. Otherwise, a task.
-        let mut fut = Box::pin(ns.connect(self.clone(), packet.data));
+        let connect = ns.connect(self.clone(), packet.data);
+        let mut fut = Box::pin(async move {
+            connect.await;
+            drop(pending);
+        });
         let waker = futures_util::task::noop_waker();
         if fut
             .as_mut()

@@ -21,6 +21,11 @@ pub struct ServerConfig {
     pub max_attachment_bytes: usize,
     /// Connection state recovery for every namespace (off); namespaces may override it.
     pub recovery: Option<RecoveryConfig>,
+    /// Removes a child of a dynamic namespace ([`Server::of_dynamic`](crate::Server::of_dynamic))
+    /// once its last socket has left and no CONNECT to it is under way, with its recovery
+    /// state (`cleanupEmptyChildNamespaces` in the reference; off). A later CONNECT
+    /// creates it anew. Not applied in a cluster, where children stay.
+    pub cleanup_empty_child_namespaces: bool,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +36,7 @@ impl Default for ServerConfig {
             max_attachments: 10,
             max_attachment_bytes: 10_000_000,
             recovery: None,
+            cleanup_empty_child_namespaces: false,
         }
     }
 }

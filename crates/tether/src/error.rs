@@ -18,6 +18,28 @@ pub enum Error {
     /// An I/O error, while binding or serving.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// What was to be sent does not serialize to JSON.
+    #[error("could not serialize: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// A handler's arguments do not fit the type its [`Data`](crate::extract::Data)
+    /// extractor asked for.
+    #[error("invalid arguments: {0}")]
+    Deserialize(#[source] serde_json::Error),
+    /// A handler takes an [`AckSender`](crate::extract::AckSender) but the client asked
+    /// for no acknowledgement.
+    #[error("the client asked for no acknowledgement")]
+    NoAck,
+    /// No [`State`](crate::extract::State) of this type was set on the server.
+    #[error("no server state of type {0}")]
+    MissingState(&'static str),
+    /// No [`Extension`](crate::extract::Extension) of this type on the socket or its
+    /// handshake request.
+    #[error("no extension of type {0}")]
+    MissingExtension(&'static str),
+    /// An extractor used in a handler it has no meaning in (the extractor, then the kind
+    /// of handler it belongs to).
+    #[error("{0} is only available in {1} handlers")]
+    WrongHandler(&'static str, &'static str),
 }
 
 impl Error {

@@ -11,6 +11,49 @@
 //! # }
 //! # fn tower_service_fn() -> impl Clone { () }
 //! ```
+//!
+//! # In axum
+//!
+//! Mount [`Server::service`] on the engine's path beside your routes; tower layers in
+//! front (CORS from `tower-http`, auth) apply to it as to any route. What they insert in
+//! the request's extensions reaches the sockets ([`Socket::req_extensions`](crate::Socket::req_extensions) and the
+//! [`Extension`](crate::extract::Extension) extractor). With the `axum` feature, axum's
+//! `ConnectInfo<SocketAddr>` is the sockets' remote address
+//! (`socket.handshake().remote_addr`). Close Tether's sessions in the graceful-shutdown
+//! future, so that long-polls end and axum's drain is quick.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use tether::{SocketRef, extract::Extension};
+//! use tower_http::cors::CorsLayer;
+//!
+//! #[derive(Clone)]
+//! struct Claims { user: String }
+//!
+//! # async fn f() -> std::io::Result<()> {
+//! let io = tether::Server::default();
+//! io.of("/").on_connection(|socket: SocketRef, Extension(c): Extension<Claims>| {
+//!     socket.join(c.user);
+//! });
+//! let app = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .route_service("/socket.io/", io.service())
+//!     // .layer(your auth layer inserting Claims into the request's extensions)
+//!     .layer(CorsLayer::permissive());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let shutdown_io = io.clone();
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .with_graceful_shutdown(async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         shutdown_io.close().await;
+//!     })
+//!     .await
+//! # }
+//! ```
+//!
+//! `crates/tether/tests/axum.rs` runs all of this end to end, and `examples/chat` is a
+//! whole app on axum and `tower-http`'s `ServeDir`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -4,8 +4,16 @@
 //! drops for a moment, it comes back with the same socket id, its rooms and its `data`,
 //! and receives every event it missed, once and in order: see [`recovery`].
 //!
+//! Handlers are sync or async functions of typed [extractors](extract), as in axum; they
+//! never hold up the connection (see [`handler`]). Anything `Serialize` can be emitted.
+//!
 //! ```no_run
-//! use tether::{Server, ServerConfig, RecoveryConfig, Payload};
+//! use serde::{Deserialize, Serialize};
+//! use tether::extract::{AckSender, Data};
+//! use tether::{RecoveryConfig, Server, ServerConfig, SocketRef};
+//!
+//! #[derive(Deserialize, Serialize)]
+//! struct Chat { room: String, text: String }
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), tether::Error> {
@@ -13,10 +21,12 @@
 //!         recovery: Some(RecoveryConfig::default()),
 //!         ..ServerConfig::default()
 //!     });
-//!     io.of("/").on_connection(|socket| {
+//!     io.of("/").on_connection(|socket: SocketRef| {
 //!         println!("{} connected (recovered: {})", socket.id(), socket.recovered());
-//!         socket.on("chat", |socket, payload, _ack| {
-//!             socket.namespace().emit("chat", payload);
+//!         socket.on("join", |socket: SocketRef, Data(room): Data<String>| socket.join(room));
+//!         socket.on("chat", |socket: SocketRef, Data(msg): Data<Chat>, ack: AckSender| async move {
+//!             let sent = socket.namespace().to(msg.room.clone()).emit("chat", &msg);
+//!             let _ = ack.send(sent.is_ok());
 //!         });
 //!     });
 //!     io.listen("127.0.0.1:3000".parse().unwrap()).await
@@ -31,6 +41,8 @@ pub mod cluster;
 mod config;
 mod encode;
 mod error;
+pub mod extract;
+pub mod handler;
 mod handlers;
 pub mod layer;
 mod namespace;
@@ -55,6 +67,6 @@ pub use reason::DisconnectReason;
 pub use recovery::RecoveryConfig;
 pub use remote::RemoteSocket;
 pub use server::{DynamicNamespace, Server, SioHandler};
-pub use socket::{AckSender, EventHandler, Socket, SocketRef};
+pub use socket::{AckSender, Socket, SocketRef};
 pub use tether_engine::{bind, rustls, Cors, EngineConfig, Sid, Transports};
-pub use tether_proto::Payload;
+pub use tether_proto::{IntoPayload, Payload};

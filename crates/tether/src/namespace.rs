@@ -4,7 +4,6 @@
 mod local;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -36,14 +35,17 @@ type ServerSideHandler = Arc<dyn Fn(Payload, Option<ServerSideAck>) + Send + Syn
 /// ```no_run
 /// # async fn f(io: tether::Server) {
 /// let chat = io.of("/chat");
-/// chat.use_middleware(|_socket, auth| async move {
-///     match auth.and_then(|a| a.get("token").cloned()) {
-///         Some(_) => Ok(()),
-///         None => Err(tether::ConnectError::new("no token")),
+/// #[derive(serde::Deserialize)]
+/// struct Auth { token: String }
+///
+/// chat.use_middleware(|tether::extract::Data(auth): tether::extract::Data<Auth>| async move {
+///     match auth.token.is_empty() {
+///         false => Ok(()),
+///         true => Err(tether::ConnectError::new("no token")),
 ///     }
 /// });
-/// chat.on_connection(|socket| {
-///     socket.on("say", |socket, payload, _ack| {
+/// chat.on_connection(|socket: tether::SocketRef| {
+///     socket.on("say", |socket: tether::SocketRef, payload: tether::Payload| {
 ///         let _ = socket.broadcast().emit("said", payload);
 ///     });
 /// });
@@ -102,24 +104,32 @@ impl Namespace {
         &self.name
     }
 
-    /// Adds a connect middleware. Middlewares run in order for every CONNECT (except a
-    /// recovered one when `skip_middlewares` is on); an error is sent to the client as
-    /// CONNECT_ERROR `{message, data}`. `auth` is the CONNECT payload.
-    pub fn use_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        self.handlers.add_middleware(f);
+    /// Adds a connect middleware: a sync or async function of
+    /// [extractors](crate::extract) returning `Result<(), ConnectError>` (see
+    /// [`Middleware`](crate::handler::Middleware)). Middlewares run in order for every
+    /// CONNECT (except a recovered one when `skip_middlewares` is on); an error is sent to
+    /// the client as CONNECT_ERROR `{message, data}`. `Data<T>` is the CONNECT payload.
+    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(h);
     }
 
-    /// Sets the connection handler. It runs before the CONNECT reply is written, so the
-    /// event handlers it registers see every event the client sends afterwards.
-    pub fn on_connection<F>(&self, f: F)
+    /// Sets the connection handler: a sync or async function of
+    /// [extractors](crate::extract) (`Data<T>` is the CONNECT `auth` here). It runs before
+    /// the CONNECT reply is written, up to its first pending `.await`, so the event
+    /// handlers it registers by then see every event the client sends afterwards.
+    pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
+        self.handlers.set_on_connection(h);
+    }
+
+    /// Sets what runs when a handler's arguments cannot be extracted (the handler is then
+    /// not called): the socket, the error, and the [`AckSender`](crate::AckSender) when
+    /// the client asked for an answer. Without it the client gets no answer. See
+    /// [`crate::extract`].
+    pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(&SocketRef) + Send + Sync + 'static,
+        F: Fn(SocketRef, Error, Option<crate::AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_connection(f);
+        self.handlers.set_on_extract_error(f);
     }
 
     /// Enables (or with `None` disables) connection state recovery here, overriding the
@@ -144,6 +154,14 @@ impl Namespace {
         let adapter = self.adapter();
         adapter.recovery()?;
         Some(self.metrics.snapshot(adapter.usage()))
+    }
+
+    /// Whether this node keeps sessions of this namespace (in memory) that a client may
+    /// still recover.
+    pub(crate) fn holds_kept_sessions(&self) -> bool {
+        self.adapter()
+            .usage()
+            .is_some_and(|(sessions, _)| sessions > 0)
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {
@@ -175,8 +193,12 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
 
-    /// Emits to every socket of the namespace.
-    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) {
+    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit(
+        self: &Arc<Self>,
+        event: &str,
+        payload: impl crate::IntoPayload,
+    ) -> Result<(), Error> {
         BroadcastOperator::new(self.clone()).emit(event, payload)
     }
 
@@ -307,7 +329,7 @@ impl Namespace {
         // 4. The connection handler registers the event handlers before anything is sent.
         let on_connection = self.handlers.on_connection.reading().clone();
         if let Some(h) = on_connection {
-            h(&socket);
+            h(crate::extract::Parts::connect(socket.clone(), auth));
         }
         // 5. Replay what it missed, then live.
         let register =

@@ -9,7 +9,7 @@ use crate::namespace::Namespace;
 use crate::recovery::Room;
 use crate::remote::RemoteSocket;
 use crate::socket::SocketRef;
-use crate::{encode, AckResponse, AckResponses, Error, Payload};
+use crate::{encode, AckResponse, AckResponses, Error, IntoPayload, Payload};
 
 /// A chain of broadcast operators: `to`, `except`, `volatile`, `local`, `timeout`, then an
 /// action: `emit`, `emit_with_ack`, `fetch_sockets`, `sockets_join`, `sockets_leave`,
@@ -70,27 +70,35 @@ impl BroadcastOperator {
         self
     }
 
-    /// Emits the event to every target.
-    pub fn emit(self, event: &str, payload: impl Into<Payload>) {
-        self.ns.emit_to(&self.opts, event, &payload.into());
+    /// Emits the event to every target: any `T: Serialize` (a tuple for several
+    /// arguments) or a [`Payload`]. Fails only when it does not serialize.
+    pub fn emit(self, event: &str, payload: impl IntoPayload) -> Result<(), Error> {
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
+        self.ns.emit_to(&self.opts, event, &payload);
+        Ok(())
     }
 
     /// Emits the event with an ack id to every target, on every node, and collects the
     /// answers: one entry per target reached, with [`Error::Timeout`] for a target that did
-    /// not answer in time (5 s by default, see [`timeout`](Self::timeout)).
+    /// not answer in time (5 s by default, see [`timeout`](Self::timeout)). Fails only
+    /// when the payload does not serialize.
     ///
     /// ```no_run
-    /// # async fn f(io: tether::Server) {
+    /// # async fn f(io: tether::Server) -> Result<(), tether::Error> {
     /// use std::time::Duration;
     /// let acks = io.of("/").to("room1").timeout(Duration::from_secs(2))
-    ///     .emit_with_ack("question", "ready?").await;
+    ///     .emit_with_ack("question", "ready?").await?;
     /// for r in &acks.responses {
     ///     println!("{:?}: {:?}", r.socket_id, r.result);
     /// }
-    /// # }
+    /// # Ok(()) }
     /// ```
-    pub async fn emit_with_ack(self, event: &str, payload: impl Into<Payload>) -> AckResponses {
-        let payload = payload.into();
+    pub async fn emit_with_ack(
+        self,
+        event: &str,
+        payload: impl IntoPayload,
+    ) -> Result<AckResponses, Error> {
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
         let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         let deadline = tokio::time::Instant::now() + timeout;
         let waits = send_with_ack(&self.ns, &self.opts, event, &payload);
@@ -118,10 +126,10 @@ impl BroadcastOperator {
             responses.extend(r.responses);
             complete = r.complete;
         }
-        AckResponses {
+        Ok(AckResponses {
             responses,
             complete,
-        }
+        })
     }
 
     /// The targets that are connected to this node.

@@ -9,7 +9,7 @@ use crate::cluster::SocketInfo;
 use crate::namespace::Namespace;
 use crate::recovery::Room;
 use crate::socket::SocketRef;
-use crate::Payload;
+use crate::Error;
 
 /// A socket found by [`fetch_sockets`](crate::BroadcastOperator::fetch_sockets), on this
 /// node or another. Its actions go through the cluster, so they work wherever it is.
@@ -84,8 +84,8 @@ impl RemoteSocket {
     }
 
     /// Emits an event to it, wherever it is.
-    pub fn emit(&self, event: &str, payload: impl Into<Payload>) {
-        self.ns.to(self.id()).emit(event, payload);
+    pub fn emit(&self, event: &str, payload: impl crate::IntoPayload) -> Result<(), Error> {
+        self.ns.to(self.id()).emit(event, payload)
     }
 
     /// Makes it join a room, wherever it is.

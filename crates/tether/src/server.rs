@@ -15,7 +15,7 @@ use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
 use crate::handlers::NsHandlers;
 use crate::namespace::Namespace;
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{ConnectError, RecoveryConfig, ServerConfig, SocketRef};
+use crate::{RecoveryConfig, ServerConfig, SocketRef};
 
 type Predicate = Arc<dyn Fn(&str, Option<&Value>) -> bool + Send + Sync>;
 
@@ -35,9 +35,88 @@ pub(crate) struct ServerInner {
     /// (cheaper than a timer task per connection).
     connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
     sweeper: AtomicBool,
+    /// What [`Server::with_state`] set, for the `State<T>` extractor.
+    state: RwLock<http::Extensions>,
+    /// CONNECTs under way per namespace name (counted only with
+    /// `cleanup_empty_child_namespaces`).
+    pending_connects: Mutex<HashMap<String, usize>>,
+}
+
+/// A CONNECT under way to a namespace; dropping it may clean up an empty child.
+pub(crate) struct PendingConnect {
+    server: Arc<ServerInner>,
+    name: String,
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        {
+            let mut pending = self.server.pending_connects.locked();
+            if let Some(n) = pending.get_mut(&self.name) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(&self.name);
+                }
+            }
+        }
+        self.server.cleanup_child(&self.name);
+    }
 }
 
 impl ServerInner {
+    /// Counts a CONNECT to `name` until the returned guard drops; `None` (and no cost)
+    /// without `cleanup_empty_child_namespaces`. Taken before the namespace is looked
+    /// up, so a cleanup never removes a namespace a CONNECT is on its way to.
+    pub(crate) fn connect_started(self: &Arc<Self>, name: &str) -> Option<PendingConnect> {
+        if !self.config.cleanup_empty_child_namespaces {
+            return None;
+        }
+        *self
+            .pending_connects
+            .locked()
+            .entry(name.to_owned())
+            .or_default() += 1;
+        Some(PendingConnect {
+            server: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Removes the dynamic child `name` if it has no socket, no CONNECT under way and
+    /// no session kept on this node (`cleanup_empty_child_namespaces`): a client that
+    /// dropped for a moment still recovers.
+    pub(crate) fn cleanup_child(&self, name: &str) {
+        if !self.config.cleanup_empty_child_namespaces {
+            return;
+        }
+        let Some(ns) = self.namespaces.reading().get(name).cloned() else {
+            return;
+        };
+        if ns.holds_kept_sessions() {
+            return;
+        }
+        // Lock order as in `namespace_for`: the dynamic list, then the namespaces.
+        let dynamic = self.dynamic.reading();
+        if !dynamic
+            .iter()
+            .any(|d| Arc::ptr_eq(&d.handlers, &ns.handlers))
+        {
+            return;
+        }
+        let mut map = self.namespaces.writing();
+        let same = map.get(name).is_some_and(|n| Arc::ptr_eq(n, &ns));
+        let pending = self.pending_connects.locked().contains_key(name);
+        if same && !pending && ns.sockets.reading().is_empty() {
+            map.remove(name);
+            tracing::debug!(nsp = name, "empty child namespace removed");
+        }
+    }
+
+    /// A value set with [`Server::with_state`].
+    pub(crate) fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.state.reading().get::<T>().cloned()
+    }
+
     pub(crate) fn watch_connect_timeout(self: &Arc<Self>, client: &Arc<Client>) {
         let deadline = Instant::now() + self.config.connect_timeout;
         self.connect_deadlines
@@ -121,18 +200,16 @@ impl Handler for SioHandler {
 /// The Socket.IO server. Cheap to clone.
 ///
 /// ```no_run
-/// use tether::{Server, ServerConfig, RecoveryConfig};
+/// use tether::{AckSender, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 ///
 /// # async fn run() -> Result<(), tether::Error> {
 /// let io = Server::new(ServerConfig {
 ///     recovery: Some(RecoveryConfig::default()),
 ///     ..ServerConfig::default()
 /// });
-/// io.of("/").on_connection(|socket| {
-///     socket.on("echo", |_socket, payload, ack| {
-///         if let Some(ack) = ack {
-///             ack.send(payload);
-///         }
+/// io.of("/").on_connection(|socket: SocketRef| {
+///     socket.on("echo", |payload: Payload, ack: AckSender| {
+///         let _ = ack.send(payload);
 ///     });
 /// });
 /// io.listen("127.0.0.1:3000".parse().unwrap()).await
@@ -195,6 +272,8 @@ impl Server {
             adapters,
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
+            state: RwLock::new(http::Extensions::new()),
+            pending_connects: Mutex::new(HashMap::new()),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -210,6 +289,23 @@ impl Server {
     /// The options in force.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// Adds a value that every handler can take with the
+    /// [`State<T>`](crate::extract::State) extractor (one value per type; a second one of
+    /// the same type replaces the first). It is cloned for each handler that takes it.
+    ///
+    /// ```no_run
+    /// # use tether::{Server, extract::State};
+    /// #[derive(Clone)]
+    /// struct Db(std::sync::Arc<String>);
+    ///
+    /// let io = Server::default().with_state(Db(std::sync::Arc::new("postgres://".into())));
+    /// io.of("/").on_connection(|State(db): State<Db>| println!("{}", db.0));
+    /// ```
+    pub fn with_state<T: Clone + Send + Sync + 'static>(self, state: T) -> Self {
+        self.inner.state.writing().insert(state);
+        self
     }
 
     /// The namespace with this name, created on first use.
@@ -238,7 +334,7 @@ impl Server {
     /// ```no_run
     /// # fn f(io: tether::Server) {
     /// let workspaces = io.of_dynamic(|name, _auth| name.starts_with("/workspace-"));
-    /// workspaces.on_connection(|socket| {
+    /// workspaces.on_connection(|socket: tether::SocketRef| {
     ///     let _ = socket.emit("hello", socket.nsp());
     /// });
     /// # }
@@ -332,20 +428,24 @@ impl std::fmt::Debug for DynamicNamespace {
 }
 
 impl DynamicNamespace {
-    /// Adds a connect middleware to every child namespace.
-    pub fn use_middleware<F, Fut>(&self, f: F)
-    where
-        F: Fn(SocketRef, Option<Value>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
-    {
-        self.handlers.add_middleware(f);
+    /// Adds a connect middleware to every child namespace (see
+    /// [`Namespace::use_middleware`]).
+    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(h);
     }
 
-    /// Sets the connection handler of every child namespace.
-    pub fn on_connection<F>(&self, f: F)
+    /// Sets the connection handler of every child namespace (see
+    /// [`Namespace::on_connection`]).
+    pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
+        self.handlers.set_on_connection(h);
+    }
+
+    /// Sets the extraction-error hook of every child namespace (see
+    /// [`Namespace::on_extract_error`]).
+    pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(&SocketRef) + Send + Sync + 'static,
+        F: Fn(SocketRef, crate::Error, Option<crate::AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_connection(f);
+        self.handlers.set_on_extract_error(f);
     }
 }

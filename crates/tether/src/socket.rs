@@ -10,23 +10,19 @@ use tokio::sync::oneshot;
 
 use crate::client::Client;
 use crate::encode::attachments;
+use crate::extract::Parts;
+use crate::handler::{boxed, BoxedHandler, Handler};
 use crate::namespace::Namespace;
 use crate::operators::BroadcastOperator;
 use crate::recovery::{Position, Room, Session};
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{encode, DisconnectReason, Error, Payload};
+use crate::{encode, DisconnectReason, Error, IntoPayload, Payload};
 
-/// A handle on a socket, cheap to clone.
+/// A handle on a socket, cheap to clone; an [extractor](crate::extract) too.
 pub type SocketRef = Arc<Socket>;
-
-/// An event handler: the socket, the arguments, and an [`AckSender`] when the client
-/// asked for an answer.
-pub type EventHandler = Arc<dyn Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync>;
 
 /// A message waiting for the CONNECT reply.
 pub(crate) type Queued = (TextMessage, Option<Arc<[Bytes]>>);
-type DisconnectHandler = Box<dyn FnOnce(&SocketRef, DisconnectReason) + Send + Sync>;
-type DisconnectingHandler = Box<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
 
 /// Where a socket is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -89,10 +85,10 @@ pub struct Socket {
     pub(crate) start: Mutex<Option<Position>>,
     data: Mutex<Value>,
     pub(crate) rooms: Mutex<Vec<Room>>,
-    handlers: RwLock<HashMap<String, EventHandler>>,
-    any: RwLock<Option<EventHandler>>,
-    on_disconnect: Mutex<Vec<DisconnectHandler>>,
-    on_disconnecting: Mutex<Vec<DisconnectingHandler>>,
+    handlers: RwLock<HashMap<String, BoxedHandler>>,
+    any: RwLock<Option<BoxedHandler>>,
+    on_disconnect: Mutex<Vec<BoxedHandler>>,
+    on_disconnecting: Mutex<Vec<BoxedHandler>>,
     pub(crate) acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
     /// Messages emitted before the socket is connected (without recovery).
     pub(crate) early: Mutex<Vec<Queued>>,
@@ -230,54 +226,89 @@ impl Socket {
         f(&mut self.extensions.locked())
     }
 
-    /// Registers the handler of an event, replacing any earlier one.
+    /// The extensions of the HTTP request that opened the connection: what tower layers
+    /// in front of Tether inserted (auth claims, axum's `ConnectInfo`). The
+    /// [`Extension`](crate::extract::Extension) extractor looks here after
+    /// [`extensions`](Self::extensions).
+    pub fn req_extensions(&self) -> &http::Extensions {
+        &self.engine.handshake().extensions
+    }
+
+    /// A value set with [`Server::with_state`](crate::Server::with_state).
+    pub(crate) fn server_state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.client.upgrade()?.server.state::<T>()
+    }
+
+    /// Registers the handler of an event, replacing any earlier one. The handler is a
+    /// sync or async function of [extractors](crate::extract); see [`crate::handler`] for
+    /// how it runs (never on hold of the connection's reader, and started in the order the
+    /// packets arrived).
     ///
     /// ```no_run
-    /// # fn f(socket: tether::SocketRef) {
-    /// socket.on("echo", |_socket, payload, ack| {
-    ///     if let Some(ack) = ack {
-    ///         ack.send(payload);
-    ///     }
+    /// # use tether::{SocketRef, extract::{AckSender, Data}};
+    /// # fn f(socket: SocketRef) {
+    /// #[derive(serde::Deserialize, serde::Serialize)]
+    /// struct Msg { text: String }
+    ///
+    /// socket.on("echo", |Data(msg): Data<Msg>, ack: AckSender| {
+    ///     let _ = ack.send(msg);
+    /// });
+    /// socket.on("slow", |ack: AckSender| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///     let _ = ack.send("done");
     /// });
     /// # }
     /// ```
-    pub fn on<F>(&self, event: impl Into<String>, handler: F)
-    where
-        F: Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync + 'static,
-    {
-        self.handlers
-            .writing()
-            .insert(event.into(), Arc::new(handler));
+    pub fn on<H: Handler<M>, M>(&self, event: impl Into<String>, handler: H) {
+        self.handlers.writing().insert(event.into(), boxed(handler));
     }
 
-    /// Registers a handler for events that have no handler of their own; it gets the event
-    /// name as the first argument.
-    pub fn on_any<F>(&self, handler: F)
-    where
-        F: Fn(&SocketRef, Payload, Option<AckSender>) + Send + Sync + 'static,
-    {
-        *self.any.writing() = Some(Arc::new(handler));
+    /// Registers a handler for events that have no handler of their own; the
+    /// [`Event`](crate::extract::Event) extractor gives the event's name.
+    ///
+    /// ```no_run
+    /// # use tether::{SocketRef, Payload, extract::Event};
+    /// # fn f(socket: SocketRef) {
+    /// socket.on_any(|Event(name): Event, p: Payload| println!("{name}: {:?}", p.args));
+    /// # }
+    /// ```
+    pub fn on_any<H: Handler<M>, M>(&self, handler: H) {
+        *self.any.writing() = Some(boxed(handler));
     }
 
-    /// Runs once when the socket disconnects, after it left its rooms.
-    pub fn on_disconnect<F>(&self, handler: F)
-    where
-        F: FnOnce(&SocketRef, DisconnectReason) + Send + Sync + 'static,
-    {
-        self.on_disconnect.locked().push(Box::new(handler));
+    /// Runs once when the socket disconnects, after it left its rooms. The
+    /// [`DisconnectReason`] is an extractor here.
+    ///
+    /// ```no_run
+    /// # use tether::{SocketRef, DisconnectReason};
+    /// # fn f(socket: SocketRef) {
+    /// socket.on_disconnect(|socket: SocketRef, reason: DisconnectReason| {
+    ///     println!("{} left: {}", socket.id(), reason.as_str());
+    /// });
+    /// # }
+    /// ```
+    pub fn on_disconnect<H: Handler<M>, M>(&self, handler: H) {
+        self.on_disconnect.locked().push(boxed(handler));
     }
 
     /// Runs when the socket is about to disconnect, while it is still in its rooms.
-    pub fn on_disconnecting<F>(&self, handler: F)
-    where
-        F: Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
-    {
-        self.on_disconnecting.locked().push(Box::new(handler));
+    pub fn on_disconnecting<H: Handler<M>, M>(&self, handler: H) {
+        self.on_disconnecting.locked().push(boxed(handler));
     }
 
-    /// Emits an event to this socket. With recovery on, it gets an offset and is stored.
-    pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) -> Result<(), Error> {
-        let payload = payload.into();
+    /// Emits an event to this socket: any `T: Serialize` (a tuple for several arguments)
+    /// or a [`Payload`] for binary (see [`IntoPayload`]). With recovery on, it gets an
+    /// offset and is stored.
+    ///
+    /// ```no_run
+    /// # fn f(socket: tether::SocketRef) -> Result<(), tether::Error> {
+    /// socket.emit("hello", "world")?;
+    /// socket.emit("move", (3, 4))?; // two arguments
+    /// socket.emit("file", tether::Payload::new().arg("a.bin").binary(vec![1u8, 2]))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn emit(self: &Arc<Self>, event: &str, payload: impl IntoPayload) -> Result<(), Error> {
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
         if self.ns.recovery_on() {
             self.ns.emit_to(
                 &crate::BroadcastOptions::to_socket(self.id.as_str()),
@@ -294,10 +325,10 @@ impl Socket {
     pub async fn emit_with_ack(
         self: &Arc<Self>,
         event: &str,
-        payload: impl Into<Payload>,
+        payload: impl IntoPayload,
         timeout: Duration,
     ) -> Result<Payload, Error> {
-        let payload = payload.into();
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
         let id = self.ns.next_ack_id();
         let rx = self.register_ack(id);
         let msg = encode::event(self.nsp(), Some(id), event, &payload, None);
@@ -405,25 +436,21 @@ impl Socket {
         mut args: Vec<Value>,
         attachments: Vec<Bytes>,
     ) {
-        let Some(Value::String(event)) = args.first().cloned() else {
+        let Some(Value::String(event)) = args.first() else {
             return;
         };
-        let handler = self.handlers.reading().get(&event).cloned();
-        let (handler, args) = match handler {
-            Some(h) => {
-                args.remove(0);
-                (h, args)
-            }
+        let handler = self.handlers.reading().get(event.as_str()).cloned();
+        let handler = match handler {
+            Some(h) => h,
             None => match self.any.reading().clone() {
-                Some(h) => (h, args),
+                Some(h) => h,
                 None => return,
             },
         };
-        let ack = id.map(|id| AckSender {
-            socket: self.clone(),
-            id,
-        });
-        handler(self, Payload { args, attachments }, ack);
+        let Value::String(event) = args.remove(0) else {
+            return;
+        };
+        handler(Parts::event(self.clone(), event, args, attachments, id));
     }
 
     pub(crate) fn handle_ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
@@ -436,7 +463,7 @@ impl Socket {
     pub(crate) fn run_disconnecting(self: &Arc<Self>, reason: DisconnectReason) {
         let handlers = std::mem::take(&mut *self.on_disconnecting.locked());
         for h in &handlers {
-            h(self, reason);
+            h(Parts::disconnect(self.clone(), reason));
         }
     }
 
@@ -444,14 +471,23 @@ impl Socket {
         self.acks.locked().clear();
         let handlers = std::mem::take(&mut *self.on_disconnect.locked());
         for h in handlers {
-            h(self, reason);
+            h(Parts::disconnect(self.clone(), reason));
         }
         self.handlers.writing().clear();
         *self.any.writing() = None;
     }
 }
 
-/// Answers an event that asked for an acknowledgement.
+/// Answers an event that asked for an acknowledgement; an [extractor](crate::extract).
+///
+/// ```no_run
+/// # use tether::extract::AckSender;
+/// # fn f(socket: tether::SocketRef) {
+/// socket.on("sum", |tether::extract::Data(v): tether::extract::Data<Vec<i64>>, ack: AckSender| {
+///     let _ = ack.send(v.iter().sum::<i64>());
+/// });
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AckSender {
     socket: SocketRef,
@@ -459,10 +495,15 @@ pub struct AckSender {
 }
 
 impl AckSender {
-    /// Sends the answer.
-    pub fn send(self, payload: impl Into<Payload>) {
-        let payload = payload.into();
+    pub(crate) fn new(socket: SocketRef, id: u64) -> Self {
+        AckSender { socket, id }
+    }
+
+    /// Sends the answer: any `T: Serialize` (a tuple for several arguments) or a
+    /// [`Payload`]. Fails when it does not serialize or the socket cannot take it.
+    pub fn send(self, payload: impl IntoPayload) -> Result<(), Error> {
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
         let msg = encode::ack(self.socket.nsp(), self.id, &payload);
-        let _ = self.socket.send(msg, attachments(&payload));
+        self.socket.send(msg, attachments(&payload))
     }
 }

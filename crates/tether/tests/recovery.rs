@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tether::{ConnectError, RecoveryConfig, Server, ServerConfig};
+use tether::extract::Data;
+use tether::{AckSender, ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -58,32 +59,42 @@ fn server(recovery: RecoveryConfig) -> Server {
         recovery: Some(recovery),
         ..ServerConfig::default()
     });
-    io.of("/").use_middleware(|_socket, auth| async move {
-        if auth.and_then(|a| a.get("deny").cloned()) == Some(json!(true)) {
-            Err(ConnectError::new("denied"))
-        } else {
-            Ok(())
-        }
-    });
-    io.of("/").on_connection(|socket| {
-        socket.on("join", |socket, p, ack| {
-            socket.join(p.get::<String>(0).unwrap_or_default());
-            if let Some(ack) = ack {
-                ack.send(());
+    io.of("/")
+        .use_middleware(|Data(auth): Data<Option<Value>>| async move {
+            if auth.and_then(|a| a.get("deny").cloned()) == Some(json!(true)) {
+                Err(ConnectError::new("denied"))
+            } else {
+                Ok(())
             }
         });
-        socket.on("data", |socket, p, ack| {
-            socket.set_data(p.args.first().cloned().unwrap_or_default());
-            if let Some(ack) = ack {
-                ack.send(());
-            }
-        });
-        socket.on("say", |socket, p, ack| {
-            socket.namespace().to("r").emit("said", p);
-            if let Some(ack) = ack {
-                ack.send(());
-            }
-        });
+    io.of("/").on_connection(|socket: SocketRef| {
+        socket.on(
+            "join",
+            |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                socket.join(p.get::<String>(0).unwrap_or_default());
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
+        );
+        socket.on(
+            "data",
+            |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                socket.set_data(p.args.first().cloned().unwrap_or_default());
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
+        );
+        socket.on(
+            "say",
+            |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let _ = socket.namespace().to("r").emit("said", p);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            },
+        );
     });
     io
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tether::{DisconnectReason, EngineConfig, RecoveryConfig, Server, ServerConfig};
+use tether::{
+    AckSender, DisconnectReason, EngineConfig, Payload, RecoveryConfig, Server, ServerConfig,
+    SocketRef,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -60,23 +63,28 @@ async fn a_slow_client_is_disconnected_as_recoverable_and_gets_the_rest() {
     let seen = reasons.clone();
     let emitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = emitted.clone();
-    io.of("/").on_connection(move |socket| {
+    io.of("/").on_connection(move |socket: SocketRef| {
         let seen = seen.clone();
         let counter = counter.clone();
-        socket.on_disconnect(move |_, reason| seen.lock().unwrap().push(reason));
-        socket.on("flood", move |socket, p, _ack| {
-            let n = p.get::<u64>(0).unwrap_or(0);
-            let socket = socket.clone();
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let pad = "x".repeat(64 * 1024);
-                for i in 0..n {
-                    socket.emit("big", json!([i, pad])).unwrap();
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                }
-            });
+        socket.on_disconnect(move |_: SocketRef, reason: DisconnectReason| {
+            seen.lock().unwrap().push(reason)
         });
+        socket.on(
+            "flood",
+            move |socket: SocketRef, p: Payload, _ack: Option<AckSender>| {
+                let n = p.get::<u64>(0).unwrap_or(0);
+                let socket = socket.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let pad = "x".repeat(64 * 1024);
+                    for i in 0..n {
+                        socket.emit("big", json!([i, pad])).unwrap();
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                    }
+                });
+            },
+        );
     });
     let listener = tether::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -143,26 +151,34 @@ async fn volatile_emits_to_a_slow_client_are_dropped_without_closing_it() {
     });
     let reasons: Arc<Mutex<Vec<DisconnectReason>>> = Arc::default();
     let seen = reasons.clone();
-    io.of("/").on_connection(move |socket| {
+    io.of("/").on_connection(move |socket: SocketRef| {
         let seen = seen.clone();
-        socket.on_disconnect(move |_, reason| seen.lock().unwrap().push(reason));
-        socket.on("flood", |socket, _p, _ack| {
-            let ns = socket.namespace().clone();
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                let pad = "v".repeat(64 * 1024);
-                for i in 0..300 {
-                    ns.volatile().emit("v", json!([i, pad]));
-                    tokio::task::yield_now().await;
+        socket.on_disconnect(move |_: SocketRef, reason: DisconnectReason| {
+            seen.lock().unwrap().push(reason)
+        });
+        socket.on(
+            "flood",
+            |socket: SocketRef, _p: Payload, _ack: Option<AckSender>| {
+                let ns = socket.namespace().clone();
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let pad = "v".repeat(64 * 1024);
+                    for i in 0..300 {
+                        let _ = ns.volatile().emit("v", json!([i, pad]));
+                        tokio::task::yield_now().await;
+                    }
+                    drop(socket);
+                });
+            },
+        );
+        socket.on(
+            "ping",
+            |_socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+                if let Some(ack) = ack {
+                    let _ = ack.send("pong");
                 }
-                drop(socket);
-            });
-        });
-        socket.on("ping", |_socket, _p, ack| {
-            if let Some(ack) = ack {
-                ack.send("pong");
-            }
-        });
+            },
+        );
     });
     let listener = tether::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();

@@ -18,7 +18,7 @@ use serde_json::Value;
 use support::{Ca, TempDir};
 use tether::rustls::pki_types::pem::PemObject;
 use tether::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tether::{Server, ServerConfig};
+use tether::{AckSender, Payload, Server, ServerConfig, SocketRef};
 
 fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
@@ -55,13 +55,16 @@ async fn the_official_client_over_https_and_wss() {
     let io = Server::new(ServerConfig::default());
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = connections.clone();
-    io.of("/").on_connection(move |socket| {
+    io.of("/").on_connection(move |socket: SocketRef| {
         seen.fetch_add(1, Ordering::SeqCst);
-        socket.on("echo", |_socket, payload, ack| {
-            if let Some(ack) = ack {
-                ack.send(payload);
-            }
-        });
+        socket.on(
+            "echo",
+            |_socket: SocketRef, payload: Payload, ack: Option<AckSender>| {
+                if let Some(ack) = ack {
+                    let _ = ack.send(payload);
+                }
+            },
+        );
     });
     let listener = tether::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let port = listener.local_addr().expect("addr").port();

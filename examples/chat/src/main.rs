@@ -8,25 +8,24 @@
 //! the other: the first tab comes back with the same socket id and shows the messages it
 //! missed, once and in order, marked as replayed.
 //!
-//! One HTTP server serves both the Socket.IO endpoint (`/socket.io/`, through
-//! [`tether::layer::SocketIoLayer`]) and the page's static files, which are compiled into
-//! the binary so that it runs from any directory.
+//! An axum [`Router`] serves both the Socket.IO endpoint (`/socket.io/`, Tether's service)
+//! and the page's static files (`tower-http`'s [`ServeDir`] on `static/`, or on
+//! `STATIC_DIR`). axum's `ConnectInfo` gives each socket its remote address, and Ctrl-C
+//! (or SIGTERM) shuts down gracefully.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::task::{Context, Poll};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use axum::serve::ListenerExt as _;
+use axum::Router;
+use http::{header, HeaderValue};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tether::{Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
-use tower_layer::Layer as _;
-use tower_service::Service as _;
+use tether::extract::{AckSender, TryData};
+use tether::{DisconnectReason, RecoveryConfig, Server, ServerConfig, SocketRef};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The longest name and message the server relays, in characters.
 const MAX_NAME: usize = 32;
@@ -53,6 +52,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("HOST is not an IP address: {h:?}"))?,
         Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
+    let static_dir = std::env::var_os("STATIC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")));
 
     let io = Server::new(ServerConfig {
         recovery: Some(RecoveryConfig::default()),
@@ -60,57 +62,63 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
     io.of("/").on_connection(on_connection);
 
+    let app = Router::new()
+        .route_service("/socket.io/", io.service())
+        .route_service("/socket.io", io.service())
+        .fallback_service(ServeDir::new(static_dir))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
+
     // PORT=0 picks a free port; the line below says which (the browser test reads it).
     let listener = tether::bind(SocketAddr::new(host, port))?;
     let addr = listener.local_addr()?;
     println!("Tether chat listening on http://{addr}/");
-
-    let app = tether::layer::SocketIoLayer::new(io.clone()).layer(StaticFiles);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                // The engine records the peer address in the handshake.
-                req.extensions_mut().insert(peer);
-                let mut app = app.clone();
-                async move {
-                    std::future::poll_fn(|cx| {
-                        tower_service::Service::<Request<Incoming>>::poll_ready(&mut app, cx)
-                    })
-                    .await?;
-                    app.call(req).await
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
-        });
-    }
-    println!("shutting down");
-    // Recoverable for the clients: they reconnect, and recover if the server comes back
-    // with its state (it does not here: the state is in memory).
-    io.close().await;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let shutdown_io = io.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        println!("shutting down");
+        // Recoverable for the clients: they reconnect, and recover if the server comes
+        // back with its state (it does not here: the state is in memory). Closing the
+        // sessions first ends their long-polls, so axum's drain is quick.
+        shutdown_io.close().await;
+    })
+    .await?;
     Ok(())
+}
+
+/// A chat message as the page sends it.
+#[derive(Deserialize)]
+struct ChatIn {
+    #[serde(default)]
+    name: String,
+    text: String,
+}
+
+/// A chat message as the server relays it.
+#[derive(Serialize)]
+struct ChatOut {
+    name: String,
+    text: String,
+    /// Milliseconds since the Unix epoch.
+    at: u64,
 }
 
 /// Runs for every new socket, and again for a socket that comes back by recovery (with
 /// the same id, and its `data` restored).
-fn on_connection(socket: &SocketRef) {
+fn on_connection(socket: SocketRef) {
     if socket.recovered() {
         // `data` came back with the session: the name it last sent with.
         let name = socket
@@ -124,7 +132,14 @@ fn on_connection(socket: &SocketRef) {
             name.as_deref().unwrap_or("-")
         );
     } else {
-        println!("{} connected", socket.id());
+        println!(
+            "{} connected from {}",
+            socket.id(),
+            socket
+                .handshake()
+                .remote_addr
+                .map_or_else(|| "?".to_owned(), |a| a.to_string())
+        );
     }
     // The page uses this event as the end-of-replay marker. Emitted here, before the
     // CONNECT reply, it is logged like any event and reaches the client right after the
@@ -134,46 +149,45 @@ fn on_connection(socket: &SocketRef) {
         json!({ "id": socket.id().to_string(), "recovered": socket.recovered() }),
     );
 
-    socket.on("chat", |socket, payload, ack| {
-        let name = clean(payload.args.first().and_then(|m| m.get("name")), MAX_NAME);
-        let text = clean(payload.args.first().and_then(|m| m.get("text")), MAX_TEXT);
-        let ok = !text.is_empty();
-        if ok {
-            let name = if name.is_empty() {
-                "anonymous".to_owned()
-            } else {
-                name
-            };
-            socket.set_data(json!({ "name": name }));
-            let at = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            socket
-                .namespace()
-                .emit("chat", json!({ "name": name, "text": text, "at": at }));
-        }
-        if let Some(ack) = ack {
-            ack.send(Payload::new().arg(ok));
-        }
-    });
+    socket.on("chat", on_chat);
 
     // The page's "Drop connection" button: close the connection without a goodbye, as a
     // network failure would. The client reconnects by itself and recovers.
-    socket.on("kill-transport", |socket, _payload, _ack| {
+    socket.on("kill-transport", |socket: SocketRef| {
         println!("{} asked to drop its transport", socket.id());
         socket.close_transport();
     });
 
-    socket.on_disconnect(|socket, reason| {
+    socket.on_disconnect(|socket: SocketRef, reason: DisconnectReason| {
         println!("{} disconnected: {reason}", socket.id());
     });
 }
 
-/// A trimmed string argument, cut to `max` characters; empty when absent.
-fn clean(v: Option<&Value>, max: usize) -> String {
-    v.and_then(Value::as_str)
-        .map(|s| s.trim().chars().take(max).collect())
-        .unwrap_or_default()
+/// `chat({name, text}, ack)`: relays the message to everyone, acks whether it did.
+fn on_chat(socket: SocketRef, TryData(msg): TryData<ChatIn>, ack: Option<AckSender>) {
+    let msg = msg.ok().map(|m| ChatOut {
+        name: clean(&m.name, MAX_NAME).unwrap_or_else(|| "anonymous".to_owned()),
+        text: clean(&m.text, MAX_TEXT).unwrap_or_default(),
+        at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    });
+    let ok = match msg.filter(|m| !m.text.is_empty()) {
+        Some(m) => {
+            socket.set_data(json!({ "name": m.name }));
+            socket.namespace().emit("chat", &m).is_ok()
+        }
+        None => false,
+    };
+    if let Some(ack) = ack {
+        let _ = ack.send(ok);
+    }
+}
+
+/// Trimmed and cut to `max` characters; `None` when that leaves nothing.
+fn clean(s: &str, max: usize) -> Option<String> {
+    let s: String = s.trim().chars().take(max).collect();
+    (!s.is_empty()).then_some(s)
 }
 
 async fn shutdown_signal() {
@@ -195,78 +209,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// The page and its scripts, compiled in.
-#[derive(Clone, Copy)]
-struct StaticFiles;
-
-impl StaticFiles {
-    fn lookup(path: &str) -> Option<(&'static str, &'static [u8])> {
-        Some(match path {
-            "/" | "/index.html" => (
-                "text/html; charset=utf-8",
-                include_bytes!("../static/index.html"),
-            ),
-            "/style.css" => (
-                "text/css; charset=utf-8",
-                include_bytes!("../static/style.css"),
-            ),
-            "/chat.js" => (
-                "text/javascript; charset=utf-8",
-                include_bytes!("../static/chat.js"),
-            ),
-            "/socket.io.min.js" => (
-                "text/javascript; charset=utf-8",
-                include_bytes!("../static/socket.io.min.js"),
-            ),
-            _ => return None,
-        })
-    }
-}
-
-impl<B> tower_service::Service<Request<B>> for StaticFiles {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let plain = |status: StatusCode, text: &'static str| {
-            let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-            *res.status_mut() = status;
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            res
-        };
-        let res = if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut res = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            res.headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-            res
-        } else if let Some((mime, body)) = Self::lookup(req.uri().path()) {
-            // hyper leaves the body out of a HEAD response by itself.
-            let mut res = Response::new(Full::new(Bytes::from_static(body)));
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(mime));
-            h.insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-cache"),
-            );
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                header::HeaderValue::from_static("nosniff"),
-            );
-            res
-        } else {
-            plain(StatusCode::NOT_FOUND, "not found\n")
-        };
-        ready(Ok(res))
     }
 }

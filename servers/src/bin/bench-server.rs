@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use serde_json::Value;
-use tether::{Payload, RecoveryConfig, Server, ServerConfig};
+use tether::{AckSender, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 
 fn main() -> std::io::Result<()> {
     tether_servers::init_tracing();
@@ -32,57 +32,69 @@ fn main() -> std::io::Result<()> {
             }
             _ => Server::new(config),
         };
-        io.of("/").on_connection(|socket| {
-            socket.on("echo", |_s, payload, ack| {
-                if let Some(ack) = ack {
-                    ack.send(payload);
-                }
-            });
-            socket.on("join", |socket, p, ack| {
-                if let Some(room) = p.first().and_then(Value::as_str) {
-                    socket.join(room);
-                }
-                if let Some(ack) = ack {
-                    ack.send(());
-                }
-            });
-            socket.on("broadcast", |socket, mut p, ack| {
-                let room = p.first().and_then(Value::as_str).map(str::to_owned);
-                let payload = if p.args.len() > 1 {
-                    p.args.swap_remove(1)
-                } else {
-                    Value::Null
-                };
-                let ns = socket.namespace();
-                let op = match room {
-                    Some(r) => ns.to(r),
-                    None => ns.operator(),
-                };
-                op.emit("tick", Payload::from_args(vec![payload]));
-                if let Some(ack) = ack {
-                    ack.send(());
-                }
-            });
-            socket.on("storm", |socket, p, ack| {
-                let room = p.first().and_then(Value::as_str).map(str::to_owned);
-                let n = p.args.get(1).and_then(Value::as_u64).unwrap_or(0);
-                let size = p.args.get(2).and_then(Value::as_u64).unwrap_or(0) as usize;
-                let pad = "x".repeat(size);
-                let ns = socket.namespace();
-                for i in 0..n {
-                    let op = match &room {
-                        Some(r) => ns.to(r.as_str()),
+        io.of("/").on_connection(|socket: SocketRef| {
+            socket.on(
+                "echo",
+                |_s: SocketRef, payload: Payload, ack: Option<AckSender>| {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(payload);
+                    }
+                },
+            );
+            socket.on(
+                "join",
+                |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                    if let Some(room) = p.first().and_then(Value::as_str) {
+                        socket.join(room);
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                },
+            );
+            socket.on(
+                "broadcast",
+                |socket: SocketRef, mut p: Payload, ack: Option<AckSender>| {
+                    let room = p.first().and_then(Value::as_str).map(str::to_owned);
+                    let payload = if p.args.len() > 1 {
+                        p.args.swap_remove(1)
+                    } else {
+                        Value::Null
+                    };
+                    let ns = socket.namespace();
+                    let op = match room {
+                        Some(r) => ns.to(r),
                         None => ns.operator(),
                     };
-                    op.emit(
-                        "tick",
-                        Payload::from_args(vec![Value::String(format!("{i}:{pad}"))]),
-                    );
-                }
-                if let Some(ack) = ack {
-                    ack.send(());
-                }
-            });
+                    let _ = op.emit("tick", Payload::from_args(vec![payload]));
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                },
+            );
+            socket.on(
+                "storm",
+                |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                    let room = p.first().and_then(Value::as_str).map(str::to_owned);
+                    let n = p.args.get(1).and_then(Value::as_u64).unwrap_or(0);
+                    let size = p.args.get(2).and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let pad = "x".repeat(size);
+                    let ns = socket.namespace();
+                    for i in 0..n {
+                        let op = match &room {
+                            Some(r) => ns.to(r.as_str()),
+                            None => ns.operator(),
+                        };
+                        let _ = op.emit(
+                            "tick",
+                            Payload::from_args(vec![Value::String(format!("{i}:{pad}"))]),
+                        );
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                },
+            );
         });
         let listener = tether::bind(addr)?;
         println!(

@@ -28,7 +28,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use tether::{
-    AckSender, ConnectError, EngineConfig, Payload, RecoveryConfig, Server, ServerConfig, SocketRef,
+    AckSender, ConnectError, DisconnectReason, EngineConfig, Payload, RecoveryConfig, Server,
+    ServerConfig, SocketRef,
 };
 
 /// Shared by every socket: key -> list of values, key -> counter.
@@ -167,7 +168,7 @@ fn conn_id(socket: &SocketRef) -> String {
 
 fn ack_empty(ack: Option<AckSender>) {
     if let Some(ack) = ack {
-        ack.send(());
+        let _ = ack.send(());
     }
 }
 
@@ -175,14 +176,14 @@ fn ack_empty(ack: Option<AckSender>) {
 fn emit_numbered(socket: &SocketRef, room: &str, from: i64, count: i64) {
     let ns = socket.namespace();
     for i in from..from + count {
-        ns.to(room).emit("numbered", json!(i));
+        let _ = ns.to(room).emit("numbered", json!(i));
     }
 }
 
 fn on_connection(socket: &SocketRef, state: &Arc<State>) {
     {
         let state = state.clone();
-        socket.on_disconnect(move |socket, reason| {
+        socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
             state.log(
                 "disconnects",
                 json!({"id": socket.id().to_string(), "nsp": socket.nsp(), "reason": reason.as_str()}),
@@ -191,212 +192,264 @@ fn on_connection(socket: &SocketRef, state: &Arc<State>) {
     }
 
     // echo(...args[, ack]): acks the arguments back, or emits them back as "echo".
-    socket.on("echo", |socket, payload, ack| match ack {
-        Some(ack) => ack.send(payload),
-        None => {
-            let _ = socket.emit("echo", payload);
-        }
-    });
+    socket.on(
+        "echo",
+        |socket: SocketRef, payload: Payload, ack: Option<AckSender>| match ack {
+            Some(ack) => {
+                let _ = ack.send(payload);
+            }
+            None => {
+                let _ = socket.emit("echo", payload);
+            }
+        },
+    );
 
     // whoami(ack): what the server knows of this socket.
-    socket.on("whoami", |socket, _p, ack| {
-        let Some(ack) = ack else { return };
-        let auth = socket
-            .extensions(|e| e.get::<Auth>().cloned())
-            .map_or_else(|| json!({}), |a| a.0);
-        ack.send(json!({
-            "id": socket.id().to_string(),
-            "conn": conn_id(socket),
-            "nsp": socket.nsp(),
-            "transport": socket.transport(),
-            "recovered": socket.recovered(),
-            "auth": auth,
-            "query": query_object(socket),
-            "headers": headers_object(socket),
-            "rooms": rooms(socket),
-        }));
-    });
+    socket.on(
+        "whoami",
+        |socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+            let Some(ack) = ack else { return };
+            let auth = socket
+                .extensions(|e| e.get::<Auth>().cloned())
+                .map_or_else(|| json!({}), |a| a.0);
+            let _ = ack.send(json!({
+                "id": socket.id().to_string(),
+                "conn": conn_id(&socket),
+                "nsp": socket.nsp(),
+                "transport": socket.transport(),
+                "recovered": socket.recovered(),
+                "auth": auth,
+                "query": query_object(&socket),
+                "headers": headers_object(&socket),
+                "rooms": rooms(&socket),
+            }));
+        },
+    );
 
     // ask(event, args, ack): emits `event` with `args` to this client, asking for an ack,
     // and acks with the client's answer (an array) or {error}.
-    socket.on("ask", |socket, payload, ack| {
-        let event = event_name(payload.args.first());
-        let args = match payload.args.get(1) {
-            Some(Value::Array(a)) => a.clone(),
-            _ => Vec::new(),
-        };
-        let out = Payload {
-            args,
-            attachments: payload.attachments,
-        };
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            let answer = socket
-                .emit_with_ack(&event, out, Duration::from_millis(2000))
-                .await;
-            let Some(ack) = ack else { return };
-            match answer {
-                Ok(p) => ack.send(Payload {
-                    args: vec![Value::Array(p.args)],
-                    attachments: p.attachments,
-                }),
-                Err(e) => {
-                    let message = if e.is_timeout() {
-                        "operation has timed out".to_owned()
-                    } else {
-                        e.to_string()
-                    };
-                    ack.send(json!({ "error": message }));
+    socket.on(
+        "ask",
+        |socket: SocketRef, payload: Payload, ack: Option<AckSender>| {
+            let event = event_name(payload.args.first());
+            let args = match payload.args.get(1) {
+                Some(Value::Array(a)) => a.clone(),
+                _ => Vec::new(),
+            };
+            let out = Payload {
+                args,
+                attachments: payload.attachments,
+            };
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let answer = socket
+                    .emit_with_ack(&event, out, Duration::from_millis(2000))
+                    .await;
+                let Some(ack) = ack else { return };
+                match answer {
+                    Ok(p) => {
+                        let _ = ack.send(Payload {
+                            args: vec![Value::Array(p.args)],
+                            attachments: p.attachments,
+                        });
+                    }
+                    Err(e) => {
+                        let message = if e.is_timeout() {
+                            "operation has timed out".to_owned()
+                        } else {
+                            e.to_string()
+                        };
+                        let _ = ack.send(json!({ "error": message }));
+                    }
                 }
-            }
-        });
-    });
+            });
+        },
+    );
 
     // emit-to-me(event, ...args[, ack]): a plain (recoverable) emit to this socket.
-    socket.on("emit-to-me", |socket, mut payload, ack| {
-        let event = event_name(payload.args.first());
-        if !payload.args.is_empty() {
-            payload.args.remove(0);
-        }
-        let _ = socket.emit(&event, payload);
-        ack_empty(ack);
-    });
+    socket.on(
+        "emit-to-me",
+        |socket: SocketRef, mut payload: Payload, ack: Option<AckSender>| {
+            let event = event_name(payload.args.first());
+            if !payload.args.is_empty() {
+                payload.args.remove(0);
+            }
+            let _ = socket.emit(&event, payload);
+            ack_empty(ack);
+        },
+    );
 
     // volatile-to-me(event, ...args[, ack]): a volatile emit to this socket.
-    socket.on("volatile-to-me", |socket, mut payload, ack| {
-        let event = event_name(payload.args.first());
-        if !payload.args.is_empty() {
-            payload.args.remove(0);
-        }
-        socket
-            .namespace()
-            .to(socket.id().as_str())
-            .volatile()
-            .emit(&event, payload);
-        ack_empty(ack);
-    });
+    socket.on(
+        "volatile-to-me",
+        |socket: SocketRef, mut payload: Payload, ack: Option<AckSender>| {
+            let event = event_name(payload.args.first());
+            if !payload.args.is_empty() {
+                payload.args.remove(0);
+            }
+            let _ = socket
+                .namespace()
+                .to(socket.id().as_str())
+                .volatile()
+                .emit(&event, payload);
+            ack_empty(ack);
+        },
+    );
 
     // binary(ack): emits "binary" with a top-level and a nested buffer, then acks a buffer.
-    socket.on("binary", |socket, _p, ack| {
-        let mut p = Payload::new().binary(Bytes::from_static(&[1, 2, 3]));
-        p.args
-            .push(json!({"nested": {"_placeholder": true, "num": p.attachments.len()}}));
-        p.attachments.push(Bytes::from_static(b"hi"));
-        let _ = socket.emit("binary", p);
-        if let Some(ack) = ack {
-            ack.send(Payload::new().binary(Bytes::from_static(&[0, 255])));
-        }
-    });
+    socket.on(
+        "binary",
+        |socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+            let mut p = Payload::new().binary(Bytes::from_static(&[1, 2, 3]));
+            p.args
+                .push(json!({"nested": {"_placeholder": true, "num": p.attachments.len()}}));
+            p.attachments.push(Bytes::from_static(b"hi"));
+            let _ = socket.emit("binary", p);
+            if let Some(ack) = ack {
+                let _ = ack.send(Payload::new().binary(Bytes::from_static(&[0, 255])));
+            }
+        },
+    );
 
-    socket.on("join", |socket, p, ack| {
-        socket.join(js_string(p.first().unwrap_or(&Value::Null)));
-        if let Some(ack) = ack {
-            ack.send(json!(true));
-        }
-    });
+    socket.on(
+        "join",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            socket.join(js_string(p.first().unwrap_or(&Value::Null)));
+            if let Some(ack) = ack {
+                let _ = ack.send(json!(true));
+            }
+        },
+    );
 
     // numbered(room, from, count[, ack]): emits "numbered" from..from+count-1 to a room.
-    socket.on("numbered", |socket, p, ack| {
-        let room = js_string(p.first().unwrap_or(&Value::Null));
-        let from = p.get::<i64>(1).unwrap_or(0);
-        let count = p.get::<i64>(2).unwrap_or(0);
-        emit_numbered(socket, &room, from, count);
-        ack_empty(ack);
-    });
+    socket.on(
+        "numbered",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let room = js_string(p.first().unwrap_or(&Value::Null));
+            let from = p.get::<i64>(1).unwrap_or(0);
+            let count = p.get::<i64>(2).unwrap_or(0);
+            emit_numbered(&socket, &room, from, count);
+            ack_empty(ack);
+        },
+    );
 
     // drop([ack]): acks, then closes the Engine.IO connection (recoverable).
-    socket.on("drop", |socket, _p, ack| {
-        ack_empty(ack);
-        socket.close_transport();
-    });
+    socket.on(
+        "drop",
+        |socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+            ack_empty(ack);
+            socket.close_transport();
+        },
+    );
 
     // drop-then-emit(room, from, count): closes the connection, then emits "numbered"
     // from..from+count-1 to the room: the client misses them and must recover them.
-    socket.on("drop-then-emit", |socket, p, _ack| {
-        let room = js_string(p.first().unwrap_or(&Value::Null));
-        let from = p.get::<i64>(1).unwrap_or(0);
-        let count = p.get::<i64>(2).unwrap_or(0);
-        socket.close_transport();
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            emit_numbered(&socket, &room, from, count);
-        });
-    });
+    socket.on(
+        "drop-then-emit",
+        |socket: SocketRef, p: Payload, _ack: Option<AckSender>| {
+            let room = js_string(p.first().unwrap_or(&Value::Null));
+            let from = p.get::<i64>(1).unwrap_or(0);
+            let count = p.get::<i64>(2).unwrap_or(0);
+            socket.close_transport();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                emit_numbered(&socket, &room, from, count);
+            });
+        },
+    );
 
     // server-disconnect(): the server disconnects this socket (not recoverable).
-    socket.on("server-disconnect", |socket, _p, _ack| {
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            socket.disconnect();
-        });
-    });
+    socket.on(
+        "server-disconnect",
+        |socket: SocketRef, _p: Payload, _ack: Option<AckSender>| {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                socket.disconnect();
+            });
+        },
+    );
 
     {
         let state = state.clone();
-        socket.on("log", move |_socket, p, ack| {
-            let key = js_string(p.first().unwrap_or(&Value::Null));
-            state.log(&key, p.args.get(1).cloned().unwrap_or(Value::Null));
-            ack_empty(ack);
-        });
+        socket.on(
+            "log",
+            move |_socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let key = js_string(p.first().unwrap_or(&Value::Null));
+                state.log(&key, p.args.get(1).cloned().unwrap_or(Value::Null));
+                ack_empty(ack);
+            },
+        );
     }
 
     {
         let state = state.clone();
-        socket.on("get-log", move |_socket, p, ack| {
-            let key = js_string(p.first().unwrap_or(&Value::Null));
-            let log = state
-                .logs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .cloned()
-                .unwrap_or_default();
-            if let Some(ack) = ack {
-                ack.send(Value::Array(log));
-            }
-        });
+        socket.on(
+            "get-log",
+            move |_socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let key = js_string(p.first().unwrap_or(&Value::Null));
+                let log = state
+                    .logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(ack) = ack {
+                    let _ = ack.send(Value::Array(log));
+                }
+            },
+        );
     }
 
     // flaky(key, failures, ack): ignores the first `failures` calls, then acks the count.
     {
         let state = state.clone();
-        socket.on("flaky", move |_socket, p, ack| {
-            let key = js_string(p.first().unwrap_or(&Value::Null));
-            let failures = p.get::<u64>(1).unwrap_or(0);
-            let n = {
-                let mut counters = state.counters.lock().unwrap_or_else(|e| e.into_inner());
-                let n = counters.entry(key).or_default();
-                *n += 1;
-                *n
-            };
-            if n > failures {
-                if let Some(ack) = ack {
-                    ack.send(json!(n));
+        socket.on(
+            "flaky",
+            move |_socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let key = js_string(p.first().unwrap_or(&Value::Null));
+                let failures = p.get::<u64>(1).unwrap_or(0);
+                let n = {
+                    let mut counters = state.counters.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = counters.entry(key).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n > failures {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(json!(n));
+                    }
                 }
-            }
-        });
+            },
+        );
     }
 
     {
         let state = state.clone();
-        socket.on("count", move |_socket, p, ack| {
-            let key = js_string(p.first().unwrap_or(&Value::Null));
-            let n = state
-                .counters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .copied()
-                .unwrap_or(0);
-            if let Some(ack) = ack {
-                ack.send(json!(n));
-            }
-        });
+        socket.on(
+            "count",
+            move |_socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+                let key = js_string(p.first().unwrap_or(&Value::Null));
+                let n = state
+                    .counters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0);
+                if let Some(ack) = ack {
+                    let _ = ack.send(json!(n));
+                }
+            },
+        );
     }
 
-    socket.on("never-ack", |_socket, _p, _ack| {});
+    socket.on(
+        "never-ack",
+        |_socket: SocketRef, _p: Payload, _ack: Option<AckSender>| {},
+    );
 }
 
 fn main() -> std::io::Result<()> {
@@ -432,7 +485,9 @@ fn main() -> std::io::Result<()> {
         for name in ["/", "/admin"] {
             let ns = io.of(name);
             let admin = name == "/admin";
-            ns.use_middleware(move |socket, auth| async move {
+            ns.use_middleware(move |socket: SocketRef, auth: Payload| async move {
+                // The CONNECT payload as it came.
+                let auth = auth.args.into_iter().next();
                 let auth = auth.unwrap_or_else(|| json!({}));
                 socket.extensions(|e| e.insert(Auth(auth.clone())));
                 if socket.recovered() {
@@ -449,7 +504,7 @@ fn main() -> std::io::Result<()> {
                 Ok(())
             });
             let state = state.clone();
-            ns.on_connection(move |socket| on_connection(socket, &state));
+            ns.on_connection(move |socket: SocketRef| on_connection(&socket, &state));
         }
         let listener = tether::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
         let port = listener.local_addr()?.port();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tether::{ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
+use tether::{AckSender, ConnectError, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 
 #[derive(Clone, Copy)]
 struct MiddlewareRan;
@@ -24,193 +24,240 @@ fn ack_after_flush(socket: &SocketRef, ack: Option<tether::AckSender>, payload: 
         let ns = socket.namespace().clone();
         tokio::spawn(async move {
             ns.flush().await;
-            ack.send(payload);
+            let _ = ack.send(payload);
         });
     } else {
-        ack.send(payload);
+        let _ = ack.send(payload);
     }
 }
 
 static CLUSTER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 fn on_connection(socket: &SocketRef, node_id: &str) {
-    socket.on("echo", |socket, payload, ack| match ack {
-        Some(ack) => ack.send(payload),
-        None => {
-            let _ = socket.emit("echo", payload);
-        }
-    });
-    socket.on("whoami", |socket, _p, ack| {
-        let Some(ack) = ack else { return };
-        let ran = socket.extensions(|e| e.get::<MiddlewareRan>().is_some());
-        ack.send(json!({
-            "id": socket.id().to_string(),
-            "nsp": socket.nsp(),
-            "recovered": socket.recovered(),
-            "middlewareRan": ran,
-            "rooms": sorted_rooms(socket),
-            "data": socket.data(),
-            "transport": socket.transport(),
-        }));
-    });
-    socket.on("join", |socket, p, ack| {
-        if let Some(room) = p.first().and_then(Value::as_str) {
-            socket.join(room);
-        }
-        ack_after_flush(socket, ack, sorted_rooms(socket).into());
-    });
-    socket.on("leave", |socket, p, ack| {
-        if let Some(room) = p.first().and_then(Value::as_str) {
-            socket.leave(room);
-        }
-        ack_after_flush(socket, ack, sorted_rooms(socket).into());
-    });
-    socket.on("set-data", |socket, p, ack| {
-        let data = socket.with_data(|data| {
-            if let (Some(Value::Object(add)), Some(d)) = (p.first(), data.as_object_mut()) {
-                for (k, v) in add {
-                    d.insert(k.clone(), v.clone());
-                }
+    socket.on(
+        "echo",
+        |socket: SocketRef, payload: Payload, ack: Option<AckSender>| match ack {
+            Some(ack) => {
+                let _ = ack.send(payload);
             }
-            data.clone()
-        });
-        ack_after_flush(socket, ack, data.into());
-    });
-    socket.on("emit-to-self", |socket, p, ack| {
-        let payload = Payload {
-            args: p.args.into_iter().take(1).collect(),
-            attachments: p.attachments,
-        };
-        let _ = socket.emit("self", payload);
-        ack_after_flush(socket, ack, Payload::new());
-    });
-    socket.on("emit-numbered", |socket, p, ack| {
-        let opts = p.first().cloned().unwrap_or(Value::Null);
-        let count = opts.get("count").and_then(Value::as_u64).unwrap_or(0);
-        let tag = opts.get("tag").cloned().unwrap_or(Value::Null);
-        let to = opts.get("to").and_then(Value::as_str).map(str::to_owned);
-        let volatile = opts
-            .get("volatile")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let binary = opts.get("binary").and_then(Value::as_bool).unwrap_or(false);
-        let interval = opts.get("intervalMs").and_then(Value::as_u64).unwrap_or(0);
-        let ns = socket.namespace().clone();
-        let ns_flush = ns.clone();
-        let emit_one = move |i: u64| {
-            let mut op = match &to {
-                Some(room) => ns.to(room.as_str()),
-                None => ns.operator(),
-            };
-            if volatile {
-                op = op.volatile();
+            None => {
+                let _ = socket.emit("echo", payload);
             }
-            let payload = if binary {
-                let bytes = Bytes::from(vec![
-                    (i % 256) as u8,
-                    ((i + 1) % 256) as u8,
-                    ((i + 2) % 256) as u8,
-                ]);
-                let mut p = Payload::new().binary(bytes);
-                let placeholder = p.args.remove(0);
-                p.args
-                    .push(json!({ "tag": tag, "i": i, "bin": placeholder }));
-                p
-            } else {
-                Payload::new().arg(json!({ "tag": tag, "i": i }))
-            };
-            op.emit("numbered", payload);
-        };
-        if interval == 0 {
-            for i in 1..=count {
-                emit_one(i);
+        },
+    );
+    socket.on(
+        "whoami",
+        |socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+            let Some(ack) = ack else { return };
+            let ran = socket.extensions(|e| e.get::<MiddlewareRan>().is_some());
+            let _ = ack.send(json!({
+                "id": socket.id().to_string(),
+                "nsp": socket.nsp(),
+                "recovered": socket.recovered(),
+                "middlewareRan": ran,
+                "rooms": sorted_rooms(&socket),
+                "data": socket.data(),
+                "transport": socket.transport(),
+            }));
+        },
+    );
+    socket.on(
+        "join",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            if let Some(room) = p.first().and_then(Value::as_str) {
+                socket.join(room);
             }
-            ack_after_flush(socket, ack, json!({ "emitted": count }).into());
-        } else {
-            tokio::spawn(async move {
-                for i in 1..=count {
-                    if i > 1 {
-                        tokio::time::sleep(Duration::from_millis(interval)).await;
+            ack_after_flush(&socket, ack, sorted_rooms(&socket).into());
+        },
+    );
+    socket.on(
+        "leave",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            if let Some(room) = p.first().and_then(Value::as_str) {
+                socket.leave(room);
+            }
+            ack_after_flush(&socket, ack, sorted_rooms(&socket).into());
+        },
+    );
+    socket.on(
+        "set-data",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let data = socket.with_data(|data| {
+                if let (Some(Value::Object(add)), Some(d)) = (p.first(), data.as_object_mut()) {
+                    for (k, v) in add {
+                        d.insert(k.clone(), v.clone());
                     }
+                }
+                data.clone()
+            });
+            ack_after_flush(&socket, ack, data.into());
+        },
+    );
+    socket.on(
+        "emit-to-self",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let payload = Payload {
+                args: p.args.into_iter().take(1).collect(),
+                attachments: p.attachments,
+            };
+            let _ = socket.emit("self", payload);
+            ack_after_flush(&socket, ack, Payload::new());
+        },
+    );
+    socket.on(
+        "emit-numbered",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let opts = p.first().cloned().unwrap_or(Value::Null);
+            let count = opts.get("count").and_then(Value::as_u64).unwrap_or(0);
+            let tag = opts.get("tag").cloned().unwrap_or(Value::Null);
+            let to = opts.get("to").and_then(Value::as_str).map(str::to_owned);
+            let volatile = opts
+                .get("volatile")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let binary = opts.get("binary").and_then(Value::as_bool).unwrap_or(false);
+            let interval = opts.get("intervalMs").and_then(Value::as_u64).unwrap_or(0);
+            let ns = socket.namespace().clone();
+            let ns_flush = ns.clone();
+            let emit_one = move |i: u64| {
+                let mut op = match &to {
+                    Some(room) => ns.to(room.as_str()),
+                    None => ns.operator(),
+                };
+                if volatile {
+                    op = op.volatile();
+                }
+                let payload = if binary {
+                    let bytes = Bytes::from(vec![
+                        (i % 256) as u8,
+                        ((i + 1) % 256) as u8,
+                        ((i + 2) % 256) as u8,
+                    ]);
+                    let mut p = Payload::new().binary(bytes);
+                    let placeholder = p.args.remove(0);
+                    p.args
+                        .push(json!({ "tag": tag, "i": i, "bin": placeholder }));
+                    p
+                } else {
+                    Payload::new().arg(json!({ "tag": tag, "i": i }))
+                };
+                let _ = op.emit("numbered", payload);
+            };
+            if interval == 0 {
+                for i in 1..=count {
                     emit_one(i);
                 }
-                ns_flush.flush().await;
+                ack_after_flush(&socket, ack, json!({ "emitted": count }).into());
+            } else {
+                tokio::spawn(async move {
+                    for i in 1..=count {
+                        if i > 1 {
+                            tokio::time::sleep(Duration::from_millis(interval)).await;
+                        }
+                        emit_one(i);
+                    }
+                    ns_flush.flush().await;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(json!({ "emitted": count }));
+                    }
+                });
+            }
+        },
+    );
+    socket.on(
+        "room-members",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let Some(ack) = ack else { return };
+            let room = p
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let mut ids: Vec<String> = socket
+                .namespace()
+                .to(room)
+                .local_sockets()
+                .iter()
+                .map(|s| s.id().to_string())
+                .collect();
+            ids.sort();
+            let _ = ack.send(json!(ids));
+        },
+    );
+    // Beyond the contract, for the interop suite: acks from the client to the server.
+    socket.on(
+        "ask-me",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let answer = socket
+                    .emit_with_ack("question", p, Duration::from_secs(2))
+                    .await;
                 if let Some(ack) = ack {
-                    ack.send(json!({ "emitted": count }));
+                    match answer {
+                        Ok(p) => {
+                            let _ = ack.send(p);
+                        }
+                        Err(e) => {
+                            let _ = ack.send(json!({ "error": e.to_string() }));
+                        }
+                    }
                 }
             });
-        }
-    });
-    socket.on("room-members", |socket, p, ack| {
-        let Some(ack) = ack else { return };
-        let room = p
-            .first()
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let mut ids: Vec<String> = socket
-            .namespace()
-            .to(room)
-            .local_sockets()
-            .iter()
-            .map(|s| s.id().to_string())
-            .collect();
-        ids.sort();
-        ack.send(json!(ids));
-    });
-    // Beyond the contract, for the interop suite: acks from the client to the server.
-    socket.on("ask-me", |socket, p, ack| {
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            let answer = socket
-                .emit_with_ack("question", p, Duration::from_secs(2))
-                .await;
-            if let Some(ack) = ack {
-                match answer {
-                    Ok(p) => ack.send(p),
-                    Err(e) => ack.send(json!({ "error": e.to_string() })),
+        },
+    );
+    socket.on(
+        "ask-room",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let room = p
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let ns = socket.namespace().clone();
+            tokio::spawn(async move {
+                // A string always serializes.
+                let Ok(answers) = ns
+                    .to(room)
+                    .timeout(Duration::from_millis(1500))
+                    .emit_with_ack("question", "room")
+                    .await
+                else {
+                    return;
+                };
+                let mut out: Vec<Value> = answers
+                    .responses
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
+                        Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
+                    })
+                    .collect();
+                out.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_owned());
+                if let Some(ack) = ack {
+                    let _ = ack.send(Value::Array(out));
                 }
-            }
-        });
-    });
-    socket.on("ask-room", |socket, p, ack| {
-        let room = p
-            .first()
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let ns = socket.namespace().clone();
-        tokio::spawn(async move {
-            let answers = ns
-                .to(room)
-                .timeout(Duration::from_millis(1500))
-                .emit_with_ack("question", "room")
-                .await;
-            let mut out: Vec<Value> = answers
-                .responses
-                .into_iter()
-                .map(|r| match r.result {
-                    Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
-                    Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
-                })
-                .collect();
-            out.sort_by_key(|v| v["id"].as_str().unwrap_or_default().to_owned());
-            if let Some(ack) = ack {
-                ack.send(Value::Array(out));
-            }
-        });
-    });
+            });
+        },
+    );
     cluster_events(socket);
-    socket.on("kill-transport", |socket, _p, _ack| {
-        socket.close_transport()
-    });
-    socket.on("server-disconnect", |socket, _p, _ack| socket.disconnect());
+    socket.on(
+        "kill-transport",
+        |socket: SocketRef, _p: Payload, _ack: Option<AckSender>| socket.close_transport(),
+    );
+    socket.on(
+        "server-disconnect",
+        |socket: SocketRef, _p: Payload, _ack: Option<AckSender>| socket.disconnect(),
+    );
     let node_id = node_id.to_owned();
-    socket.on("node-id", move |_socket, _p, ack| {
-        if let Some(ack) = ack {
-            ack.send(json!(node_id));
-        }
-    });
+    socket.on(
+        "node-id",
+        move |_socket: SocketRef, _p: Payload, ack: Option<AckSender>| {
+            if let Some(ack) = ack {
+                let _ = ack.send(json!(node_id));
+            }
+        },
+    );
 }
 
 /// Beyond the contract, for the cluster suite: the operations that reach every node.
@@ -233,10 +280,10 @@ fn cluster_events(socket: &SocketRef) {
         op
     }
     // ack({ids, local}): the sorted ids of the targets on every node, and on this one.
-    socket.on("fetch-sockets", |socket, p, ack| {
+    socket.on("fetch-sockets", |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
         let Some(ack) = ack else { return };
         let p = p.first().cloned().unwrap_or(Value::Null);
-        let op = operator(socket, &p);
+        let op = operator(&socket, &p);
         tokio::spawn(async move {
             match op.fetch_sockets().await {
                 Ok(found) => {
@@ -252,86 +299,111 @@ fn cluster_events(socket: &SocketRef) {
                         .iter()
                         .map(|s| json!({ "id": s.id(), "rooms": s.rooms().iter().map(|r| r.to_string()).collect::<Vec<_>>(), "data": s.data() }))
                         .collect();
-                    ack.send(json!({ "ids": ids, "local": local, "sockets": sockets }));
+                    let _ = ack.send(json!({ "ids": ids, "local": local, "sockets": sockets }));
                 }
-                Err(e) => ack.send(json!({ "error": e.to_string() })),
+                Err(e) => {
+ let _ = ack.send(json!({ "error": e.to_string() }));
+}
             }
         });
     });
     // Acts on the targets everywhere, then ack() once this node's share is stored.
-    socket.on("sockets-join", |socket, p, ack| {
-        let p = p.first().cloned().unwrap_or(Value::Null);
-        operator(socket, &p).sockets_join(p["room"].as_str().unwrap_or_default());
-        ack_after_flush(socket, ack, Payload::default());
-    });
-    socket.on("sockets-leave", |socket, p, ack| {
-        let p = p.first().cloned().unwrap_or(Value::Null);
-        operator(socket, &p).sockets_leave(p["room"].as_str().unwrap_or_default());
-        ack_after_flush(socket, ack, Payload::default());
-    });
-    socket.on("disconnect-sockets", |socket, p, ack| {
-        let p = p.first().cloned().unwrap_or(Value::Null);
-        let op = operator(socket, &p);
-        // The ack goes first: the sender may be one of the targets.
-        if let Some(ack) = ack {
-            ack.send(Payload::default());
-        }
-        op.disconnect_sockets(p["close"].as_bool().unwrap_or(false));
-    });
+    socket.on(
+        "sockets-join",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let p = p.first().cloned().unwrap_or(Value::Null);
+            operator(&socket, &p).sockets_join(p["room"].as_str().unwrap_or_default());
+            ack_after_flush(&socket, ack, Payload::default());
+        },
+    );
+    socket.on(
+        "sockets-leave",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let p = p.first().cloned().unwrap_or(Value::Null);
+            operator(&socket, &p).sockets_leave(p["room"].as_str().unwrap_or_default());
+            ack_after_flush(&socket, ack, Payload::default());
+        },
+    );
+    socket.on(
+        "disconnect-sockets",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let p = p.first().cloned().unwrap_or(Value::Null);
+            let op = operator(&socket, &p);
+            // The ack goes first: the sender may be one of the targets.
+            if let Some(ack) = ack {
+                let _ = ack.send(Payload::default());
+            }
+            op.disconnect_sockets(p["close"].as_bool().unwrap_or(false));
+        },
+    );
     // emit_with_ack of `question` with `args` to the targets: ack({answers, complete}).
-    socket.on("broadcast-ack", |socket, p, ack| {
-        let Some(ack) = ack else { return };
-        let p = p.first().cloned().unwrap_or(Value::Null);
-        let op = operator(socket, &p);
-        let args = p["args"].as_array().cloned().unwrap_or_default();
-        tokio::spawn(async move {
-            let acks = op.emit_with_ack("question", Payload::from_args(args)).await;
-            let mut answers: Vec<Value> = acks
-                .responses
-                .iter()
-                .map(|r| match &r.result {
-                    Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
-                    Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
-                })
-                .collect();
-            answers.sort_by_key(|v| v.to_string());
-            ack.send(json!({ "answers": answers, "complete": acks.complete }));
-        });
-    });
+    socket.on(
+        "broadcast-ack",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let Some(ack) = ack else { return };
+            let p = p.first().cloned().unwrap_or(Value::Null);
+            let op = operator(&socket, &p);
+            let args = p["args"].as_array().cloned().unwrap_or_default();
+            tokio::spawn(async move {
+                // A payload is sent as it is: no serialization to fail.
+                let Ok(acks) = op.emit_with_ack("question", Payload::from_args(args)).await else {
+                    return;
+                };
+                let mut answers: Vec<Value> = acks
+                    .responses
+                    .iter()
+                    .map(|r| match &r.result {
+                        Ok(p) => json!({ "id": r.socket_id, "answer": p.args }),
+                        Err(e) => json!({ "id": r.socket_id, "error": e.to_string() }),
+                    })
+                    .collect();
+                answers.sort_by_key(|v| v.to_string());
+                let _ = ack.send(json!({ "answers": answers, "complete": acks.complete }));
+            });
+        },
+    );
     // server_side_emit(`hello`, text) to the other nodes, which emit `node-hello` to their
     // sockets of this namespace.
-    socket.on("server-side-emit", |socket, p, ack| {
-        let ns = socket.namespace().clone();
-        let text = p.first().cloned().unwrap_or(Value::Null);
-        tokio::spawn(async move {
-            let r = ns.server_side_emit("hello", text).await;
-            if let Some(ack) = ack {
-                ack.send(json!({ "ok": r.is_ok() }));
-            }
-        });
-    });
-    // server_side_emit_with_ack(`ping`): ack(the other nodes' ids, sorted) or {error}.
-    socket.on("server-side-ping", |socket, p, ack| {
-        let Some(ack) = ack else { return };
-        let ns = socket.namespace().clone();
-        let ms = p.first().and_then(Value::as_u64).unwrap_or(2000);
-        tokio::spawn(async move {
-            match ns
-                .server_side_emit_with_ack("ping", (), Duration::from_millis(ms))
-                .await
-            {
-                Ok(answers) => {
-                    let mut ids: Vec<Value> = answers
-                        .into_iter()
-                        .filter_map(|p| p.args.into_iter().next())
-                        .collect();
-                    ids.sort_by_key(|v| v.to_string());
-                    ack.send(json!({ "ids": ids }));
+    socket.on(
+        "server-side-emit",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let ns = socket.namespace().clone();
+            let text = p.first().cloned().unwrap_or(Value::Null);
+            tokio::spawn(async move {
+                let r = ns.server_side_emit("hello", text).await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(json!({ "ok": r.is_ok() }));
                 }
-                Err(e) => ack.send(json!({ "error": e.to_string() })),
-            }
-        });
-    });
+            });
+        },
+    );
+    // server_side_emit_with_ack(`ping`): ack(the other nodes' ids, sorted) or {error}.
+    socket.on(
+        "server-side-ping",
+        |socket: SocketRef, p: Payload, ack: Option<AckSender>| {
+            let Some(ack) = ack else { return };
+            let ns = socket.namespace().clone();
+            let ms = p.first().and_then(Value::as_u64).unwrap_or(2000);
+            tokio::spawn(async move {
+                match ns
+                    .server_side_emit_with_ack("ping", (), Duration::from_millis(ms))
+                    .await
+                {
+                    Ok(answers) => {
+                        let mut ids: Vec<Value> = answers
+                            .into_iter()
+                            .filter_map(|p| p.args.into_iter().next())
+                            .collect();
+                        ids.sort_by_key(|v| v.to_string());
+                        let _ = ack.send(json!({ "ids": ids }));
+                    }
+                    Err(e) => {
+                        let _ = ack.send(json!({ "error": e.to_string() }));
+                    }
+                }
+            });
+        },
+    );
 }
 
 /// The handlers of the other nodes' server-side emits.
@@ -345,7 +417,7 @@ fn server_side_handlers(ns: &std::sync::Arc<tether::Namespace>, node_id: &str) {
     let weak = std::sync::Arc::downgrade(ns);
     ns.on_server_side("hello", move |p, _ack| {
         if let Some(ns) = weak.upgrade() {
-            ns.operator().local().emit("node-hello", p);
+            let _ = ns.operator().local().emit("node-hello", p);
         }
     });
 }
@@ -481,7 +553,9 @@ fn main() -> std::io::Result<()> {
                 skip_middlewares: true,
                 ..RecoveryConfig::default()
             }));
-            ns.use_middleware(|socket, auth| async move {
+            ns.use_middleware(|socket: SocketRef, auth: Payload| async move {
+                // The CONNECT payload as it came.
+                let auth = auth.args.into_iter().next();
                 if auth
                     .as_ref()
                     .and_then(|a| a.get("deny"))
@@ -495,7 +569,7 @@ fn main() -> std::io::Result<()> {
             });
             server_side_handlers(&ns, &node_id);
             let node_id = node_id.clone();
-            ns.on_connection(move |socket| on_connection(socket, &node_id));
+            ns.on_connection(move |socket: SocketRef| on_connection(&socket, &node_id));
         }
         let listener = tether::bind(addr)?;
         println!("conformance-server listening on http://{addr}");

@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tether::{Cors, EngineConfig, Payload, Server, ServerConfig, SocketRef};
+use tether::{AckSender, Cors, EngineConfig, Payload, Server, ServerConfig, SocketRef};
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message, TextMessage};
 
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -106,25 +106,33 @@ fn socket_io_server() -> Server {
     });
     for name in ["/", "/custom"] {
         let ns = io.of(name);
-        ns.use_middleware(|socket, auth| async move {
+        ns.use_middleware(|socket: SocketRef, auth: Payload| async move {
+            // The CONNECT payload as it came.
+            let auth = auth.args.into_iter().next();
             socket.extensions(|e| e.insert(Auth(auth.unwrap_or_else(|| json!({})))));
             Ok(())
         });
     }
     let delay = auth_delay();
-    io.of("/").on_connection(move |socket| {
-        emit_auth(socket, delay);
-        socket.on("message", |socket, payload, _ack| {
-            let _ = socket.emit("message-back", payload);
-        });
-        socket.on("message-with-ack", |_socket, payload, ack| {
-            if let Some(ack) = ack {
-                ack.send(payload);
-            }
-        });
+    io.of("/").on_connection(move |socket: SocketRef| {
+        emit_auth(&socket, delay);
+        socket.on(
+            "message",
+            |socket: SocketRef, payload: Payload, _ack: Option<AckSender>| {
+                let _ = socket.emit("message-back", payload);
+            },
+        );
+        socket.on(
+            "message-with-ack",
+            |_socket: SocketRef, payload: Payload, ack: Option<AckSender>| {
+                if let Some(ack) = ack {
+                    let _ = ack.send(payload);
+                }
+            },
+        );
     });
     io.of("/custom")
-        .on_connection(move |socket| emit_auth(socket, delay));
+        .on_connection(move |socket: SocketRef| emit_auth(&socket, delay));
     io
 }
 

@@ -11,7 +11,7 @@ use tether_proto::engine::{decode_payload, encode_binary_into, PayloadItem, SEPA
 use super::dispatch;
 use crate::engine::{status, Engine, Handler, Message, Session};
 use crate::socket::{Frame, Handshake, Transport};
-use crate::CloseReason;
+use crate::{CloseReason, Sid};
 
 fn text(body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -25,12 +25,21 @@ fn text(body: String) -> Response<Full<Bytes>> {
 /// The handshake over polling: opens a session and answers its open packet.
 pub(crate) fn open<H: Handler, B>(engine: &Engine<H>, req: &Request<B>) -> Response<Full<Bytes>> {
     let handshake = Handshake::from_request(req);
-    let session = engine.inner.open_session(Transport::Polling, handshake);
-    text(
-        engine
-            .inner
-            .open_packet(session.socket.sid(), Transport::Polling),
-    )
+    let session = engine
+        .inner
+        .open_session(Sid::random(), Transport::Polling, handshake);
+    let sid = session.socket.sid();
+    let mut res = text(engine.inner.open_packet(sid, Transport::Polling));
+    if let Some(c) = engine
+        .inner
+        .config
+        .cookie
+        .as_ref()
+        .and_then(|c| c.header(sid.as_str()))
+    {
+        res.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    res
 }
 
 /// A poll: waits until something is queued, then sends all of it.

@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::dispatch_text;
 use crate::engine::{Engine, Handler, Inner, Message, Session};
 use crate::socket::{Frame, Handshake, Transport};
-use crate::{CloseReason, ProtocolError};
+use crate::{CloseReason, ProtocolError, Sid};
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -46,6 +46,8 @@ pub(crate) fn accept<H: Handler, B>(
             || socket.upgrade_claimed.swap(true, Ordering::AcqRel);
     }
     let handshake = Handshake::from_request(req);
+    // A new session's id is drawn now, for the cookie of the 101 response.
+    let new_sid = upgrade_of.is_none().then(Sid::random);
     let on_upgrade = hyper::upgrade::on(req);
     let inner = engine.inner.clone();
     tokio::spawn(async move {
@@ -72,7 +74,7 @@ pub(crate) fn accept<H: Handler, B>(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         match upgrade_of {
-            None => run_new(inner, ws, handshake).await,
+            None => run_new(inner, ws, new_sid.unwrap_or_else(Sid::random), handshake).await,
             Some(_) if refuse => {
                 let mut ws = ws;
                 let _ = tokio::time::timeout(inner.config.write_timeout, ws.close(None)).await;
@@ -88,11 +90,16 @@ pub(crate) fn accept<H: Handler, B>(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if let (Some(sid), Some(c)) = (new_sid, &engine.inner.config.cookie) {
+        if let Some(v) = c.header(sid.as_str()) {
+            h.insert(header::SET_COOKIE, v);
+        }
+    }
     Ok(res)
 }
 
-async fn run_new<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, handshake: Handshake) {
-    let session = inner.open_session(Transport::Websocket, handshake);
+async fn run_new<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, sid: Sid, handshake: Handshake) {
+    let session = inner.open_session(sid, Transport::Websocket, handshake);
     let open = inner.open_packet(session.socket.sid(), Transport::Websocket);
     let sent =
         tokio::time::timeout(inner.config.write_timeout, ws.send(WsMessage::text(open))).await;
