@@ -353,23 +353,7 @@ impl EngineTask {
                 if *post_in_flight || *paused || upgrading {
                     return;
                 }
-                let mut body = String::new();
-                let mut size = 0;
-                while let Some(f) = self.queue.front() {
-                    let len = f.polling_len() + usize::from(size > 0);
-                    if size > 0 && size + len > self.max_payload {
-                        break;
-                    }
-                    size += len;
-                    if !body.is_empty() {
-                        body.push(eio::SEPARATOR);
-                    }
-                    match self.queue.pop_front() {
-                        Some(Frame::Text(s)) => body.push_str(&s),
-                        Some(Frame::Binary(b)) => eio::encode_binary_into(&b, &mut body),
-                        None => break,
-                    }
-                }
+                let body = polling::take_payload(&mut self.queue, self.max_payload);
                 *post_in_flight = true;
                 let http = self.http.clone();
                 let url = self.post_url.clone();
@@ -444,16 +428,7 @@ impl EngineTask {
                 // Node.js server handles a Socket.IO packet a tick later than an
                 // Engine.IO close in the same payload, so a `DISCONNECT` sharing a POST
                 // with the close would be lost.
-                let mut body = String::new();
-                for f in self.queue.drain(..) {
-                    if !body.is_empty() {
-                        body.push(eio::SEPARATOR);
-                    }
-                    match f {
-                        Frame::Text(s) => body.push_str(&s),
-                        Frame::Binary(b) => eio::encode_binary_into(&b, &mut body),
-                    }
-                }
+                let body = polling::take_payload(&mut self.queue, usize::MAX);
                 let http = &self.http;
                 let url = &self.post_url;
                 let _ = tokio::time::timeout_at(deadline, async {

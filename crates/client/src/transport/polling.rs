@@ -2,6 +2,7 @@
 //! the handshake `GET`, and the loop of long-polling `GET`s that feeds the connection
 //! task. The connection task batches outgoing packets into `POST`s with [`Http`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +13,8 @@ use tether_proto::engine::{self as eio, Packet, PayloadItem};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    bad_handshake, cookie_header, http_error, store_cookies, CookieJar, EngineOptions, Handshake,
-    TEvent, TaskGuard,
+    bad_handshake, cookie_header, http_error, store_cookies, CookieJar, EngineOptions, Frame,
+    Handshake, TEvent, TaskGuard,
 };
 use crate::error::{Error, Result};
 
@@ -162,5 +163,58 @@ async fn poll_loop(
                 return;
             }
         }
+    }
+}
+
+/// Takes frames off the front of `queue` into one polling payload (the body of a `POST`)
+/// of at most `max` bytes, but at least one frame; `usize::MAX` takes them all.
+pub(super) fn take_payload(queue: &mut VecDeque<Frame>, max: usize) -> String {
+    let mut body = String::new();
+    let mut size: usize = 0;
+    while let Some(f) = queue.front() {
+        let len = f.polling_len() + usize::from(size > 0);
+        if size > 0 && size.saturating_add(len) > max {
+            break;
+        }
+        size = size.saturating_add(len);
+        if !body.is_empty() {
+            body.push(eio::SEPARATOR);
+        }
+        match queue.pop_front() {
+            Some(Frame::Text(s)) => body.push_str(&s),
+            Some(Frame::Binary(b)) => eio::encode_binary_into(&b, &mut body),
+            None => break,
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> VecDeque<Frame> {
+        VecDeque::from([
+            Frame::Text("4hello".into()),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+            Frame::Text("2".into()),
+        ])
+    }
+
+    #[test]
+    fn payloads_stay_within_max_payload() {
+        // "4hello" (6) + separator + "bAQID" (5) = 12; + separator + "2" = 14.
+        let mut q = queue();
+        assert_eq!(take_payload(&mut q, 12), "4hello\x1ebAQID");
+        assert_eq!(q.len(), 1);
+        assert_eq!(take_payload(&mut q, 12), "2");
+        assert!(q.is_empty());
+        assert_eq!(take_payload(&mut q, 12), "");
+        // A frame larger than the limit still goes, alone.
+        let mut q = queue();
+        assert_eq!(take_payload(&mut q, 1), "4hello");
+        let mut q = queue();
+        assert_eq!(take_payload(&mut q, usize::MAX), "4hello\x1ebAQID\x1e2");
+        assert!(q.is_empty());
     }
 }
