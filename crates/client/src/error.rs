@@ -94,7 +94,7 @@ pub enum Error {
 impl Error {
     /// A network error, or [`Error::Tls`] if a TLS error is in its chain.
     pub(crate) fn transport(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        match crate::tls::find_tls_error(&e) {
+        match find_tls_error(&e) {
             Some(t) => Error::Tls(t),
             None => Error::Transport(Arc::new(e)),
         }
@@ -231,6 +231,27 @@ impl std::fmt::Display for Message {
 
 impl std::error::Error for Message {}
 
+/// The first `rustls::Error` in an error's chain, looking inside I/O errors too (whose
+/// `source()` skips the error they wrap).
+pub(crate) fn find_tls_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.clone());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            if let Some(t) = find_tls_error(inner) {
+                return Some(t);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -255,5 +276,27 @@ mod tests {
         assert!(e.to_string().contains("/admin"));
         assert!(Error::Disconnected.is_disconnected());
         assert!(Error::Closed.is_closed());
+    }
+
+    #[test]
+    fn tls_errors_are_found_inside_io_errors() {
+        let t = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, t.clone());
+        assert_eq!(find_tls_error(&io), Some(t.clone()));
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(find_tls_error(&Outer(io)), Some(t));
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(find_tls_error(&plain), None);
     }
 }

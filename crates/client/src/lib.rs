@@ -147,24 +147,35 @@
 //! than through [`ClientBuilder::tls_config`].
 #![forbid(unsafe_code)]
 
+// The modules, from the top down: each imports only modules below it (and `state` is
+// where the handles and the manager meet, so neither imports the other).
+//
+// builder   ClientBuilder, SocketBuilder, NamespaceBuilder
+// client    Client (the handle of a namespace) and its dispatch task
+// manager   the task that owns the connection, reconnection and recovery
+// state     Cmd, Dispatch, NewNamespace, Auth, the shared status
+// event     Event, AckSender, Lifecycle, DisconnectReason, Session
+// transport Engine.IO: connection (its task), polling, websocket
+// tls, url, typed, backoff, error
 mod backoff;
+mod builder;
 mod client;
-mod engine;
 mod error;
+mod event;
 mod manager;
+mod state;
 mod tls;
+mod transport;
 mod typed;
-
 mod url;
 
 pub use backoff::Reconnection;
-pub use client::{
-    AckSender, Client, ClientBuilder, ClientEvent, DisconnectReason, Event, Lifecycle,
-    NamespaceBuilder, Session, SocketBuilder,
-};
-pub use engine::Transport;
+pub use builder::{ClientBuilder, NamespaceBuilder, SocketBuilder};
+pub use client::Client;
 pub use error::{Error, Result};
+pub use event::{AckSender, ClientEvent, DisconnectReason, Event, Lifecycle, Session};
 pub use tether_proto::Payload;
+pub use transport::Transport;
 pub use typed::{from_payload, to_payload, Binary};
 
 /// Re-exported: the type of binary attachments.

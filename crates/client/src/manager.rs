@@ -1,9 +1,14 @@
 //! The task that owns a connection and its namespaces (the JavaScript client's Manager
 //! and Socket logic).
 //!
-//! Every state change happens here, on one task: commands from [`Client`]s, events of the
-//! Engine.IO connection, the reconnection timer and connection attempts. Handlers run on
-//! each namespace's dispatch task (see `client::dispatch_loop`), never here.
+//! Every state change happens here, on one task: commands from
+//! [`Client`](crate::Client)s ([`Cmd`]), events of the Engine.IO connection, the
+//! reconnection timer and connection attempts. Handlers run on each namespace's dispatch
+//! task (see `client::dispatch_loop`), never here: the manager hands them their work as
+//! [`Dispatch`]es.
+//!
+//! This module knows the handles only through `state` (the commands, the dispatch queue,
+//! the shared status) and `event`; it does not import `client` or `builder`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,71 +17,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 use tether_proto::sio::{self, PacketType};
+use tether_proto::Payload;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tracing::{debug, trace, warn};
 
-use crate::client::{
-    AckSender, Auth, DisconnectReason, Event, Lifecycle, ManagerConfig, ManagerShared, NsShared,
-    Session,
-};
-use crate::engine::{self, CloseReason, EngineEvent, EngineHandle, Handshake};
-use crate::{Error, Payload, Result};
+use crate::backoff::Reconnection;
+use crate::error::{Error, Result};
+use crate::event::{AckSender, DisconnectReason, Event, Lifecycle};
+use crate::state::{Auth, Cmd, Conn, Dispatch, ManagerShared, NewNamespace, NsShared};
+use crate::transport::connection::{self, EngineHandle};
+use crate::transport::{CloseReason, EngineEvent, EngineOptions, Handshake, Transport};
 
-/// A command from the API to the manager task.
-pub(crate) enum Cmd {
-    Emit {
-        nsp: String,
-        event: String,
-        payload: Payload,
-        volatile: bool,
-        ack: Option<(Duration, oneshot::Sender<Result<Payload>>)>,
-    },
-    Ack {
-        nsp: String,
-        id: u64,
-        payload: Payload,
-    },
-    AddNamespace {
-        ns: NewNamespace,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Disconnect {
-        nsp: String,
-        reply: oneshot::Sender<()>,
-    },
-    Close {
-        reply: Option<oneshot::Sender<()>>,
-    },
-    AckTimeout {
-        nsp: String,
-        id: u64,
-    },
-}
-
-/// What the dispatch task of a namespace delivers, in the order the manager saw it: events
-/// and lifecycle events go to the handlers; acknowledgements and `connect()` results go to
-/// the callers waiting for them. Completions travel the same queue as events, so that an
-/// ack never overtakes an event the server sent before it, and `connect()` returns after
-/// the first connect handlers ran.
-pub(crate) enum Dispatch {
-    Event(Event),
-    Lifecycle(Lifecycle),
-    Ack(oneshot::Sender<Result<Payload>>, Result<Payload>),
-    Ready(oneshot::Sender<Result<()>>, Result<()>),
-    /// A session that was not recovered: a new pid (or none), no offset yet.
-    NewSession(Option<String>),
-}
-
-/// A namespace that a builder wants connected.
-pub(crate) struct NewNamespace {
-    pub shared: Arc<NsShared>,
-    pub auth: Auth,
-    pub retries: u32,
-    pub ack_timeout: Option<Duration>,
-    pub session: Option<Session>,
-    pub dispatch: mpsc::UnboundedSender<Dispatch>,
+/// Settings of the connection (the JavaScript client's Manager options).
+#[derive(Clone)]
+pub(crate) struct ManagerConfig {
+    pub engine: Arc<EngineOptions>,
+    pub reconnection: Reconnection,
+    pub timeout: Duration,
+    /// Retry the first connection too.
+    pub retry_first: bool,
 }
 
 /// An encoded-to-be packet with its attachments.
@@ -201,7 +162,7 @@ impl Ns {
             st.connected = false;
             st.sid = None;
         }
-        self.shared.set_conn(crate::client::Conn::Closed);
+        self.shared.set_conn(Conn::Closed);
     }
 }
 
@@ -457,7 +418,7 @@ impl Manager {
         let opts = self.cfg.engine.clone();
         let timeout = self.cfg.timeout;
         self.connecting = Some(tokio::spawn(async move {
-            tokio::time::timeout(timeout, engine::connect(opts))
+            tokio::time::timeout(timeout, connection::connect(opts))
                 .await
                 .map_err(|_| Error::Timeout)?
         }));
@@ -738,8 +699,7 @@ impl Manager {
                 }
             }
             EngineEvent::Upgraded => {
-                self.shared
-                    .set_transport(Some(engine::Transport::Websocket));
+                self.shared.set_transport(Some(Transport::Websocket));
             }
             EngineEvent::Closed(reason) => self.on_engine_closed(reason),
         }

@@ -14,7 +14,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Which certificates the client trusts.
 #[derive(Clone, Default)]
@@ -90,24 +90,6 @@ pub(crate) fn parse_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
         return Err(Error::Config("no certificate in the PEM data".into()));
     }
     Ok(certs)
-}
-
-/// The first `rustls::Error` in an error's chain, looking inside I/O errors too (whose
-/// `source()` skips the error they wrap).
-pub(crate) fn find_tls_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t.clone());
-        }
-        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-            if let Some(t) = find_tls_error(inner) {
-                return Some(t);
-            }
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// The TCP or TLS stream under a WebSocket.
@@ -207,28 +189,6 @@ impl AsyncWrite for Stream {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tls_errors_are_found_inside_io_errors() {
-        let t = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = io::Error::new(io::ErrorKind::InvalidData, t.clone());
-        assert_eq!(find_tls_error(&io), Some(t.clone()));
-        #[derive(Debug)]
-        struct Outer(io::Error);
-        impl std::fmt::Display for Outer {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("outer")
-            }
-        }
-        impl std::error::Error for Outer {
-            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        assert_eq!(find_tls_error(&Outer(io)), Some(t));
-        let plain = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(find_tls_error(&plain), None);
-    }
 
     #[test]
     fn pem_parsing() {

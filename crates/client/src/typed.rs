@@ -16,7 +16,9 @@ use serde::ser::{Impossible, Serialize, SerializeStruct as _, Serializer};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{Error, Payload, Result};
+use tether_proto::Payload;
+
+use crate::error::{Error, Result};
 
 /// Binary data inside typed arguments ([`to_payload`], [`from_payload`],
 /// [`Client::emit_serde`](crate::Client::emit_serde), [`Event::arg_as`](crate::Event::arg_as)...):

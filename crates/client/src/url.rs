@@ -1,6 +1,6 @@
 //! Server URLs: parsing the user's URL and building the Engine.IO request URLs.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where the Engine.IO server lives, and the query that every request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
