@@ -20,6 +20,7 @@ use std::time::Duration;
 use common::{ServerKind, TestServer};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::json;
+use tether::{AckSender, Payload, SocketRef};
 use tether_client::rustls::{self, pki_types::CertificateDer, CertificateError};
 use tether_client::{ClientBuilder, Error, Reconnection, Transport};
 
@@ -278,36 +279,39 @@ impl TetherTls {
             recovery: Some(tether::RecoveryConfig::default()),
             ..tether::ServerConfig::default()
         });
-        io.of("/").on_connection(|socket| {
-            socket.on("echo", |_s, p, ack| {
+        io.of("/").on_connection(|socket: SocketRef| {
+            socket.on("echo", |p: Payload, ack: Option<AckSender>| {
                 if let Some(ack) = ack {
-                    ack.send(p);
+                    let _ = ack.send(p);
                 }
             });
-            socket.on("join", |s, p, ack| {
-                s.join(p.get::<String>(0).unwrap_or_default());
-                if let Some(ack) = ack {
-                    ack.send(());
-                }
-            });
-            socket.on("shout", |s, p, _ack| {
+            socket.on(
+                "join",
+                |s: SocketRef, p: Payload, ack: Option<AckSender>| {
+                    s.join(p.get::<String>(0).unwrap_or_default());
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                },
+            );
+            socket.on("shout", |s: SocketRef, p: Payload| {
                 let room = p.get::<String>(0).unwrap_or_default();
                 let x = p.args.get(1).cloned().unwrap_or_default();
-                s.namespace().to(room).emit("shout", x);
+                let _ = s.namespace().to(room).emit("shout", x);
             });
-            socket.on("drop-then-emit", |s, p, _ack| {
+            socket.on("drop-then-emit", |s: SocketRef, p: Payload| {
                 let room = p.get::<String>(0).unwrap_or_default();
                 let x = p.args.get(1).cloned().unwrap_or_default();
                 s.close_transport();
                 let ns = s.namespace().clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    ns.to(room).emit("missed", x);
+                    let _ = ns.to(room).emit("missed", x);
                 });
             });
-            socket.on("whoami", |s, _p, ack| {
+            socket.on("whoami", |s: SocketRef, ack: Option<AckSender>| {
                 if let Some(ack) = ack {
-                    ack.send(json!({"id": s.id().to_string(), "recovered": s.recovered()}));
+                    let _ = ack.send(json!({"id": s.id().to_string(), "recovered": s.recovered()}));
                 }
             });
         });
