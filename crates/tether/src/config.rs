@@ -22,9 +22,11 @@ pub struct ServerConfig {
     /// Connection state recovery for every namespace (off); namespaces may override it.
     pub recovery: Option<RecoveryConfig>,
     /// Removes a child of a dynamic namespace ([`Server::of_dynamic`](crate::Server::of_dynamic))
-    /// once its last socket has left and no CONNECT to it is under way, with its recovery
-    /// state (`cleanupEmptyChildNamespaces` in the reference; off). A later CONNECT
-    /// creates it anew. Not applied in a cluster, where children stay.
+    /// once its last socket has left, no CONNECT to it is under way and no session this
+    /// node keeps for it can still be recovered (then once they expired), with its
+    /// recovery state (`cleanupEmptyChildNamespaces` in the reference, which drops kept
+    /// sessions at once; off). A later CONNECT creates it anew. In a cluster the kept
+    /// sessions are the backend's and survive it.
     pub cleanup_empty_child_namespaces: bool,
 }
 

@@ -156,12 +156,14 @@ impl Namespace {
         Some(self.metrics.snapshot(adapter.usage()))
     }
 
-    /// Whether this node keeps sessions of this namespace (in memory) that a client may
-    /// still recover.
-    pub(crate) fn holds_kept_sessions(&self) -> bool {
-        self.adapter()
-            .usage()
-            .is_some_and(|(sessions, _)| sessions > 0)
+    /// When this node keeps sessions of this namespace that a client may still recover:
+    /// how long they may live.
+    pub(crate) fn kept_sessions_window(&self) -> Option<Duration> {
+        let adapter = self.adapter();
+        adapter
+            .holds_sessions()
+            .then(|| adapter.recovery().map(|r| r.max_disconnection_duration))
+            .flatten()
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {

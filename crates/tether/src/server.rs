@@ -84,15 +84,24 @@ impl ServerInner {
 
     /// Removes the dynamic child `name` if it has no socket, no CONNECT under way and
     /// no session kept on this node (`cleanup_empty_child_namespaces`): a client that
-    /// dropped for a moment still recovers.
-    pub(crate) fn cleanup_child(&self, name: &str) {
+    /// dropped for a moment still recovers; the child goes once its sessions expired.
+    pub(crate) fn cleanup_child(self: &Arc<Self>, name: &str) {
         if !self.config.cleanup_empty_child_namespaces {
             return;
         }
         let Some(ns) = self.namespaces.reading().get(name).cloned() else {
             return;
         };
-        if ns.holds_kept_sessions() {
+        if let Some(window) = ns.kept_sessions_window() {
+            // Look again once they have expired (a recovery may take them first).
+            let server = Arc::downgrade(self);
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(window + Duration::from_millis(100)).await;
+                if let Some(server) = server.upgrade() {
+                    server.cleanup_child(&name);
+                }
+            });
             return;
         }
         // Lock order as in `namespace_for`: the dynamic list, then the namespaces.

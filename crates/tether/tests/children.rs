@@ -25,9 +25,15 @@ async fn serve(io: &Server) -> std::net::SocketAddr {
 
 type Seen = Arc<Mutex<Vec<Weak<Namespace>>>>;
 
+/// The recovery window of the children.
+const WINDOW: Duration = Duration::from_millis(500);
+
 fn server(cleanup: bool) -> (Server, Seen) {
     let io = Server::new(ServerConfig {
-        recovery: Some(RecoveryConfig::default()),
+        recovery: Some(RecoveryConfig {
+            max_disconnection_duration: WINDOW,
+            ..RecoveryConfig::default()
+        }),
         cleanup_empty_child_namespaces: cleanup,
         ..ServerConfig::default()
     });
@@ -80,8 +86,14 @@ async fn an_empty_child_is_removed_with_its_state() {
     );
 
     // The last one leaves (by closing its connection, a recoverable disconnect): the
-    // child and its recovery store are freed.
+    // child stays while its session may be recovered, then it and its recovery store
+    // are freed.
     b.close();
+    tokio::time::sleep(WINDOW / 2).await;
+    assert!(
+        first.upgrade().is_some(),
+        "removed while a session may still recover"
+    );
     assert!(eventually(|| first.upgrade().is_none()).await, "child kept");
     // `/` is static: never removed.
     assert_eq!(io.of("/").sockets().len(), 1);

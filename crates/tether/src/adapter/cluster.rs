@@ -153,6 +153,10 @@ impl Adapter for ClusterAdapter {
         None
     }
 
+    fn holds_sessions(&self) -> bool {
+        false // the backend holds them
+    }
+
     fn broadcast(
         &self,
         local: &dyn LocalSockets,

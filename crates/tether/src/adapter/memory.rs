@@ -65,6 +65,12 @@ impl Adapter for MemoryAdapter {
         self.recovery.as_ref().map(|r| r.store.usage())
     }
 
+    fn holds_sessions(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|r| r.store.holds_sessions())
+    }
+
     fn broadcast(
         &self,
         local: &dyn LocalSockets,

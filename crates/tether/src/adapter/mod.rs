@@ -126,6 +126,9 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     /// Sessions held and log bytes, when this node holds them (in memory).
     fn usage(&self) -> Option<(usize, usize)>;
 
+    /// Whether this node holds sessions that have not expired (in memory).
+    fn holds_sessions(&self) -> bool;
+
     /// Emits to the targets of `opts`: with recovery on and not volatile, with an offset,
     /// logged, and delivered in the log's order.
     fn broadcast(

@@ -198,6 +198,12 @@ impl MemoryStore {
         inner.log.evict(now);
     }
 
+    /// Whether a session is kept that has not expired.
+    pub fn holds_sessions(&self) -> bool {
+        let now = Instant::now();
+        self.lock().sessions.values().any(|k| k.expires > now)
+    }
+
     /// How many bytes the kept sessions count for their budget.
     pub fn kept_bytes(&self) -> usize {
         self.lock().kept_bytes
