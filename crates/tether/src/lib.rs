@@ -24,6 +24,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod client;
 pub mod cluster;
 mod config;
@@ -32,6 +33,7 @@ mod error;
 mod handlers;
 pub mod layer;
 mod namespace;
+mod observe;
 mod operators;
 
 mod reason;

@@ -70,6 +70,8 @@ pub struct Namespace {
     cluster_position: Mutex<Position>,
     /// Handlers of events from other nodes.
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
+    /// The server's observers (admin UI...), told of socket lifecycle events.
+    pub(crate) observers: Arc<crate::observe::Observers>,
 }
 
 type ServerSideHandler = Arc<dyn Fn(Payload, Option<ServerSideAck>) + Send + Sync>;
@@ -87,6 +89,7 @@ impl Namespace {
         name: String,
         handlers: Arc<NsHandlers>,
         recovery: Option<RecoveryConfig>,
+        observers: Arc<crate::observe::Observers>,
     ) -> Arc<Self> {
         let ns = Namespace {
             name,
@@ -101,6 +104,7 @@ impl Namespace {
             cluster_lock: tokio::sync::Mutex::new(()),
             cluster_position: Mutex::new(Position::default()),
             server_side: RwLock::new(HashMap::new()),
+            observers,
         };
         ns.set_recovery(recovery);
         Arc::new(ns)
@@ -537,22 +541,28 @@ impl Namespace {
             }
             rooms.push(room.clone());
             if socket.registered.load(Ordering::Acquire) {
-                map.entry(room)
+                map.entry(room.clone())
                     .or_default()
                     .insert(socket.id(), socket.clone());
             }
         }
         self.socket_changed(socket);
+        self.observers.joined(socket, &room);
     }
 
     pub(crate) fn leave(&self, socket: &SocketRef, room: &str) {
-        {
+        let was_in = {
             let mut map = self.rooms.writing();
             let mut rooms = socket.rooms.locked();
+            let before = rooms.len();
             rooms.retain(|r| &**r != room);
             remove_member(&mut map, room, socket);
-        }
+            before != rooms.len()
+        };
         self.socket_changed(socket);
+        if was_in {
+            self.observers.left(socket, room);
+        }
     }
 
     pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
@@ -856,6 +866,7 @@ impl Namespace {
             }
         }
         self.socket_changed(socket);
+        self.observers.connected(socket);
     }
 
     /// Takes a socket out of the namespace; keeps its session if the reason is recoverable.
@@ -924,6 +935,7 @@ impl Namespace {
         }
         if prev == CONNECTED {
             socket.run_disconnect(reason);
+            self.observers.disconnected(socket, reason);
         }
     }
 

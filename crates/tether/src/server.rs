@@ -33,6 +33,8 @@ pub(crate) struct ServerInner {
     /// (cheaper than a timer task per connection).
     connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
     sweeper: AtomicBool,
+    /// Observers of every namespace's sockets (see `crate::observe`).
+    pub(crate) observers: Arc<crate::observe::Observers>,
 }
 
 impl ServerInner {
@@ -69,7 +71,7 @@ impl ServerInner {
     }
 
     /// Every namespace that exists now.
-    fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
+    pub(crate) fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
         self.namespaces.reading().values().cloned().collect()
     }
 
@@ -91,7 +93,7 @@ impl ServerInner {
         handlers: Arc<NsHandlers>,
         recovery: Option<RecoveryConfig>,
     ) -> Arc<Namespace> {
-        let ns = Namespace::new(name, handlers, recovery);
+        let ns = Namespace::new(name, handlers, recovery, self.observers.clone());
         if let Some(c) = self.cluster.get() {
             ns.attach_cluster(c.clone());
         }
@@ -130,15 +132,21 @@ impl Handler for SioHandler {
     type Conn = Arc<Client>;
 
     fn on_open(&self, socket: &Arc<EngineSocket>) -> Arc<Client> {
+        self.inner.observers.conn_opened(socket);
         Client::new(socket.clone(), self.inner.clone())
     }
 
     fn on_message(&self, conn: &Arc<Client>, msg: Message<'_>) {
+        self.inner.observers.message_in(match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        });
         conn.on_message(msg);
     }
 
     fn on_close(&self, conn: &Arc<Client>, reason: CloseReason) {
         conn.on_close(reason);
+        self.inner.observers.conn_closed(reason);
     }
 }
 
@@ -192,6 +200,7 @@ impl Server {
             cluster: OnceLock::new(),
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
+            observers: Arc::default(),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -202,6 +211,10 @@ impl Server {
         let server = Server { inner, engine };
         server.of("/");
         server
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
     }
 
     /// The options in force.

@@ -174,12 +174,14 @@ impl Socket {
     pub fn set_data(self: &Arc<Self>, data: Value) {
         *self.lock_data() = data;
         self.ns.socket_changed(self);
+        self.ns.observers.data_changed(self);
     }
 
     /// Changes `socket.data` in place and returns what `f` returns.
     pub fn with_data<R>(self: &Arc<Self>, f: impl FnOnce(&mut Value) -> R) -> R {
         let r = f(&mut self.lock_data());
         self.ns.socket_changed(self);
+        self.ns.observers.data_changed(self);
         r
     }
 
@@ -241,6 +243,7 @@ impl Socket {
     /// Emits an event to this socket. With recovery on, it gets an offset and is stored.
     pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) -> Result<(), Error> {
         let payload = payload.into();
+        self.ns.observers.event_sent(self, event, &payload);
         if self.ns.recovery().is_some() {
             self.ns.emit_to(
                 &crate::operators::BroadcastOptions::to_socket(self.id),
@@ -261,6 +264,7 @@ impl Socket {
         timeout: Duration,
     ) -> Result<Payload, Error> {
         let payload = payload.into();
+        self.ns.observers.event_sent(self, event, &payload);
         let id = self.ns.next_ack_id();
         let rx = self.register_ack(id);
         let msg = encode::event(self.nsp(), Some(id), event, &payload, None);
@@ -360,6 +364,7 @@ impl Socket {
         let Some(Value::String(event)) = args.first().cloned() else {
             return;
         };
+        self.ns.observers.event_received(self, &args);
         let handler = self.handlers.reading().get(&event).cloned();
         let (handler, args) = match handler {
             Some(h) => {
