@@ -1,7 +1,7 @@
 // Starts and stops target/release/admin-server (servers/src/bin/admin-server.rs).
 "use strict";
 
-const { spawn } = require("node:child_process");
+const { spawn, spawnSync } = require("node:child_process");
 const path = require("node:path");
 const readline = require("node:readline");
 
@@ -56,9 +56,22 @@ async function stop(srv) {
   clearTimeout(t);
 }
 
-// A cluster of its own (stream and key prefixes) for each run.
+// A cluster of its own (stream and key prefixes) for each run; dropClusters() deletes
+// their keys at the end.
+const clusters = [];
 function clusterEnv(name) {
-  return { ADAPTER: REDIS_URL, CLUSTER_NAME: `${name}-${process.pid}-${Date.now()}` };
+  const cluster = `${name}-${process.pid}-${Date.now()}`;
+  clusters.push(cluster);
+  return { ADAPTER: REDIS_URL, CLUSTER_NAME: cluster };
+}
+
+function dropClusters() {
+  const host = ["-h", process.env.REDIS_HOST || "127.0.0.1", "-p", String(process.env.REDIS_PORT || 6379)];
+  for (const c of clusters.splice(0)) {
+    const scan = spawnSync("redis-cli", [...host, "--scan", "--pattern", `tether-admin-test:${c}*`], { encoding: "utf8" });
+    const keys = (scan.stdout || "").split("\n").filter(Boolean);
+    if (keys.length) spawnSync("redis-cli", [...host, "del", ...keys]);
+  }
 }
 
 // Resolves with the arguments of the next `event` on `socket` that `pred` accepts.
@@ -79,4 +92,4 @@ function next(socket, event, pred = () => true, ms = 5000) {
   });
 }
 
-module.exports = { start, stop, clusterEnv, next, USER, PASSWORD, HASH, UI_DIR };
+module.exports = { start, stop, clusterEnv, dropClusters, next, USER, PASSWORD, HASH, UI_DIR };

@@ -189,6 +189,15 @@ impl Observer for AdminObserver {
     }
 
     fn disconnected(&self, s: &SocketRef, reason: DisconnectReason) {
+        if !self.dev {
+            return;
+        }
+        // As the reference's adapter, which leaves every room on the way out: the
+        // dashboard drops a room when its last member leaves it.
+        let id = s.id().to_string();
+        for room in std::iter::once(crate::recovery::Room::from(id.as_str())).chain(s.rooms()) {
+            self.left(s, &room);
+        }
         self.relay(
             "socket_disconnected",
             vec![
@@ -310,8 +319,8 @@ fn serialize_local(s: &SocketRef) -> Value {
 }
 
 /// A socket that [`fetch_sockets`](crate::BroadcastOperator::fetch_sockets) found. One
-/// on another node says neither its connection id nor its current transport: the
-/// transport is the one it opened with.
+/// on another node says neither its connection id nor its current transport: its
+/// `clientId` is made from its own id, and its transport is the one it opened with.
 fn serialize_remote(nsp: &str, s: &RemoteSocket) -> Value {
     if let Some(local) = s.as_local() {
         return serialize_local(local);
@@ -324,6 +333,9 @@ fn serialize_remote(nsp: &str, s: &RemoteSocket) -> Value {
         .unwrap_or(Value::Null);
     let mut o = Map::new();
     o.insert("id".into(), s.id().into());
+    // Its connection's id is not known here: the socket stands for its own client.
+    let client_id: String = s.id().chars().take(12).collect();
+    o.insert("clientId".into(), client_id.into());
     o.insert("transport".into(), transport);
     o.insert("nsp".into(), nsp.into());
     o.insert("data".into(), s.data().clone());
