@@ -59,13 +59,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..ServerConfig::default()
     });
     io.of("/").on_connection(on_connection);
+    // The Socket.IO Admin UI on `/admin` (ADMIN_AUTH=USER:BCRYPT_HASH to require a login),
+    // and its page under /admin/ when ADMIN_UI_DIR names @socket.io/admin-ui's ui/dist.
+    let admin_auth = match std::env::var("ADMIN_AUTH")
+        .ok()
+        .and_then(|a| a.split_once(':').map(|(u, h)| (u.to_owned(), h.to_owned())))
+    {
+        Some((username, password_hash)) => tether::admin::AdminAuth::Basic {
+            username,
+            password_hash,
+        },
+        None => tether::admin::AdminAuth::None,
+    };
+    io.instrument(tether::admin::AdminConfig::new(admin_auth))?;
+    let admin_ui = std::env::var("ADMIN_UI_DIR").unwrap_or_else(|_| "admin-ui-not-set".into());
 
     // PORT=0 picks a free port; the line below says which (the browser test reads it).
     let listener = tether::bind(SocketAddr::new(host, port))?;
     let addr = listener.local_addr()?;
     println!("Tether chat listening on http://{addr}/");
 
-    let app = tether::layer::SocketIoLayer::new(io.clone()).layer(StaticFiles);
+    let app = tether::admin::AdminUiLayer::new(admin_ui, "/admin")
+        .layer(tether::layer::SocketIoLayer::new(io.clone()).layer(StaticFiles));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
