@@ -32,6 +32,7 @@ mod encode;
 mod error;
 mod handlers;
 pub mod layer;
+pub mod metrics;
 mod namespace;
 mod observe;
 mod operators;

@@ -32,6 +32,10 @@ pub(crate) trait Observer: Send + Sync + 'static {
     fn event_received(&self, _socket: &SocketRef, _args: &[Value]) {}
     /// The server emitted an event to this socket alone.
     fn event_sent(&self, _socket: &SocketRef, _event: &str, _payload: &Payload) {}
+    /// A client answered an `emit_with_ack` of this socket.
+    fn ack_received(&self, _socket: &SocketRef) {}
+    /// An `emit_with_ack` of this socket timed out.
+    fn ack_timeout(&self, _socket: &SocketRef) {}
     /// An Engine.IO connection opened.
     fn conn_opened(&self, _socket: &EngineSocket) {}
     /// An Engine.IO connection closed.
@@ -110,6 +114,14 @@ impl Observers {
 
     pub(crate) fn event_sent(&self, s: &SocketRef, event: &str, payload: &Payload) {
         self.each(|o| o.event_sent(s, event, payload));
+    }
+
+    pub(crate) fn ack_received(&self, s: &SocketRef) {
+        self.each(|o| o.ack_received(s));
+    }
+
+    pub(crate) fn ack_timeout(&self, s: &SocketRef) {
+        self.each(|o| o.ack_timeout(s));
     }
 
     pub(crate) fn conn_opened(&self, s: &EngineSocket) {

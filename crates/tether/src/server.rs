@@ -35,6 +35,8 @@ pub(crate) struct ServerInner {
     sweeper: AtomicBool,
     /// Observers of every namespace's sockets (see `crate::observe`).
     pub(crate) observers: Arc<crate::observe::Observers>,
+    /// The live counters, once metrics are registered (see `crate::metrics`).
+    pub(crate) metrics: OnceLock<crate::metrics::LiveMetrics>,
 }
 
 impl ServerInner {
@@ -201,6 +203,7 @@ impl Server {
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
             observers: Arc::default(),
+            metrics: OnceLock::new(),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -321,20 +324,6 @@ impl Server {
         if let Some(c) = self.inner.cluster.get() {
             c.flush().await;
         }
-    }
-
-    /// Recovery counters of every namespace, in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        let map = self.inner.namespaces.reading();
-        let mut names: Vec<_> = map.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            if let Some(m) = map.get(&name).and_then(|ns| ns.recovery_metrics()) {
-                m.to_prometheus(&name, &mut out);
-            }
-        }
-        out
     }
 
     /// How many Engine.IO connections are open.

@@ -277,6 +277,7 @@ impl Socket {
             Ok(Err(_)) => Err(Error::Disconnected),
             Err(_) => {
                 self.forget_ack(id);
+                self.ns.observers.ack_timeout(self);
                 Err(Error::Timeout)
             }
         }
@@ -383,9 +384,10 @@ impl Socket {
         handler(self, Payload { args, attachments }, ack);
     }
 
-    pub(crate) fn handle_ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
+    pub(crate) fn handle_ack(self: &Arc<Self>, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
         let tx = self.acks.locked().remove(&id);
         if let Some(tx) = tx {
+            self.ns.observers.ack_received(self);
             let _ = tx.send(Payload { args, attachments });
         }
     }

@@ -9,6 +9,7 @@
 //! development by default), `ADMIN_UI_DIR`.
 //!
 //! Events on `/`: `join` (room), `leave` (room), `set-data` (any value), `echo` (acked).
+//! `GET /metrics`: Tether's metrics, registered in the server's own registry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,6 +116,11 @@ async fn run(addr: SocketAddr) -> std::io::Result<()> {
     io.instrument(admin).map_err(std::io::Error::other)?;
     println!("admin-server listening on http://{local}");
 
+    // The application's own registry, with Tether's metrics in it.
+    let mut registry = tether::metrics::prometheus_client::registry::Registry::default();
+    io.register_metrics(&mut registry);
+    let registry = Arc::new(registry);
+
     let ui_dir = env("ADMIN_UI_DIR").unwrap_or_else(|| "/nonexistent".into());
     let app = AdminUiLayer::new(ui_dir, "/admin").layer(io.service());
     let shutdown = tether_servers::shutdown_signal();
@@ -132,12 +138,24 @@ async fn run(addr: SocketAddr) -> std::io::Result<()> {
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (app, registry) = (app.clone(), registry.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer);
                 let mut app = app.clone();
-                async move { app.call(req).await }
+                let metrics = (req.uri().path() == "/metrics").then(|| {
+                    let mut text = String::new();
+                    let _ = tether::metrics::prometheus_client::encoding::text::encode(
+                        &mut text, &registry,
+                    );
+                    text
+                });
+                async move {
+                    match metrics {
+                        Some(text) => Ok(metrics_response(text)),
+                        None => app.call(req).await,
+                    }
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -147,4 +165,22 @@ async fn run(addr: SocketAddr) -> std::io::Result<()> {
     }
     io.close().await;
     Ok(())
+}
+
+/// The OpenMetrics text of `/metrics`.
+fn metrics_response(
+    text: String,
+) -> hyper::Response<
+    http_body_util::Either<http_body_util::Full<bytes::Bytes>, http_body_util::Full<bytes::Bytes>>,
+> {
+    let mut res = hyper::Response::new(http_body_util::Either::Left(http_body_util::Full::new(
+        bytes::Bytes::from(text),
+    )));
+    res.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    res
 }
