@@ -44,6 +44,7 @@ mod server;
 mod socket;
 mod sync;
 mod tls;
+mod trace;
 
 pub use cluster::ServerSideAck;
 pub use config::ServerConfig;

@@ -665,7 +665,11 @@ impl Namespace {
         if !skip {
             let middlewares = self.handlers.middlewares.reading().clone();
             for mw in middlewares {
-                if let Err(err) = mw(socket.clone(), auth.clone()).await {
+                let run = tracing::Instrument::instrument(
+                    mw(socket.clone(), auth.clone()),
+                    socket.span().clone(),
+                );
+                if let Err(err) = run.await {
                     if let (Some(rec), true) = (&rec, socket.recovered()) {
                         // A refused attempt consumes nothing.
                         self.keep_again(rec, &socket, cluster_after.flatten());
@@ -681,14 +685,16 @@ impl Namespace {
         }
         let on_connection = self.handlers.on_connection.reading().clone();
         if let Some(h) = on_connection {
-            h(&socket);
+            socket.span().in_scope(|| h(&socket));
         }
         match (&cluster, rec.as_deref()) {
             (Some(c), Some(rec)) if socket.recovered() => {
-                self.commit_cluster(c, &client, &socket, rec, cluster_after.flatten())
-                    .await
+                let commit = self.commit_cluster(c, &client, &socket, rec, cluster_after.flatten());
+                tracing::Instrument::instrument(commit, socket.span().clone()).await
             }
-            _ => self.commit(&client, &socket, rec.as_deref()),
+            _ => socket
+                .span()
+                .in_scope(|| self.commit(&client, &socket, rec.as_deref())),
         }
     }
 

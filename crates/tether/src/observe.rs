@@ -89,10 +89,17 @@ impl Observers {
     }
 
     pub(crate) fn connected(&self, s: &SocketRef) {
+        tracing::debug!(parent: s.span(), recovered = s.recovered(), "connected");
         self.each(|o| o.connected(s));
     }
 
     pub(crate) fn disconnected(&self, s: &SocketRef, reason: DisconnectReason) {
+        tracing::debug!(
+            parent: s.span(),
+            reason = reason.as_str(),
+            recoverable = reason.is_recoverable(),
+            "disconnected"
+        );
         self.each(|o| o.disconnected(s, reason));
     }
 

@@ -61,6 +61,8 @@ pub struct Socket {
     auth: Option<Value>,
     /// Cluster: the entry position when the socket connected.
     pub(crate) cluster_start: Mutex<Option<crate::cluster::Position>>,
+    /// Its tracing span (see `crate::trace`).
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Socket {
@@ -90,7 +92,15 @@ impl Socket {
         origin: Origin,
         auth: Option<Value>,
     ) -> SocketRef {
+        let span = crate::trace::socket_span(
+            &ns,
+            origin.id,
+            origin.pid.as_deref(),
+            client.engine.transport(),
+            origin.recovered,
+        );
         Arc::new(Socket {
+            span,
             id: origin.id,
             pid: origin.pid,
             ns,
@@ -131,6 +141,13 @@ impl Socket {
     /// The namespace.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.ns
+    }
+
+    /// The socket's tracing span, `socket` with its `sid`, `nsp`, `transport`, `node`
+    /// and the first characters of its pid: the core enters it around the socket's
+    /// handlers; enter it in tasks of your own to have their logs filtered with it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Whether this socket was restored by connection state recovery.
@@ -381,6 +398,7 @@ impl Socket {
             socket: self.clone(),
             id,
         });
+        let _span = self.span.enter();
         handler(self, Payload { args, attachments }, ack);
     }
 
@@ -394,6 +412,7 @@ impl Socket {
 
     pub(crate) fn run_disconnecting(self: &Arc<Self>, reason: DisconnectReason) {
         let handlers = std::mem::take(&mut *self.on_disconnecting.locked());
+        let _span = self.span.enter();
         for h in &handlers {
             h(self, reason);
         }
@@ -402,6 +421,7 @@ impl Socket {
     pub(crate) fn run_disconnect(self: &Arc<Self>, reason: DisconnectReason) {
         self.acks.locked().clear();
         let handlers = std::mem::take(&mut *self.on_disconnect.locked());
+        let _span = self.span.enter();
         for h in handlers {
             h(self, reason);
         }
