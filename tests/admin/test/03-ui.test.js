@@ -59,7 +59,7 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(SCREENSHOT_DIR, `tether-admin-${name}.png`) });
 }
 
-test("one node: log in with the bundle, see the sockets and the server", async () => {
+test("one node: log in with the bundle, see the sockets, a recovery and the server", async () => {
   const srv = await start({ ADMIN_AUTH: `${USER}:${HASH}` });
   servers.push(srv);
   const alice = user(srv.url);
@@ -90,6 +90,29 @@ test("one node: log in with the bundle, see the sockets and the server", async (
   await next(carol, "connect");
   await page.getByText(carol.id).waitFor({ timeout: 10000 });
   await shot(page, "sockets");
+
+  // A recovery, as the dashboard sees it: the socket drops and comes back with its id.
+  const dave = user(srv.url, { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 100 });
+  await next(dave, "connect");
+  const daveId = dave.id;
+  await page.getByText(daveId).waitFor({ timeout: 10000 });
+  dave.io.engine.close(); // a network drop
+  await next(dave, "connect");
+  assert.equal(dave.recovered, true);
+  assert.equal(dave.id, daveId);
+  await page.goto(`${srv.url}/admin/#/events/`);
+  const daveRows = page.locator("tbody tr", { hasText: daveId });
+  await daveRows.filter({ hasText: /disconnection/i }).first().waitFor({ timeout: 10000 });
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll("tbody tr")].filter((tr) => tr.innerText.includes(id)
+      && /(^|\s)connection/i.test(tr.innerText) && !/disconnection/i.test(tr.innerText)).length === 2,
+    daveId,
+    { timeout: 10000 },
+  );
+  await shot(page, "events-recovery");
+  await page.goto(`${srv.url}/admin/#/sockets/`);
+  // Still listed, connected, with its id (the events page may still be in the DOM).
+  await page.locator("tr", { hasText: daveId }).filter({ hasText: "WebSocket" }).first().waitFor({ timeout: 10000 });
 
   await page.goto(`${srv.url}/admin/#/servers/`);
   const servRow = page.locator("tbody tr", { hasText: / ago/ }).first();
