@@ -8,7 +8,8 @@
 //!   observer hook, so a server that never registers them pays one relaxed load per hook;
 //! - values read at scrape time by a collector (open connections, sockets by namespace
 //!   and transport, the recovery counters of every namespace, sessions held and log
-//!   bytes of the in-memory store): nothing on the hot path.
+//!   bytes of the in-memory store, the cluster runtime's backend errors and lag): nothing
+//!   more on the hot path.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -23,22 +24,29 @@
 //! | `tether_recovery_failed_total` | counter | `nsp`, `reason` |
 //! | `tether_recovery_packets_replayed_total` | counter | `nsp` |
 //! | `tether_recovery_sessions_held`, `tether_recovery_log_bytes` | gauge | `nsp` (in-memory store only) |
+//! | `tether_cluster_backend_errors_total`, `..._reconnects_total` | counter | `node`, `op` (`read`, `append`, `sessions`) |
+//! | `tether_cluster_lag_seconds` | histogram | `node`: from the start of an append of this node's broadcasts to their delivery here |
 
 pub use prometheus_client;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket};
 
+use crate::cluster::Position;
 use crate::observe::Observer;
+use crate::sync::MutexExt as _;
 use crate::{Payload, Server, SocketRef};
 
 type Label = [(&'static str, &'static str); 1];
@@ -266,7 +274,11 @@ impl Collector for ScrapeCollector {
             "tether_recovery_log_bytes",
             "Bytes in this node's in-memory packet log",
             &log_bytes,
-        )
+        )?;
+        match self.io.cluster() {
+            Some(c) => c.stats.encode(&mut enc, c.uid()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -311,6 +323,118 @@ impl Server {
     }
 }
 
+/// A backend operation of the cluster runtime, for its error counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BackendOp {
+    /// Reading the log.
+    Read,
+    /// Appending to the log.
+    Append,
+    /// Writing session changes.
+    Sessions,
+}
+
+impl BackendOp {
+    const ALL: [BackendOp; 3] = [BackendOp::Read, BackendOp::Append, BackendOp::Sessions];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BackendOp::Read => "read",
+            BackendOp::Append => "append",
+            BackendOp::Sessions => "sessions",
+        }
+    }
+}
+
+/// The most appends waiting for their local delivery that the lag keeps track of.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// One cluster node's backend health and delivery lag, kept by the cluster runtime.
+#[derive(Debug)]
+pub(crate) struct ClusterStats {
+    errors: [AtomicU64; 3],
+    reconnects: [AtomicU64; 3],
+    /// Seconds from the start of an append of this node to its delivery here.
+    lag: Histogram,
+    /// This node's appends not read back yet: the newest position of a batch, when its
+    /// append started.
+    in_flight: Mutex<VecDeque<(Position, Instant)>>,
+}
+
+impl Default for ClusterStats {
+    fn default() -> Self {
+        ClusterStats {
+            errors: Default::default(),
+            reconnects: Default::default(),
+            lag: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
+            in_flight: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl ClusterStats {
+    /// An operation failed (each failure of a retry loop counts).
+    pub(crate) fn failed(&self, op: BackendOp) {
+        self.errors[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An operation succeeded after failures: the backend is back.
+    pub(crate) fn back(&self, op: BackendOp) {
+        self.reconnects[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch of this node's broadcasts was appended, up to `newest`.
+    pub(crate) fn appended(&self, newest: Position, started: Instant) {
+        let mut q = self.in_flight.locked();
+        if q.len() < MAX_IN_FLIGHT {
+            q.push_back((newest, started));
+        }
+    }
+
+    /// The reader delivered every entry up to `upto` here.
+    pub(crate) fn delivered(&self, upto: Position) {
+        let mut q = self.in_flight.locked();
+        while q.front().is_some_and(|(p, _)| *p <= upto) {
+            if let Some((_, t)) = q.pop_front() {
+                self.lag.observe(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder, node: &str) -> std::fmt::Result {
+        let rows = |counters: &[AtomicU64; 3]| -> Vec<(Vec<(&str, String)>, u64)> {
+            BackendOp::ALL
+                .iter()
+                .map(|op| {
+                    (
+                        vec![("node", node.to_owned()), ("op", op.as_str().to_owned())],
+                        counters[*op as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect()
+        };
+        counter(
+            enc,
+            "tether_cluster_backend_errors",
+            "Failed backend operations of the cluster runtime, by operation",
+            &rows(&self.errors),
+        )?;
+        counter(
+            enc,
+            "tether_cluster_backend_reconnects",
+            "Backend operations that succeeded again after failures, by operation",
+            &rows(&self.reconnects),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "tether_cluster_lag_seconds",
+            "From the start of an append of this node to its delivery on this node",
+            None,
+            self.lag.metric_type(),
+        )?;
+        self.lag.encode(m.encode_family(&[("node", node)])?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +453,44 @@ mod tests {
         assert!(text.contains("tether_message_bytes_in_total 15"), "{text}");
         assert!(
             text.contains("tether_connections_closed_total{reason=\"send buffer full\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cluster_lag_is_observed_when_an_append_is_read_back() {
+        let s = ClusterStats::default();
+        let p = |seq| Position { epoch: 0, seq };
+        s.appended(p(3), Instant::now());
+        s.appended(p(7), Instant::now());
+        s.delivered(p(5));
+        s.failed(BackendOp::Read);
+        s.back(BackendOp::Read);
+        let mut text = String::new();
+        {
+            let mut r = Registry::default();
+            #[derive(Debug)]
+            struct One(Arc<ClusterStats>);
+            impl Collector for One {
+                fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+                    self.0.encode(&mut enc, "n1")
+                }
+            }
+            let s = Arc::new(s);
+            r.register_collector(Box::new(One(s.clone())));
+            prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+            assert_eq!(s.in_flight.locked().len(), 1, "the append up to 7 waits");
+        }
+        assert!(
+            text.contains("tether_cluster_lag_seconds_count{node=\"n1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_cluster_backend_errors_total{node=\"n1\",op=\"read\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_cluster_backend_reconnects_total{node=\"n1\",op=\"read\"} 1"),
             "{text}"
         );
     }

@@ -5,13 +5,14 @@
 const { test, after } = require("node:test");
 const assert = require("node:assert/strict");
 const { io } = require("socket.io-client");
-const { start, stop, next } = require("../lib/server");
+const { start, stop, next, clusterEnv, dropClusters } = require("../lib/server");
 
 const servers = [];
 const clients = [];
 after(async () => {
   for (const c of clients) c.disconnect();
   for (const s of servers) await stop(s);
+  dropClusters();
 });
 
 // The samples of an OpenMetrics text: "name{labels}" -> value.
@@ -69,4 +70,26 @@ test("/metrics: the counters move with a recovery", async () => {
   const failed = await scrape(srv.url);
   const reasons = [...failed.keys()].filter((k) => k.startsWith("tether_recovery_failed_total") && failed.get(k) > 0);
   assert.equal(reasons.length, 1, `one failure counted: ${reasons}`);
+});
+
+test("/metrics on a cluster node: delivery lag observed, no backend error", async () => {
+  const srv = await start({ ...clusterEnv("metrics"), NODE_NAME: "node-m" });
+  servers.push(srv);
+  // The node's server_stats (every 300 ms) are cluster broadcasts: appended, read back.
+  let m;
+  for (let i = 0; i < 50; i++) {
+    m = await scrape(srv.url);
+    const lag = [...m.keys()].find((k) => k.startsWith("tether_cluster_lag_seconds_count{"));
+    if (lag && m.get(lag) >= 2) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const count = [...m.keys()].find((k) => k.startsWith("tether_cluster_lag_seconds_count{"));
+  assert.match(count, /node="node-m:/);
+  assert.ok(m.get(count) >= 2, `lag observed: ${m.get(count)}`);
+  const sum = m.get(count.replace("_count", "_sum"));
+  assert.ok(sum / m.get(count) < 1, `mean lag under a second: ${sum / m.get(count)}`);
+  for (const op of ["read", "append", "sessions"]) {
+    const k = [...m.keys()].find((x) => x.startsWith("tether_cluster_backend_errors_total{") && x.includes(`op="${op}"`));
+    assert.equal(m.get(k), 0, k);
+  }
 });

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::metrics::BackendOp;
 use crate::namespace::Namespace;
 use crate::recovery::{RecoveryFailure, Room, Target};
 use crate::server::ServerInner;
@@ -108,6 +109,8 @@ pub struct Cluster {
     ephemeral_tx: EphemeralSink,
     /// The last session change of the last refresh of live records.
     refresh_op: AtomicU64,
+    /// Backend errors and delivery lag, for the metrics.
+    pub(crate) stats: crate::metrics::ClusterStats,
 }
 
 impl fmt::Debug for Cluster {
@@ -156,6 +159,7 @@ impl Cluster {
             pending: requests::Pending::default(),
             ephemeral_tx,
             refresh_op: AtomicU64::new(0),
+            stats: Default::default(),
         });
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(ephemeral_listener(weak.clone(), ephemeral_rx));
@@ -462,6 +466,9 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
         let Some(c) = cluster.upgrade() else { return };
         match c.backend.read_after(pos, Duration::from_millis(1000)).await {
             Ok(records) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Read);
+                }
                 failures = 0;
                 for r in records {
                     let id = r.id;
@@ -469,8 +476,10 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
                     pos = id;
                     c.progress.send_modify(|p| p.position = id);
                 }
+                c.stats.delivered(pos);
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Read);
                 if failures == 0 {
                     tracing::warn!("cluster reader: {e}; retrying");
                 }
@@ -503,8 +512,12 @@ async fn publisher(cluster: Weak<Cluster>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), c.publish_notify.notified()).await;
             continue;
         }
+        let started = std::time::Instant::now();
         match c.backend.append(&c.uid, &batch).await {
             Ok(ids) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Append);
+                }
                 failures = 0;
                 let last_seq = batch.last().map_or(0, |b| b.0);
                 let newest = ids.iter().copied().max().unwrap_or_default();
@@ -514,12 +527,14 @@ async fn publisher(cluster: Weak<Cluster>) {
                         q.publish.pop_front();
                     }
                 }
+                c.stats.appended(newest, started);
                 c.progress.send_modify(|p| {
                     p.appended_seq = last_seq;
                     p.last_appended = p.last_appended.max(newest);
                 });
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Append);
                 if failures == 0 {
                     tracing::warn!("cluster publish: {e}; retrying");
                 }
@@ -543,6 +558,9 @@ async fn session_writer(cluster: Weak<Cluster>) {
         let ops: Vec<SessionOp> = batch.iter().map(|(_, op)| op.clone()).collect();
         match c.backend.apply(&c.uid, &ops).await {
             Ok(()) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Sessions);
+                }
                 failures = 0;
                 let last = batch.last().map_or(0, |b| b.0);
                 {
@@ -554,6 +572,7 @@ async fn session_writer(cluster: Weak<Cluster>) {
                 c.progress.send_modify(|p| p.applied_op = last);
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Sessions);
                 if failures == 0 {
                     tracing::warn!("cluster session writer: {e}; retrying");
                 }
