@@ -72,6 +72,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => tether::admin::AdminAuth::None,
     };
     io.instrument(tether::admin::AdminConfig::new(admin_auth))?;
+    let _ = io.metrics_text(); // starts the live counters of /metrics
     let admin_ui = std::env::var("ADMIN_UI_DIR").unwrap_or_else(|_| "admin-ui-not-set".into());
 
     // PORT=0 picks a free port; the line below says which (the browser test reads it).
@@ -96,13 +97,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (app, io) = (app.clone(), io.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 // The engine records the peer address in the handshake.
                 req.extensions_mut().insert(peer);
                 let mut app = app.clone();
+                // GET /metrics: Tether's metrics, OpenMetrics text.
+                let metrics = (req.uri().path() == "/metrics").then(|| io.metrics_text());
                 async move {
+                    if let Some(text) = metrics {
+                        let mut res = Response::new(http_body_util::Either::Left(Full::new(
+                            Bytes::from(text),
+                        )));
+                        res.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        return Ok(res);
+                    }
                     std::future::poll_fn(|cx| {
                         tower_service::Service::<Request<Incoming>>::poll_ready(&mut app, cx)
                     })
