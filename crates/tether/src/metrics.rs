@@ -5,7 +5,7 @@
 //! - counters updated as things happen (connections opened and closed by reason,
 //!   messages and bytes in, events in and out, acks answered and timed out): plain
 //!   atomics, installed by the first `register_metrics` through the server's internal
-//!   observer hook, so a server that never registers them pays one relaxed load per hook;
+//!   observer hook, so a server that never registers them pays one load per hook;
 //! - values read at scrape time by a collector (open connections, sockets by namespace
 //!   and transport, the recovery counters of every namespace, sessions held and log
 //!   bytes of the in-memory store, the cluster runtime's backend errors and lag): nothing

@@ -3,15 +3,13 @@
 //!
 //! The core calls [`Observers`] from a handful of places (connect, disconnect, join,
 //! leave, `data` change, event in, event out). With no observer registered each call is
-//! one relaxed atomic load.
+//! one acquire load.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket};
 
-use crate::sync::RwLockExt as _;
 use crate::{DisconnectReason, Payload, SocketRef};
 
 /// Hears socket lifecycle events of every namespace of a server. Every method has an
@@ -44,47 +42,53 @@ pub(crate) trait Observer: Send + Sync + 'static {
     fn message_in(&self, _bytes: usize) {}
 }
 
-/// The observers of one server, shared by its namespaces.
+/// The most observers a server may have (the admin UI and the metrics use one each).
+const MAX_OBSERVERS: usize = 8;
+
+/// The observers of one server, shared by its namespaces. Append-only slots: reading
+/// them is a few acquire loads, with no lock and no shared counter to contend on.
 pub(crate) struct Observers {
-    active: AtomicBool,
-    list: RwLock<Arc<[Arc<dyn Observer>]>>,
+    slots: [OnceLock<Arc<dyn Observer>>; MAX_OBSERVERS],
 }
 
 impl Default for Observers {
     fn default() -> Self {
         Observers {
-            active: AtomicBool::new(false),
-            list: RwLock::new(Arc::from(Vec::new())),
+            slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
 
 impl std::fmt::Debug for Observers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observers")
-            .field("count", &self.list.reading().len())
-            .finish()
+        let n = self.slots.iter().take_while(|s| s.get().is_some()).count();
+        f.debug_struct("Observers").field("count", &n).finish()
     }
 }
 
 impl Observers {
     /// Adds an observer; it hears every event from now on.
     pub(crate) fn add(&self, o: Arc<dyn Observer>) {
-        let mut list = self.list.writing();
-        let mut v: Vec<_> = list.iter().cloned().collect();
-        v.push(o);
-        *list = Arc::from(v);
-        self.active.store(true, Ordering::Release);
+        let mut o = Some(o);
+        for slot in &self.slots {
+            if let Some(x) = o.take() {
+                if let Err(x) = slot.set(x) {
+                    o = Some(x);
+                }
+            }
+        }
+        if o.is_some() {
+            tracing::error!("more than {MAX_OBSERVERS} observers: one is left out");
+        }
     }
 
     #[inline]
     fn each(&self, f: impl Fn(&dyn Observer)) {
-        if !self.active.load(Ordering::Relaxed) {
-            return;
-        }
-        let list = self.list.reading().clone();
-        for o in list.iter() {
-            f(o.as_ref());
+        for slot in &self.slots {
+            match slot.get() {
+                Some(o) => f(o.as_ref()),
+                None => return,
+            }
         }
     }
 
@@ -147,7 +151,7 @@ impl Observers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Default)]
     struct Bytes(AtomicUsize);
@@ -168,5 +172,21 @@ mod tests {
         obs.message_in(100);
         assert_eq!(a.0.load(Ordering::Relaxed), 110);
         assert_eq!(b.0.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn past_the_slots_an_observer_is_left_out_not_the_others() {
+        let obs = Observers::default();
+        let all: Vec<_> = (0..MAX_OBSERVERS + 1)
+            .map(|_| Arc::new(Bytes::default()))
+            .collect();
+        for o in &all {
+            obs.add(o.clone());
+        }
+        obs.message_in(1);
+        assert!(all[..MAX_OBSERVERS]
+            .iter()
+            .all(|o| o.0.load(Ordering::Relaxed) == 1));
+        assert_eq!(all[MAX_OBSERVERS].0.load(Ordering::Relaxed), 0);
     }
 }
