@@ -17,6 +17,8 @@
 //! | `tether_connections_opened_total` | counter | `transport` (the first one) |
 //! | `tether_connections_closed_total` | counter | `reason` (`send buffer full`, ...) |
 //! | `tether_sockets` | gauge | `nsp`, `transport` |
+//! | `tether_packets_out_total`, `tether_bytes_out_total` | counter | |
+//! | `tether_outbox_packets`, `tether_outbox_bytes`, `tether_outbox_max_packets` | gauge | |
 //! | `tether_messages_in_total`, `tether_message_bytes_in_total` | counter | |
 //! | `tether_events_received_total`, `tether_events_sent_total` | counter | |
 //! | `tether_acks_received_total`, `tether_ack_timeouts_total` | counter | |
@@ -198,6 +200,43 @@ impl Collector for ScrapeCollector {
             None,
             g.metric_type(),
         )?)?;
+        let engine = self.io.service();
+        let depth = engine.outbox_depth();
+        for (name, help, v) in [
+            (
+                "tether_packets_out",
+                "Engine.IO messages sent (each binary attachment counts)",
+                engine.stats().packets_out(),
+            ),
+            (
+                "tether_bytes_out",
+                "Bytes of the Engine.IO messages sent, before transport framing",
+                engine.stats().bytes_out(),
+            ),
+        ] {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        for (name, help, v) in [
+            (
+                "tether_outbox_packets",
+                "Frames waiting in the connections' outboxes",
+                depth.packets,
+            ),
+            (
+                "tether_outbox_bytes",
+                "Bytes waiting in the connections' outboxes",
+                depth.bytes,
+            ),
+            (
+                "tether_outbox_max_packets",
+                "The most frames waiting in one connection's outbox",
+                depth.max_packets,
+            ),
+        ] {
+            let g = ConstGauge::new(v as i64);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
         let mut namespaces = self.io.inner().all_namespaces();
         namespaces.sort_by(|a, b| a.name().cmp(b.name()));
         let mut sockets = Vec::new();
@@ -504,6 +543,8 @@ mod tests {
         io.of("/chat");
         let text = io.metrics_text();
         assert!(text.contains("tether_connections 0"), "{text}");
+        assert!(text.contains("tether_packets_out_total 0"), "{text}");
+        assert!(text.contains("tether_outbox_packets 0"), "{text}");
         for nsp in ["/", "/chat"] {
             assert!(
                 text.contains(&format!(

@@ -35,6 +35,8 @@ test("development mode: config, all_sockets, live events, stats, actions", async
   await next(user1, "connect");
 
   const admin = client(`${srv.url}/admin`);
+  const aggTypes = new Set();
+  admin.on("server_stats", (st) => st.aggregatedEvents.forEach((e) => aggTypes.add(e.type)));
   const gotAll = next(admin, "all_sockets");
   const [config] = await next(admin, "config");
   assert.deepEqual(config.supportedFeatures, [
@@ -90,6 +92,11 @@ test("development mode: config, all_sockets, live events, stats, actions", async
   const root = stats.namespaces.find((n) => n.name === "/");
   assert.equal(root.socketsCount, 2);
   assert.ok(Array.isArray(stats.aggregatedEvents));
+  // Over the stats so far, the aggregated events counted traffic both ways.
+  for (let i = 0; i < 30 && !["rawConnection", "packetsIn", "bytesIn", "packetsOut", "bytesOut"].every((t) => aggTypes.has(t)); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual([...aggTypes].sort(), ["bytesIn", "bytesOut", "packetsIn", "packetsOut", "rawConnection"]);
   assert.deepEqual(Object.keys(stats.recovery).sort(), [
     "failedByReason", "packetsReplayed", "sessionsFailed", "sessionsKept", "sessionsRecovered",
   ]);

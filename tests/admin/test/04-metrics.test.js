@@ -50,6 +50,10 @@ test("/metrics: the counters move with a recovery", async () => {
   assert.ok(during.get("tether_events_received_total") >= 1);
   assert.ok(during.get("tether_messages_in_total") > before.get("tether_messages_in_total"));
   assert.ok(during.get("tether_message_bytes_in_total") > before.get("tether_message_bytes_in_total"));
+  assert.ok(during.get("tether_packets_out_total") > before.get("tether_packets_out_total"));
+  assert.ok(during.get("tether_bytes_out_total") > before.get("tether_bytes_out_total"));
+  assert.equal(typeof during.get("tether_outbox_packets"), "number");
+  assert.equal(typeof during.get("tether_outbox_bytes"), "number");
 
   c.io.engine.close(); // a network drop: the session is kept, then recovered
   await next(c, "connect");

@@ -23,6 +23,8 @@ pub(super) struct AdminObserver {
     packets_in: AtomicU64,
     bytes_in: AtomicU64,
     closed: Mutex<HashMap<&'static str, u64>>,
+    /// The engine's sent counters at the last `server_stats`.
+    out: Mutex<(u64, u64)>,
 }
 
 impl AdminObserver {
@@ -34,6 +36,7 @@ impl AdminObserver {
             packets_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             closed: Mutex::new(HashMap::new()),
+            out: Mutex::new((0, 0)),
         }
     }
 
@@ -54,7 +57,7 @@ impl AdminObserver {
     }
 
     /// The counters since the last call, as the reference's `aggregatedEvents`.
-    fn take_events(&self) -> Vec<Value> {
+    fn take_events(&self, io: &Server) -> Vec<Value> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() * 1000)
@@ -83,6 +86,11 @@ impl AdminObserver {
             self.packets_in.swap(0, Ordering::Relaxed),
         );
         push("bytesIn", None, self.bytes_in.swap(0, Ordering::Relaxed));
+        let engine = io.service();
+        let now_out = (engine.stats().packets_out(), engine.stats().bytes_out());
+        let last = std::mem::replace(&mut *self.out.locked(), now_out);
+        push("packetsOut", None, now_out.0.saturating_sub(last.0));
+        push("bytesOut", None, now_out.1.saturating_sub(last.1));
         out
     }
 
@@ -122,7 +130,7 @@ impl AdminObserver {
             "uptime": started.elapsed().as_secs_f64(),
             "clientsCount": io.connection_count(),
             "pollingClientsCount": polling.len(),
-            "aggregatedEvents": self.take_events(),
+            "aggregatedEvents": self.take_events(io),
             "namespaces": namespaces,
             "recovery": recovery.to_json(),
         })
