@@ -35,6 +35,8 @@ pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, conn: &Self::Conn, msg: Message<'_>);
     /// The session closed.
     fn on_close(&self, conn: &Self::Conn, reason: CloseReason);
+    /// The session upgraded to WebSocket (nothing by default).
+    fn on_upgrade(&self, _conn: &Self::Conn) {}
 }
 
 pub(crate) struct Session<H: Handler> {

@@ -26,6 +26,8 @@ pub(crate) trait Observer: Send + Sync + 'static {
     fn left(&self, _socket: &SocketRef, _room: &str) {}
     /// `socket.data` changed.
     fn data_changed(&self, _socket: &SocketRef) {}
+    /// The socket's connection upgraded to WebSocket.
+    fn transport_changed(&self, _socket: &SocketRef) {}
     /// An event came from the client: its arguments, the event name first.
     fn event_received(&self, _socket: &SocketRef, _args: &[Value]) {}
     /// The server emitted an event to this socket alone.
@@ -117,6 +119,11 @@ impl Observers {
 
     pub(crate) fn data_changed(&self, s: &SocketRef) {
         self.each(|o| o.data_changed(s));
+    }
+
+    pub(crate) fn transport_changed(&self, s: &SocketRef) {
+        tracing::debug!(parent: s.span(), transport = s.transport(), "transport changed");
+        self.each(|o| o.transport_changed(s));
     }
 
     pub(crate) fn event_received(&self, s: &SocketRef, args: &[Value]) {

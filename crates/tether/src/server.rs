@@ -150,6 +150,12 @@ impl Handler for SioHandler {
         conn.on_close(reason);
         self.inner.observers.conn_closed(reason);
     }
+
+    fn on_upgrade(&self, conn: &Arc<Client>) {
+        for s in conn.sockets() {
+            self.inner.observers.transport_changed(&s);
+        }
+    }
 }
 
 /// The Socket.IO server. Cheap to clone.

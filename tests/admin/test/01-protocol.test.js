@@ -128,6 +128,19 @@ test("development mode: config, all_sockets, live events, stats, actions", async
   assert.ok(user2.connected, "only the targeted socket is disconnected");
 });
 
+test("an upgrade to WebSocket is announced as socket_updated", async () => {
+  const srv = await server({});
+  const admin = client(`${srv.url}/admin`);
+  await next(admin, "config");
+  const connected = next(admin, "socket_connected", (s) => s.nsp === "/");
+  const user = client(srv.url); // polling first, then the upgrade
+  await next(user, "connect");
+  const [s] = await connected;
+  assert.equal(s.transport, "polling");
+  const [u] = await next(admin, "socket_updated", (x) => x.id === s.id && x.transport);
+  assert.deepEqual(u, { id: s.id, nsp: "/", transport: "websocket" });
+});
+
 test("basic auth: bad credentials refused, a session id reused", async () => {
   const srv = await server({ ADMIN_AUTH: `${USER}:${HASH}` });
   const bad = client(`${srv.url}/admin`, { auth: { username: USER, password: "wrong" } });

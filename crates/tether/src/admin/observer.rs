@@ -248,6 +248,13 @@ impl Observer for AdminObserver {
         );
     }
 
+    fn transport_changed(&self, s: &SocketRef) {
+        self.relay(
+            "socket_updated",
+            vec![json!({ "id": s.id().to_string(), "nsp": s.nsp(), "transport": s.transport() })],
+        );
+    }
+
     fn event_received(&self, s: &SocketRef, args: &[Value]) {
         if self.dev && !self.is_admin(s) {
             self.relay(
