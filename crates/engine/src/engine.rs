@@ -35,6 +35,8 @@ pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, conn: &Self::Conn, msg: Message<'_>);
     /// The session closed.
     fn on_close(&self, conn: &Self::Conn, reason: CloseReason);
+    /// The session upgraded to WebSocket (nothing by default).
+    fn on_upgrade(&self, _conn: &Self::Conn) {}
 }
 
 pub(crate) struct Session<H: Handler> {
@@ -48,6 +50,7 @@ pub(crate) struct Inner<H: Handler> {
     pub(crate) config: EngineConfig,
     pub(crate) handler: H,
     sessions: RwLock<HashMap<Sid, Arc<Session<H>>>>,
+    stats: Arc<crate::stats::EngineStats>,
 }
 
 /// The Engine.IO server: a cloneable [`tower_service::Service`] for HTTP requests.
@@ -79,6 +82,7 @@ impl<H: Handler> Engine<H> {
                 config,
                 handler,
                 sessions: RwLock::new(HashMap::new()),
+                stats: Arc::default(),
             }),
         }
     }
@@ -96,6 +100,25 @@ impl<H: Handler> Engine<H> {
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.inner.read_sessions().len()
+    }
+
+    /// What the transports sent, summed over every session.
+    pub fn stats(&self) -> &crate::stats::EngineStats {
+        &self.inner.stats
+    }
+
+    /// What waits in the sessions' outboxes now (it locks each outbox in turn: for a
+    /// scrape, not for a hot path).
+    pub fn outbox_depth(&self) -> crate::stats::OutboxDepth {
+        let sessions: Vec<_> = self.inner.read_sessions().values().cloned().collect();
+        let mut d = crate::stats::OutboxDepth::default();
+        for s in sessions {
+            let (n, b) = s.socket.outbox.depth();
+            d.packets += n;
+            d.bytes += b;
+            d.max_packets = d.max_packets.max(n);
+        }
+        d
     }
 
     /// Closes every session with [`CloseReason::ServerShutdown`] and waits (up to
@@ -268,6 +291,7 @@ impl<H: Handler> Inner<H> {
                 self.config.max_buffered_bytes,
             ),
             handshake,
+            self.stats.clone(),
         ));
         let conn = self.handler.on_open(&socket);
         let session = Arc::new(Session {

@@ -33,6 +33,7 @@ mod error;
 mod serve;
 mod sid;
 mod socket;
+mod stats;
 mod tls;
 mod transport;
 
@@ -42,6 +43,7 @@ pub use error::{ProtocolError, SendError};
 pub use serve::{bind, serve, serve_with_shutdown};
 pub use sid::{random_id, Sid};
 pub use socket::{CloseReason, EngineSocket, Handshake, TextMessage, Transport};
+pub use stats::{EngineStats, OutboxDepth};
 pub use tls::{serve_tls, serve_tls_with_shutdown, TLS_HANDSHAKE_TIMEOUT};
 /// The rustls crate the TLS listener takes its [`ServerConfig`](rustls::ServerConfig) from.
 pub use tokio_rustls::rustls;

@@ -129,6 +129,25 @@ impl Frame {
             }
     }
 
+    /// Its bytes: the text and the attachments.
+    fn data_len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+            Frame::WithAttachments(t, bins) => {
+                t.len() + bins.iter().map(|b| b.len()).sum::<usize>()
+            }
+        }
+    }
+
+    /// How many messages it is on the wire.
+    fn parts(&self) -> usize {
+        match self {
+            Frame::WithAttachments(_, bins) => 1 + bins.len(),
+            _ => 1,
+        }
+    }
+
     /// Its size in a polling payload: binary parts are base64 with a `b` prefix, and
     /// parts are separated by one byte.
     pub(crate) fn polling_len(&self) -> usize {
@@ -151,6 +170,7 @@ pub(crate) struct Outbox {
     pub(crate) notify: Notify,
     max_packets: usize,
     max_bytes: usize,
+    stats: Arc<crate::stats::EngineStats>,
 }
 
 #[derive(Default)]
@@ -161,13 +181,27 @@ struct Queue {
 }
 
 impl Outbox {
-    fn new(max_packets: usize, max_bytes: usize) -> Self {
+    fn new(max_packets: usize, max_bytes: usize, stats: Arc<crate::stats::EngineStats>) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             max_packets,
             max_bytes,
+            stats,
         }
+    }
+
+    /// Frames and bytes queued now.
+    pub(crate) fn depth(&self) -> (usize, usize) {
+        let q = self.lock();
+        (q.frames.len(), q.bytes)
+    }
+
+    fn count_sent(&self, frames: &[Frame]) {
+        let (n, b) = frames
+            .iter()
+            .fold((0, 0), |(n, b), f| (n + f.parts(), b + f.data_len()));
+        self.stats.sent(n, b);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -198,7 +232,9 @@ impl Outbox {
     /// session holds no outbox memory.
     pub(crate) fn drain_into(&self, out: &mut Vec<Frame>) {
         let taken = std::mem::take(&mut *self.lock());
+        let from = out.len();
         out.extend(taken.frames);
+        self.count_sent(&out[from..]);
     }
 
     /// Moves queued frames to `out` while their polling encoding fits in `max_len`
@@ -206,6 +242,7 @@ impl Outbox {
     /// next poll.
     pub(crate) fn drain_for_poll(&self, out: &mut Vec<Frame>, max_len: usize) {
         let mut q = self.lock();
+        let from = out.len();
         let mut len = 0;
         while let Some(frame) = q.frames.front() {
             let next = len + usize::from(len > 0) + frame.polling_len();
@@ -221,6 +258,8 @@ impl Outbox {
         if q.frames.is_empty() {
             *q = Queue::default();
         }
+        drop(q);
+        self.count_sent(&out[from..]);
     }
 
     /// Drops everything queued and frees the queue's memory.
@@ -336,6 +375,7 @@ impl EngineSocket {
         transport: Transport,
         max_buffered: (usize, usize),
         handshake: Handshake,
+        stats: Arc<crate::stats::EngineStats>,
     ) -> Self {
         EngineSocket {
             sid,
@@ -343,7 +383,7 @@ impl EngineSocket {
                 Transport::Polling => POLLING,
                 Transport::Websocket => WEBSOCKET,
             }),
-            outbox: Outbox::new(max_buffered.0, max_buffered.1),
+            outbox: Outbox::new(max_buffered.0, max_buffered.1, stats),
             upgrading: AtomicBool::new(false),
             upgrade_claimed: AtomicBool::new(false),
             polling_get: AtomicBool::new(false),
@@ -563,5 +603,41 @@ impl EngineSocket {
 
     pub(crate) fn pong_count(&self) -> u64 {
         self.pongs.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drained_frames_are_counted_once_and_the_depth_follows_the_queue() {
+        let stats = Arc::new(crate::stats::EngineStats::default());
+        let outbox = Outbox::new(100, 1 << 20, stats.clone());
+        outbox.push(Frame::Text("4hello".into()), true).unwrap();
+        outbox
+            .push(
+                Frame::WithAttachments("451-x".into(), Arc::from(vec![Bytes::from_static(b"abc")])),
+                true,
+            )
+            .unwrap();
+        assert_eq!(outbox.depth().0, 2);
+        let mut out = Vec::new();
+        outbox.drain_for_poll(&mut out, 1_000_000);
+        assert_eq!(outbox.depth(), (0, 0));
+        assert_eq!(
+            stats.packets_out(),
+            3,
+            "a text, an event and its attachment"
+        );
+        assert_eq!(stats.bytes_out(), 6 + 5 + 3);
+        outbox
+            .push(Frame::Binary(Bytes::from_static(b"xy")), true)
+            .unwrap();
+        outbox.drain_into(&mut out);
+        assert_eq!(stats.packets_out(), 4);
+        assert_eq!(stats.bytes_out(), 16);
+        outbox.drain_into(&mut out);
+        assert_eq!(stats.packets_out(), 4, "an empty drain counts nothing");
     }
 }

@@ -68,6 +68,11 @@ impl Client {
             .map(|(_, s)| s.clone())
     }
 
+    /// The sockets of every namespace on this connection.
+    pub(crate) fn sockets(&self) -> Vec<SocketRef> {
+        self.lock_sockets().iter().map(|(_, s)| s.clone()).collect()
+    }
+
     pub(crate) fn add_socket(&self, nsp: &str, socket: SocketRef) {
         self.lock_connecting().retain(|n| n != nsp);
         let mut sockets = self.lock_sockets();

@@ -15,6 +15,9 @@ pub enum Error {
     /// The cluster backend failed (unreachable, or it does not support the operation).
     #[error(transparent)]
     Cluster(#[from] crate::cluster::BackendError),
+    /// The admin UI's basic auth was given a password that is not a bcrypt hash.
+    #[error("the admin UI password must be a bcrypt hash")]
+    AdminPasswordHash(#[source] bcrypt::BcryptError),
     /// An I/O error, while binding or serving.
     #[error(transparent)]
     Io(#[from] std::io::Error),

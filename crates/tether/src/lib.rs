@@ -36,6 +36,7 @@
 
 mod acks;
 mod adapter;
+pub mod admin;
 mod client;
 pub mod cluster;
 mod config;
@@ -45,7 +46,9 @@ pub mod extract;
 pub mod handler;
 mod handlers;
 pub mod layer;
+pub mod metrics;
 mod namespace;
+mod observe;
 mod operators;
 
 mod reason;
@@ -55,6 +58,7 @@ mod server;
 mod socket;
 mod sync;
 mod tls;
+mod trace;
 
 pub use acks::{AckResponse, AckResponses};
 pub use adapter::BroadcastOptions;

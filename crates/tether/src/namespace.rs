@@ -65,6 +65,8 @@ pub struct Namespace {
     ack_ids: AtomicU64,
     /// Handlers of events from other nodes.
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
+    /// The server's observers (admin UI, metrics), told of socket lifecycle events.
+    pub(crate) observers: Arc<crate::observe::Observers>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -81,6 +83,7 @@ impl Namespace {
         handlers: Arc<NsHandlers>,
         kind: AdapterKind,
         recovery: Option<RecoveryConfig>,
+        observers: Arc<crate::observe::Observers>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Namespace>| {
             let local: Weak<dyn LocalSockets> = weak.clone();
@@ -95,6 +98,7 @@ impl Namespace {
                 live: Mutex::new(HashMap::new()),
                 ack_ids: AtomicU64::new(0),
                 server_side: RwLock::new(HashMap::new()),
+                observers,
             }
         })
     }
@@ -137,6 +141,11 @@ impl Namespace {
     pub fn set_recovery(self: &Arc<Self>, config: Option<RecoveryConfig>) {
         let local: Weak<dyn LocalSockets> = Arc::downgrade(self) as Weak<Namespace>;
         *self.adapter.writing() = self.kind.build(&self.name, local, config);
+    }
+
+    /// This node's id in its cluster, if it is one.
+    pub(crate) fn node(&self) -> Option<&str> {
+        self.kind.node()
     }
 
     /// The adapter (see [`crate::adapter`]).
@@ -331,20 +340,22 @@ impl Namespace {
         // 4. The connection handler registers the event handlers before anything is sent.
         let on_connection = self.handlers.on_connection.reading().clone();
         if let Some(h) = on_connection {
-            h(crate::extract::Parts::connect(socket.clone(), auth));
+            socket
+                .span()
+                .in_scope(|| h(crate::extract::Parts::connect(socket.clone(), auth)));
         }
         // 5. Replay what it missed, then live.
         let register =
             Box::new(|replay: &[_], start| self.register(&client, &socket, replay, start));
-        match adapter
-            .replay_and_register(socket.session(), socket.recovered(), register)
-            .await
-        {
+        let registered =
+            adapter.replay_and_register(socket.session(), socket.recovered(), register);
+        match tracing::Instrument::instrument(registered, socket.span().clone()).await {
             Ok(Some(replayed)) => {
                 if socket.recovered() {
                     self.metrics.recovered(replayed);
                 }
                 self.socket_changed(&socket);
+                self.observers.connected(&socket);
             }
             Ok(None) => {}
             Err(e) => {
@@ -388,7 +399,11 @@ impl Namespace {
     ) -> Result<(), ConnectError> {
         let middlewares = self.handlers.middlewares.reading().clone();
         for mw in middlewares {
-            mw(socket.clone(), auth.clone()).await?;
+            tracing::Instrument::instrument(
+                mw(socket.clone(), auth.clone()),
+                socket.span().clone(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -439,6 +454,7 @@ impl Namespace {
         }
         if prev == State::Connected {
             socket.run_disconnect(reason);
+            self.observers.disconnected(socket, reason);
         }
     }
 

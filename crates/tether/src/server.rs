@@ -2,7 +2,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -40,6 +40,10 @@ pub(crate) struct ServerInner {
     /// CONNECTs under way per namespace name (counted only with
     /// `cleanup_empty_child_namespaces`).
     pending_connects: Mutex<HashMap<String, usize>>,
+    /// Observers of every namespace's sockets (see `crate::observe`).
+    pub(crate) observers: Arc<crate::observe::Observers>,
+    /// The live counters, once metrics are registered (see `crate::metrics`).
+    pub(crate) metrics: OnceLock<crate::metrics::LiveMetrics>,
 }
 
 /// A CONNECT under way to a namespace; dropping it may clean up an empty child.
@@ -153,13 +157,29 @@ impl ServerInner {
         }
     }
 
+    /// A namespace that exists already.
+    pub(crate) fn existing_namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.reading().get(name).cloned()
+    }
+
+    /// Every namespace that exists now.
+    pub(crate) fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces.reading().values().cloned().collect()
+    }
+
     fn new_namespace(
         &self,
         name: String,
         handlers: Arc<NsHandlers>,
         recovery: Option<RecoveryConfig>,
     ) -> Arc<Namespace> {
-        Namespace::new(name, handlers, self.adapters.clone(), recovery)
+        Namespace::new(
+            name,
+            handlers,
+            self.adapters.clone(),
+            recovery,
+            self.observers.clone(),
+        )
     }
 
     /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
@@ -194,15 +214,27 @@ impl Handler for SioHandler {
     type Conn = Arc<Client>;
 
     fn on_open(&self, socket: &Arc<EngineSocket>) -> Arc<Client> {
+        self.inner.observers.conn_opened(socket);
         Client::new(socket.clone(), self.inner.clone())
     }
 
     fn on_message(&self, conn: &Arc<Client>, msg: Message<'_>) {
+        self.inner.observers.message_in(match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        });
         conn.on_message(msg);
     }
 
     fn on_close(&self, conn: &Arc<Client>, reason: CloseReason) {
         conn.on_close(reason);
+        self.inner.observers.conn_closed(reason);
+    }
+
+    fn on_upgrade(&self, conn: &Arc<Client>) {
+        for s in conn.sockets() {
+            self.inner.observers.transport_changed(&s);
+        }
     }
 }
 
@@ -283,6 +315,8 @@ impl Server {
             sweeper: AtomicBool::new(false),
             state: RwLock::new(http::Extensions::new()),
             pending_connects: Mutex::new(HashMap::new()),
+            observers: Arc::default(),
+            metrics: OnceLock::new(),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -293,6 +327,10 @@ impl Server {
         let server = Server { inner, engine };
         server.of("/");
         server
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<ServerInner> {
+        &self.inner
     }
 
     /// The options in force.
@@ -402,20 +440,6 @@ impl Server {
         if let Some(c) = self.cluster() {
             c.flush().await;
         }
-    }
-
-    /// Recovery counters of every namespace, in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        let map = self.inner.namespaces.reading();
-        let mut names: Vec<_> = map.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            if let Some(m) = map.get(&name).and_then(|ns| ns.recovery_metrics()) {
-                m.to_prometheus(&name, &mut out);
-            }
-        }
-        out
     }
 
     /// How many Engine.IO connections are open.

@@ -95,6 +95,8 @@ pub struct Socket {
     extensions: Mutex<http::Extensions>,
     /// The CONNECT payload (`socket.handshake.auth` in the reference).
     auth: Option<Value>,
+    /// Its tracing span (see `crate::trace`).
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Socket {
@@ -124,7 +126,15 @@ impl Socket {
         origin: Origin,
         auth: Option<Value>,
     ) -> SocketRef {
+        let span = crate::trace::socket_span(
+            &ns,
+            origin.id,
+            origin.pid.as_deref(),
+            client.engine.transport(),
+            origin.recovered,
+        );
         Arc::new(Socket {
+            span,
             id: origin.id,
             pid: origin.pid,
             ns,
@@ -164,6 +174,13 @@ impl Socket {
     /// The namespace.
     pub fn namespace(&self) -> &Arc<Namespace> {
         &self.ns
+    }
+
+    /// The socket's tracing span, `socket` with its `sid`, `nsp`, `transport`, `node`
+    /// and the first characters of its pid: the core enters it around the socket's
+    /// handlers; enter it in tasks of your own to have their logs filtered with it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Whether this socket was restored by connection state recovery.
@@ -207,12 +224,14 @@ impl Socket {
     pub fn set_data(self: &Arc<Self>, data: Value) {
         *self.lock_data() = data;
         self.ns.socket_changed(self);
+        self.ns.observers.data_changed(self);
     }
 
     /// Changes `socket.data` in place and returns what `f` returns.
     pub fn with_data<R>(self: &Arc<Self>, f: impl FnOnce(&mut Value) -> R) -> R {
         let r = f(&mut self.lock_data());
         self.ns.socket_changed(self);
+        self.ns.observers.data_changed(self);
         r
     }
 
@@ -309,6 +328,7 @@ impl Socket {
     /// ```
     pub fn emit(self: &Arc<Self>, event: &str, payload: impl IntoPayload) -> Result<(), Error> {
         let payload = payload.into_payload().map_err(Error::Serialize)?;
+        self.ns.observers.event_sent(self, event, &payload);
         if self.ns.recovery_on() {
             self.ns.emit_to(
                 &crate::BroadcastOptions::to_socket(self.id.as_str()),
@@ -329,6 +349,7 @@ impl Socket {
         timeout: Duration,
     ) -> Result<Payload, Error> {
         let payload = payload.into_payload().map_err(Error::Serialize)?;
+        self.ns.observers.event_sent(self, event, &payload);
         let id = self.ns.next_ack_id();
         let rx = self.register_ack(id);
         let msg = encode::event(self.nsp(), Some(id), event, &payload, None);
@@ -341,6 +362,7 @@ impl Socket {
             Ok(Err(_)) => Err(Error::Disconnected),
             Err(_) => {
                 self.forget_ack(id);
+                self.ns.observers.ack_timeout(self);
                 Err(Error::Timeout)
             }
         }
@@ -439,6 +461,7 @@ impl Socket {
         let Some(Value::String(event)) = args.first() else {
             return;
         };
+        self.ns.observers.event_received(self, &args);
         let handler = self.handlers.reading().get(event.as_str()).cloned();
         let handler = match handler {
             Some(h) => h,
@@ -450,18 +473,21 @@ impl Socket {
         let Value::String(event) = args.remove(0) else {
             return;
         };
+        let _span = self.span.enter();
         handler(Parts::event(self.clone(), event, args, attachments, id));
     }
 
-    pub(crate) fn handle_ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
+    pub(crate) fn handle_ack(self: &Arc<Self>, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
         let tx = self.acks.locked().remove(&id);
         if let Some(tx) = tx {
+            self.ns.observers.ack_received(self);
             let _ = tx.send(Payload { args, attachments });
         }
     }
 
     pub(crate) fn run_disconnecting(self: &Arc<Self>, reason: DisconnectReason) {
         let handlers = std::mem::take(&mut *self.on_disconnecting.locked());
+        let _span = self.span.enter();
         for h in &handlers {
             h(Parts::disconnect(self.clone(), reason));
         }
@@ -470,6 +496,7 @@ impl Socket {
     pub(crate) fn run_disconnect(self: &Arc<Self>, reason: DisconnectReason) {
         self.acks.locked().clear();
         let handlers = std::mem::take(&mut *self.on_disconnect.locked());
+        let _span = self.span.enter();
         for h in handlers {
             h(Parts::disconnect(self.clone(), reason));
         }

@@ -12,6 +12,10 @@
 //! and the page's static files (`tower-http`'s [`ServeDir`] on `static/`, or on
 //! `STATIC_DIR`). axum's `ConnectInfo` gives each socket its remote address, and Ctrl-C
 //! (or SIGTERM) shuts down gracefully.
+//!
+//! Observability: the Socket.IO Admin UI's server side on `/admin` (`ADMIN_AUTH=USER:BCRYPT_HASH`
+//! to require a login) and, when `ADMIN_UI_DIR` names `@socket.io/admin-ui`'s `ui/dist`, its
+//! page under `/admin/`; Tether's metrics on `GET /metrics`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -61,11 +65,44 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ..ServerConfig::default()
     });
     io.of("/").on_connection(on_connection);
+    let admin_auth = match std::env::var("ADMIN_AUTH")
+        .ok()
+        .and_then(|a| a.split_once(':').map(|(u, h)| (u.to_owned(), h.to_owned())))
+    {
+        Some((username, password_hash)) => tether::admin::AdminAuth::Basic {
+            username,
+            password_hash,
+        },
+        None => tether::admin::AdminAuth::None,
+    };
+    io.instrument(tether::admin::AdminConfig::new(admin_auth))?;
+    let _ = io.metrics_text(); // starts the live counters of /metrics
+    let metrics_io = io.clone();
 
     let app = Router::new()
         .route_service("/socket.io/", io.service())
         .route_service("/socket.io", io.service())
-        .fallback_service(ServeDir::new(static_dir))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics_io.metrics_text();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .fallback_service(ServeDir::new(static_dir));
+    let app = match std::env::var_os("ADMIN_UI_DIR") {
+        Some(dir) => app.nest_service("/admin", ServeDir::new(dir)),
+        None => app,
+    };
+    let app = app
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),

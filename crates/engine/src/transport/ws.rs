@@ -149,6 +149,11 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     // Wake a poll that might still be waiting: it answers noop.
     socket.outbox.notify.notify_waiters();
     tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
+    {
+        // Handler calls of one session never overlap.
+        let _inbound = session.inbound.lock().await;
+        inner.handler.on_upgrade(&session.conn);
+    }
     run(&inner, ws, &session).await;
 }
 

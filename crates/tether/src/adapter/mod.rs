@@ -222,6 +222,14 @@ pub(crate) enum AdapterKind {
 }
 
 impl AdapterKind {
+    /// This node's id in its cluster, if it is one.
+    pub(crate) fn node(&self) -> Option<&str> {
+        match self {
+            AdapterKind::Memory => None,
+            AdapterKind::Cluster(c) => Some(c.uid()),
+        }
+    }
+
     /// The adapter of the namespace `nsp`, whose sockets `local` reaches.
     pub(crate) fn build(
         &self,

@@ -33,7 +33,9 @@ use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::Payload;
 
 pub(crate) mod requests;
+pub(crate) mod stats;
 pub use requests::ServerSideAck;
+use stats::BackendOp;
 pub use tether_backend::{
     wire, BackendError, BoxFuture, Broadcast, BusBackend, ClusterBackend, ClusterMessage,
     Ephemeral, EphemeralBody, EphemeralSink, LogBackend, OffsetForm, Position, Record, Session,
@@ -133,6 +135,8 @@ pub struct Cluster {
     ephemeral_tx: EphemeralSink,
     /// The last session change of the last refresh of live records.
     refresh_op: AtomicU64,
+    /// Backend errors and delivery lag, for the metrics.
+    pub(crate) stats: stats::ClusterStats,
 }
 
 impl fmt::Debug for Cluster {
@@ -180,6 +184,7 @@ impl Cluster {
             pending: requests::Pending::default(),
             ephemeral_tx,
             refresh_op: AtomicU64::new(0),
+            stats: Default::default(),
         });
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(ephemeral_listener(weak.clone(), ephemeral_rx));
@@ -501,6 +506,9 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
         let Some(c) = cluster.upgrade() else { return };
         match c.backend.read_after(pos, Duration::from_millis(1000)).await {
             Ok(records) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Read);
+                }
                 failures = 0;
                 for r in records {
                     let id = r.id;
@@ -508,8 +516,10 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
                     pos = id;
                     c.progress.send_modify(|p| p.position = id);
                 }
+                c.stats.delivered(pos);
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Read);
                 if failures == 0 {
                     tracing::warn!("cluster reader: {e}; retrying");
                 }
@@ -542,8 +552,12 @@ async fn publisher(cluster: Weak<Cluster>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), c.publish_notify.notified()).await;
             continue;
         }
+        let started = std::time::Instant::now();
         match c.backend.append(&c.uid, &batch).await {
             Ok(ids) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Append);
+                }
                 failures = 0;
                 let last_seq = batch.last().map_or(0, |b| b.0);
                 let newest = ids.iter().copied().max().unwrap_or_default();
@@ -553,12 +567,14 @@ async fn publisher(cluster: Weak<Cluster>) {
                         q.publish.pop_front();
                     }
                 }
+                c.stats.appended(newest, started);
                 c.progress.send_modify(|p| {
                     p.appended_seq = last_seq;
                     p.last_appended = p.last_appended.max(newest);
                 });
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Append);
                 if failures == 0 {
                     tracing::warn!("cluster publish: {e}; retrying");
                 }
@@ -582,6 +598,9 @@ async fn session_writer(cluster: Weak<Cluster>) {
         let ops: Vec<SessionOp> = batch.iter().map(|(_, op)| op.clone()).collect();
         match c.backend.apply(&c.uid, &ops).await {
             Ok(()) => {
+                if failures > 0 {
+                    c.stats.back(BackendOp::Sessions);
+                }
                 failures = 0;
                 let last = batch.last().map_or(0, |b| b.0);
                 {
@@ -593,6 +612,7 @@ async fn session_writer(cluster: Weak<Cluster>) {
                 c.progress.send_modify(|p| p.applied_op = last);
             }
             Err(e) => {
+                c.stats.failed(BackendOp::Sessions);
                 if failures == 0 {
                     tracing::warn!("cluster session writer: {e}; retrying");
                 }

@@ -155,22 +155,28 @@ impl Namespace {
             }
             rooms.push(room.clone());
             if socket.registered.load(Ordering::Acquire) {
-                map.entry(room)
+                map.entry(room.clone())
                     .or_default()
                     .insert(socket.id(), socket.clone());
             }
         }
         self.socket_changed(socket);
+        self.observers.joined(socket, &room);
     }
 
     pub(crate) fn leave(&self, socket: &SocketRef, room: &str) {
-        {
+        let was_in = {
             let mut map = self.rooms.writing();
             let mut rooms = socket.rooms.locked();
+            let before = rooms.len();
             rooms.retain(|r| &**r != room);
             remove_member(&mut map, room, socket);
-        }
+            before != rooms.len()
+        };
         self.socket_changed(socket);
+        if was_in {
+            self.observers.left(socket, room);
+        }
     }
 
     pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
