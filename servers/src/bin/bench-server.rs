@@ -96,6 +96,12 @@ fn main() -> std::io::Result<()> {
                 },
             );
         });
+        // Beyond the contract, for measuring their overhead: `METRICS=1` turns Tether's
+        // metrics on (the live counters, as a `/metrics` endpoint would).
+        if std::env::var("METRICS").as_deref() == Ok("1") {
+            let mut registry = tether::metrics::prometheus_client::registry::Registry::default();
+            io.register_metrics(&mut registry);
+        }
         let listener = tether::bind(addr)?;
         println!(
             "bench-server listening on http://{addr} (CSR {})",
