@@ -6,6 +6,8 @@
 # and filters it too. Server A is pinned to core 0 with node B, sioload to core 1.
 #
 #   bench/cluster/run.sh                 # RUNS=3, CASES="storm-5k recovery-1k"
+#   TETHER_BIN=old/bench-server TETHER_BIN_B=new/bench-server SERVERS="tether-2x tether-b-2x" \
+#     bench/cluster/run.sh               # two Tether builds side by side, same run
 #
 # Needs Redis on 127.0.0.1:6379 (scripts/services) and uses its database 9 (flushed).
 set -euo pipefail
@@ -32,7 +34,8 @@ cargo build --release -q --manifest-path "$ROOT/Cargo.toml" -p tether-servers --
 
 cmd() { # kind port
   case "$1" in
-    tether-2x) echo "$ROOT/target/release/bench-server" ;;
+    tether-2x) echo "${TETHER_BIN:-$ROOT/target/release/bench-server}" ;;
+    tether-b-2x) echo "${TETHER_BIN_B:?set TETHER_BIN_B for tether-b-2x}" ;;
     node-2x) echo "node $HERE/node-server.js" ;;
   esac
 }
