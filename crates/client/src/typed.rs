@@ -12,11 +12,11 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, Deserializer};
-use serde::ser::{Impossible, Serialize, SerializeStruct as _, Serializer};
+use serde::ser::{Serialize, SerializeStruct as _, Serializer};
 use serde::Deserialize;
 use serde_json::Value;
 
-use tether_proto::Payload;
+use tether_proto::{Payload, Shape};
 
 use crate::error::{Error, Result};
 
@@ -149,14 +149,11 @@ impl<'de> Deserialize<'de> for Binary {
 /// assert!(to_payload(&()).unwrap().args.is_empty());
 /// ```
 pub fn to_payload<T: Serialize + ?Sized>(args: &T) -> Result<Payload> {
-    let shape = match args.serialize(Probe) {
-        Err(Found(s)) => s,
-        Ok(()) => Shape::One,
-    };
+    let shape = tether_proto::shape_of(args);
     let (value, attachments) = with_slot(&OUTGOING, Vec::new(), || serde_json::to_value(args));
     let value = value.map_err(|e| Error::serde("the emit's arguments", e))?;
     let args = match (shape, value) {
-        (Shape::None, _) => Vec::new(),
+        (Shape::Unit, _) => Vec::new(),
         (Shape::Tuple, Value::Array(a)) => a,
         (_, v) => vec![v],
     };
@@ -188,142 +185,6 @@ pub(crate) fn arg_of<T: DeserializeOwned>(p: &Payload, i: usize, what: &str) -> 
     with_slot(&INCOMING, p.attachments.clone(), || T::deserialize(v))
         .0
         .map_err(|e| Error::serde(&format!("argument {i} of {what}"), e))
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Shape {
-    None,
-    Tuple,
-    One,
-}
-
-/// What [`Probe`] found at the top level.
-#[derive(Debug)]
-struct Found(Shape);
-
-impl std::fmt::Display for Found {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl std::error::Error for Found {}
-
-impl serde::ser::Error for Found {
-    fn custom<M: std::fmt::Display>(_: M) -> Self {
-        Found(Shape::One)
-    }
-}
-
-/// A serializer that only looks at the top-level shape of a value.
-struct Probe;
-
-macro_rules! one {
-    ($($f:ident($($t:ty),*)),* $(,)?) => {
-        $(fn $f(self, $(_: $t),*) -> Result<(), Found> { Err(Found(Shape::One)) })*
-    };
-}
-
-impl Serializer for Probe {
-    type Ok = ();
-    type Error = Found;
-    type SerializeSeq = Impossible<(), Found>;
-    type SerializeTuple = Impossible<(), Found>;
-    type SerializeTupleStruct = Impossible<(), Found>;
-    type SerializeTupleVariant = Impossible<(), Found>;
-    type SerializeMap = Impossible<(), Found>;
-    type SerializeStruct = Impossible<(), Found>;
-    type SerializeStructVariant = Impossible<(), Found>;
-
-    one!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
-
-    fn serialize_unit(self) -> Result<(), Found> {
-        Err(Found(Shape::None))
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Found> {
-        Err(Found(Shape::Tuple))
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Found> {
-        Err(Found(Shape::One))
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Found> {
-        Err(Found(Shape::One))
-    }
 }
 
 #[cfg(test)]

@@ -41,11 +41,10 @@ impl IntoPayload for Payload {
 
 impl<T: Serialize> IntoPayload for T {
     fn into_payload(self) -> Result<Payload, serde_json::Error> {
-        let shape = match self.serialize(Probe) {
-            Err(Shape::Tuple) => Shape::Tuple,
+        let shape = match shape_of(&self) {
             // `()` itself, not a `null` (`Value::Null` serializes as a unit too).
-            Err(Shape::Unit) if std::mem::size_of::<T>() == 0 => Shape::Unit,
-            _ => Shape::One,
+            Shape::Unit if std::mem::size_of::<T>() != 0 => Shape::One,
+            shape => shape,
         };
         let args = match (shape, serde_json::to_value(&self)?) {
             (Shape::Tuple, Value::Array(args)) => args,
@@ -57,11 +56,31 @@ impl<T: Serialize> IntoPayload for T {
 }
 
 /// The top-level shape of a value, found without serializing it: every method of
-/// [`Probe`] stops at once.
-#[derive(Debug)]
-enum Shape {
+/// the serializer stops at once. How the server's [`IntoPayload`] and the client's
+/// `to_payload` tell several arguments (a tuple) and none (a unit) from one.
+///
+/// ```
+/// use tether_proto::{shape_of, Shape};
+/// assert_eq!(shape_of(&(1, "a")), Shape::Tuple);
+/// assert_eq!(shape_of(&()), Shape::Unit);
+/// assert_eq!(shape_of(&serde_json::Value::Null), Shape::Unit); // a unit too
+/// assert_eq!(shape_of(&vec![1, 2]), Shape::One);
+/// ```
+pub fn shape_of<T: Serialize + ?Sized>(value: &T) -> Shape {
+    match value.serialize(Probe) {
+        Err(shape) => shape,
+        Ok(()) => Shape::One,
+    }
+}
+
+/// What [`shape_of`] finds at a value's top level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A tuple: one argument per element.
     Tuple,
+    /// A unit (`()`, or a `null`).
     Unit,
+    /// Anything else: one argument.
     One,
 }
 

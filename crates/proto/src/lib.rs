@@ -21,5 +21,5 @@ mod payload;
 pub mod sio;
 
 pub use error::Error;
-pub use into_payload::IntoPayload;
+pub use into_payload::{shape_of, IntoPayload, Shape};
 pub use payload::Payload;
