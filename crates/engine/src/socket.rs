@@ -165,6 +165,9 @@ impl Frame {
 }
 
 /// The outgoing queue of a session, bounded in packets and in bytes.
+/// The most frames an outbox keeps room for between wake-ups (see [`Outbox::drain_into`]).
+const KEEP_FRAMES: usize = 16;
+
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     pub(crate) notify: Notify,
@@ -228,13 +231,23 @@ impl Outbox {
         Ok(())
     }
 
-    /// Moves everything queued to `out`. The queue gives its buffer away, so an idle
-    /// session holds no outbox memory.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Frame>) {
-        let taken = std::mem::take(&mut *self.lock());
-        let from = out.len();
-        out.extend(taken.frames);
-        self.count_sent(&out[from..]);
+    /// Moves everything queued to `out`, which must be empty, by swapping buffers: the
+    /// queue keeps `out`'s buffer, so a busy session allocates no queue per wake-up. A
+    /// buffer grown past [`KEEP_FRAMES`] (a burst) is freed rather than kept, so an idle
+    /// session holds at most that much outbox memory.
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>) {
+        debug_assert!(out.is_empty());
+        if out.capacity() > KEEP_FRAMES {
+            *out = VecDeque::new();
+        }
+        {
+            let mut q = self.lock();
+            std::mem::swap(&mut q.frames, out);
+            q.bytes = 0;
+        }
+        let (a, b) = out.as_slices();
+        self.count_sent(a);
+        self.count_sent(b);
     }
 
     /// Moves queued frames to `out` while their polling encoding fits in `max_len`
@@ -634,10 +647,12 @@ mod tests {
         outbox
             .push(Frame::Binary(Bytes::from_static(b"xy")), true)
             .unwrap();
-        outbox.drain_into(&mut out);
+        let mut frames = VecDeque::new();
+        outbox.drain_into(&mut frames);
         assert_eq!(stats.packets_out(), 4);
         assert_eq!(stats.bytes_out(), 16);
-        outbox.drain_into(&mut out);
+        frames.clear();
+        outbox.drain_into(&mut frames);
         assert_eq!(stats.packets_out(), 4, "an empty drain counts nothing");
     }
 }

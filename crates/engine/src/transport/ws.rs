@@ -245,7 +245,7 @@ where
 async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let socket = &session.socket;
     let timeout = inner.config.write_timeout;
-    let mut frames = Vec::new();
+    let mut frames = std::collections::VecDeque::new();
     let mut msgs = Vec::new();
     let mut writable = true;
     loop {
