@@ -21,6 +21,7 @@ use super::{
     Adapter, BoxFuture, BroadcastOptions, LocalSockets, Register, Retiring, SocketInfo,
     SocketsAction,
 };
+use crate::cluster::cache::Entry;
 use crate::cluster::{Broadcast, Cluster, ClusterMessage, Member, ServerSideAck, SessionOp};
 use crate::recovery::{Position, RecoveryConfig, RecoveryFailure, Session, StoredPacket, Target};
 use crate::sync::MutexExt as _;
@@ -101,6 +102,15 @@ impl ClusterAdapter {
         })
     }
 
+    /// A log entry's packet for this namespace's sockets, encoded once per entry (the
+    /// cache keeps it for replays).
+    fn encoded<'e>(&self, entry: &'e Entry) -> Option<&'e StoredPacket> {
+        let ClusterMessage::Broadcast(b) = &entry.record.message else {
+            return None;
+        };
+        entry.encoded(|| self.encode(entry.record.id, b))
+    }
+
     /// What a restored socket missed after `after`: the bulk without holding up delivery,
     /// then (returned with `delivery` held) the tail up to what this node has delivered.
     async fn read_replay(
@@ -139,7 +149,7 @@ impl ClusterAdapter {
                 }),
             other => other,
         };
-        let replay = missed.map(|m| m.iter().filter_map(|(id, b)| self.encode(*id, b)).collect());
+        let replay = missed.map(|m| m.iter().filter_map(|e| self.encoded(e).cloned()).collect());
         (after, replay, held)
     }
 }
@@ -347,10 +357,14 @@ impl Adapter for ClusterAdapter {
 }
 
 impl Member for ClusterAdapter {
-    fn deliver<'a>(&'a self, id: Position, b: &'a Broadcast) -> BoxFuture<'a, ()> {
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let ClusterMessage::Broadcast(b) = &entry.record.message else {
+                return;
+            };
+            let id = entry.record.id;
             let _delivery = self.delivery.lock().await;
-            let packet = self.encode(id, b);
+            let packet = self.encoded(entry);
             let _order = self.order.locked();
             if let (Some(packet), Some(local)) = (packet, self.local.upgrade()) {
                 let opts = BroadcastOptions {
@@ -359,7 +373,7 @@ impl Member for ClusterAdapter {
                     volatile: b.volatile,
                     ..Default::default()
                 };
-                local.deliver(&opts, &packet);
+                local.deliver(&opts, packet);
             }
             *self.position.locked() = id;
         })

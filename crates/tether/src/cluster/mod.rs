@@ -32,8 +32,10 @@ use crate::recovery::{RecoveryFailure, Room, Target};
 use crate::sync::{MutexExt as _, RwLockExt as _};
 use crate::Payload;
 
+pub(crate) mod cache;
 pub(crate) mod requests;
 pub(crate) mod stats;
+use cache::{Entry, LogCache};
 pub use requests::ServerSideAck;
 use stats::BackendOp;
 pub use tether_backend::{
@@ -60,6 +62,12 @@ pub struct ClusterConfig {
     /// How long a recovery attempt may wait to learn whether the pid's holder is dead
     /// (10 s).
     pub takeover_timeout: Duration,
+    /// Most log entries this node keeps in memory after reading them, so that a
+    /// recovery reads what it missed from here rather than from the backend (10 000;
+    /// 0 turns the cache off).
+    pub log_cache_entries: usize,
+    /// Most bytes those entries may take (32 MiB); the oldest go first.
+    pub log_cache_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -70,6 +78,8 @@ impl Default for ClusterConfig {
             max_queue: 100_000,
             flush_timeout: Duration::from_secs(30),
             takeover_timeout: Duration::from_secs(10),
+            log_cache_entries: 10_000,
+            log_cache_bytes: 32 << 20,
         }
     }
 }
@@ -94,10 +104,15 @@ struct Queues {
     next_op: u64,
 }
 
+/// How many of the newest entries before a client's offset a recovery checks for an entry
+/// appended twice by a retry.
+const SEEN_WINDOW: usize = 1000;
+
 /// What the runtime needs of one namespace on this node: its cluster adapter.
 pub(crate) trait Member: Send + Sync {
-    /// Delivers a log entry to this node's sockets of the namespace, in log order.
-    fn deliver<'a>(&'a self, id: Position, b: &'a Broadcast) -> BoxFuture<'a, ()>;
+    /// Delivers a log entry (a broadcast of the namespace) to this node's sockets of it,
+    /// in log order.
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> BoxFuture<'a, ()>;
     /// Another node wants to restore `pid`: probe the socket holding it here, if any.
     fn answer_probe(&self, pid: String);
     /// Applies another node's sockets action to this node's targets.
@@ -130,6 +145,8 @@ pub struct Cluster {
     op_notify: Notify,
     progress: watch::Sender<Progress>,
     dedup: Mutex<HashMap<String, u64>>,
+    /// The newest entries read, for recoveries.
+    cache: LogCache,
     dropped: AtomicU64,
     pending: requests::Pending,
     ephemeral_tx: EphemeralSink,
@@ -160,6 +177,15 @@ impl Cluster {
     ) -> Result<Arc<Self>, BackendError> {
         let start = backend.last_id().await?;
         backend.heartbeat(&uid, config.heartbeat_ttl).await?;
+        let cache = LogCache::new(start, config.log_cache_entries, config.log_cache_bytes);
+        if config.log_cache_entries > 0 {
+            // What came just before the start, so that the cache answers recoveries
+            // from offsets given before this node started too.
+            if let Ok(before) = backend.recent(start, SEEN_WINDOW).await {
+                let complete = before.len() < SEEN_WINDOW;
+                cache.prefill(before, complete);
+            }
+        }
         let (progress, _) = watch::channel(Progress {
             position: start,
             ..Progress::default()
@@ -180,6 +206,7 @@ impl Cluster {
             op_notify: Notify::new(),
             progress,
             dedup: Mutex::new(HashMap::new()),
+            cache,
             dropped: AtomicU64::new(0),
             pending: requests::Pending::default(),
             ephemeral_tx,
@@ -413,14 +440,24 @@ impl Cluster {
         sid: &str,
         rooms: &[Room],
         seen: &mut HashMap<String, u64>,
-    ) -> Result<Vec<(Position, Broadcast)>, BackendError> {
+    ) -> Result<Vec<Arc<Entry>>, BackendError> {
         let mut out = Vec::new();
         let mut from = after;
         while from < upto {
-            let page = self.backend.range(from, upto, 1000).await?;
-            let Some(last) = page.last() else { break };
-            from = last.id;
-            for r in page {
+            let page = match self.cache.range(from, upto) {
+                Some(all) => {
+                    from = upto;
+                    all
+                }
+                None => {
+                    let page = self.backend.range(from, upto, 1000).await?;
+                    let Some(last) = page.last() else { break };
+                    from = last.id;
+                    page.into_iter().map(Entry::uncached).collect()
+                }
+            };
+            for e in page {
+                let r = &e.record;
                 if let Some(seq) = r.seq {
                     let s = seen.entry(r.uid.clone()).or_insert(0);
                     if seq <= *s {
@@ -428,13 +465,12 @@ impl Cluster {
                     }
                     *s = seq;
                 }
-                if let ClusterMessage::Broadcast(b) = r.message {
-                    let target = Target {
-                        rooms: b.rooms.clone(),
-                        except: b.except.clone(),
-                    };
-                    if b.nsp == nsp && !b.volatile && target.matches(sid, rooms) {
-                        out.push((r.id, b));
+                if let ClusterMessage::Broadcast(b) = &r.message {
+                    if b.nsp == nsp
+                        && !b.volatile
+                        && crate::recovery::targets(&b.rooms, &b.except, sid, rooms)
+                    {
+                        out.push(e.clone());
                     }
                 }
             }
@@ -445,32 +481,38 @@ impl Cluster {
     /// Records the appenders' sequence numbers of the entries up to `at` (the newest
     /// 1000), so that a copy of one of them appended again by a retry is not replayed.
     pub(crate) async fn seed_seen(&self, at: Position, seen: &mut HashMap<String, u64>) {
-        if let Ok(recent) = self.backend.recent(at, 1000).await {
-            for r in recent {
-                if let Some(seq) = r.seq {
-                    let s = seen.entry(r.uid).or_insert(0);
-                    *s = (*s).max(seq);
-                }
+        let recent = match self.cache.recent(at, SEEN_WINDOW) {
+            Some(entries) => entries,
+            None => match self.backend.recent(at, SEEN_WINDOW).await {
+                Ok(records) => records.into_iter().map(Entry::uncached).collect(),
+                Err(_) => return,
+            },
+        };
+        for e in recent {
+            if let Some(seq) = e.record.seq {
+                let s = seen.entry(e.record.uid.clone()).or_insert(0);
+                *s = (*s).max(seq);
             }
         }
     }
 
-    async fn handle(&self, record: Record) {
-        if !self.first_sighting(&record) {
+    async fn handle(&self, entry: &Entry) {
+        let record = &entry.record;
+        if !self.first_sighting(record) {
             return;
         }
-        match record.message {
+        match &record.message {
             ClusterMessage::Broadcast(b) => {
                 if let Some(m) = self.member(&b.nsp) {
-                    m.deliver(record.id, &b).await;
+                    m.deliver(entry).await;
                 }
             }
             ClusterMessage::Probe { nsp, pid } => {
                 if record.uid == self.uid {
                     return; // a node never probes for itself
                 }
-                if let Some(m) = self.member(&nsp) {
-                    m.answer_probe(pid);
+                if let Some(m) = self.member(nsp) {
+                    m.answer_probe(pid.clone());
                 }
             }
             ClusterMessage::Sockets {
@@ -481,8 +523,12 @@ impl Cluster {
             } => {
                 // This node applied its own at once.
                 if record.uid != self.uid {
-                    if let Some(m) = self.member(&nsp) {
-                        m.apply_sockets(Target { rooms, except }, &action);
+                    if let Some(m) = self.member(nsp) {
+                        let target = Target {
+                            rooms: rooms.clone(),
+                            except: except.clone(),
+                        };
+                        m.apply_sockets(target, action);
                     }
                 }
             }
@@ -512,7 +558,11 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
                 failures = 0;
                 for r in records {
                     let id = r.id;
-                    c.handle(r).await;
+                    // Cached before it is delivered: a replay never asks for an entry
+                    // past what the cache holds.
+                    let entry = Entry::new(r);
+                    c.cache.push(entry.clone());
+                    c.handle(&entry).await;
                     pos = id;
                     c.progress.send_modify(|p| p.position = id);
                 }

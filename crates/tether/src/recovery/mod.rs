@@ -74,6 +74,13 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// Whether a socket with id `sid` in `rooms` is among `to` (empty: everyone) minus
+/// `except`.
+pub(crate) fn targets(to: &[Room], except: &[Room], sid: &str, rooms: &[Room]) -> bool {
+    let member = |r: &Room| &**r == sid || rooms.contains(r);
+    (to.is_empty() || to.iter().any(member)) && !except.iter().any(member)
+}
+
 /// Whom a logged packet was sent to: the rooms (empty: the whole namespace; a socket id
 /// counts as a room) minus the `except` rooms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,8 +94,7 @@ pub struct Target {
 impl Target {
     /// Whether a socket with this id and these rooms was a recipient.
     pub fn matches(&self, sid: &str, rooms: &[Room]) -> bool {
-        let member = |r: &Room| &**r == sid || rooms.contains(r);
-        (self.rooms.is_empty() || self.rooms.iter().any(member)) && !self.except.iter().any(member)
+        targets(&self.rooms, &self.except, sid, rooms)
     }
 
     /// The approximate heap size, for the log's budget.
@@ -140,6 +146,12 @@ pub enum RecoveryFailure {
 
 /// The size of a session as its budget counts it: ids, rooms and `data` as JSON.
 pub fn session_bytes(session: &Session) -> usize {
+    let rooms: usize = session.rooms.iter().map(|r| r.len() + 16).sum();
+    session.sid.len() + session.pid.len() + rooms + json_len(&session.data) + 64
+}
+
+/// The length of `value` written as JSON, counted without writing it anywhere.
+pub(crate) fn json_len(value: &serde_json::Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -150,10 +162,9 @@ pub fn session_bytes(session: &Session) -> usize {
             Ok(())
         }
     }
-    let mut data = Count(0);
-    let _ = serde_json::to_writer(&mut data, &session.data);
-    let rooms: usize = session.rooms.iter().map(|r| r.len() + 16).sum();
-    session.sid.len() + session.pid.len() + rooms + data.0 + 64
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
 }
 
 /// A private session id: 144 bits from the CSPRNG, 24 URL-safe characters.
