@@ -9,10 +9,38 @@ use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket, Message};
 use tether_proto::sio::{count_placeholders, Packet, PacketType};
 
-use crate::server::ServerInner;
-use crate::socket::SocketRef;
+use crate::config::ServerConfig;
+use crate::encode;
+use crate::namespace::{Connection, Namespace, SocketRef};
+use crate::reason::DisconnectReason;
 use crate::sync::MutexExt as _;
-use crate::{encode, DisconnectReason};
+
+/// The server's namespaces, as a connection sees them: what a CONNECT names, and the
+/// upkeep of dynamic namespaces' children. The server implements it; no method runs per
+/// event.
+pub(crate) trait Namespaces: Send + Sync {
+    /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
+    fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>>;
+    /// A CONNECT to `name` starts. True when the server counts it: then
+    /// [`connect_ended`](Self::connect_ended) follows.
+    fn connect_started(&self, name: &str) -> bool;
+    /// A counted CONNECT to `name` is over (the socket joined, or not).
+    fn connect_ended(self: Arc<Self>, name: &str);
+    /// A socket of `name` left its connection.
+    fn socket_left(self: Arc<Self>, name: &str);
+}
+
+/// A CONNECT the server counts, until it drops.
+struct Connecting {
+    server: Arc<dyn Namespaces>,
+    name: String,
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        self.server.clone().connect_ended(&self.name);
+    }
+}
 
 /// A binary packet waiting for its attachments.
 struct Partial {
@@ -26,23 +54,31 @@ struct Partial {
 #[doc(hidden)]
 pub struct Client {
     pub(crate) engine: Arc<EngineSocket>,
-    pub(crate) server: Arc<ServerInner>,
+    server: Arc<dyn Namespaces>,
+    /// `ServerConfig::max_attachments`.
+    max_attachments: usize,
+    /// `ServerConfig::max_attachment_bytes`.
+    max_attachment_bytes: usize,
     sockets: Mutex<Vec<(String, SocketRef)>>,
     connecting: Mutex<Vec<String>>,
     partial: Mutex<Option<Partial>>,
 }
 
 impl Client {
-    pub(crate) fn new(engine: Arc<EngineSocket>, server: Arc<ServerInner>) -> Arc<Self> {
-        let client = Arc::new(Client {
+    pub(crate) fn new(
+        engine: Arc<EngineSocket>,
+        server: Arc<dyn Namespaces>,
+        config: &ServerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Client {
             engine,
             server,
+            max_attachments: config.max_attachments,
+            max_attachment_bytes: config.max_attachment_bytes,
             sockets: Mutex::new(Vec::new()),
             connecting: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
-        });
-        client.server.watch_connect_timeout(&client);
-        client
+        })
     }
 
     /// Closes the connection if it has joined no namespace (the connect timeout).
@@ -71,23 +107,6 @@ impl Client {
     /// The sockets of every namespace on this connection.
     pub(crate) fn sockets(&self) -> Vec<SocketRef> {
         self.lock_sockets().iter().map(|(_, s)| s.clone()).collect()
-    }
-
-    pub(crate) fn add_socket(&self, nsp: &str, socket: SocketRef) {
-        self.lock_connecting().retain(|n| n != nsp);
-        let mut sockets = self.lock_sockets();
-        sockets.retain(|(n, _)| n != nsp);
-        sockets.push((nsp.to_owned(), socket));
-    }
-
-    pub(crate) fn connect_done(&self, nsp: &str) {
-        self.lock_connecting().retain(|n| n != nsp);
-    }
-
-    pub(crate) fn remove_socket(&self, nsp: &str, socket: &SocketRef) {
-        self.lock_sockets()
-            .retain(|(n, s)| !(n == nsp && Arc::ptr_eq(s, socket)));
-        self.server.cleanup_child(nsp);
     }
 
     pub(crate) fn on_message(self: &Arc<Self>, msg: Message<'_>) {
@@ -123,7 +142,7 @@ impl Client {
                     return self.parse_error("unexpected binary message");
                 };
                 p.bytes += bytes.len();
-                if p.bytes > self.server.config.max_attachment_bytes {
+                if p.bytes > self.max_attachment_bytes {
                     partial.take();
                     drop(partial);
                     return self.parse_error("attachments too large");
@@ -140,7 +159,7 @@ impl Client {
     }
 
     fn start_binary(self: &Arc<Self>, packet: Packet) {
-        let max = self.server.config.max_attachments;
+        let max = self.max_attachments;
         let placeholders_ok = packet
             .data
             .as_ref()
@@ -202,7 +221,10 @@ impl Client {
             }
             connecting.push(nsp.clone());
         }
-        let pending = self.server.connect_started(&nsp);
+        let pending = self.server.connect_started(&nsp).then(|| Connecting {
+            server: self.server.clone(),
+            name: nsp.clone(),
+        });
         let Some(ns) = self.server.namespace_for(&nsp, packet.data.as_ref()) else {
             self.connect_done(&nsp);
             let err = serde_json::json!({ "message": "Invalid namespace" });
@@ -234,5 +256,28 @@ impl Client {
             s.ns.remove_socket(&s, reason.into());
         }
         self.partial.locked().take();
+    }
+}
+
+impl Connection for Client {
+    fn engine(&self) -> &Arc<EngineSocket> {
+        &self.engine
+    }
+
+    fn connect_done(&self, nsp: &str) {
+        self.lock_connecting().retain(|n| n != nsp);
+    }
+
+    fn add_socket(&self, nsp: &str, socket: SocketRef) {
+        self.lock_connecting().retain(|n| n != nsp);
+        let mut sockets = self.lock_sockets();
+        sockets.retain(|(n, _)| n != nsp);
+        sockets.push((nsp.to_owned(), socket));
+    }
+
+    fn remove_socket(&self, nsp: &str, socket: &SocketRef) {
+        self.lock_sockets()
+            .retain(|(n, s)| !(n == nsp && Arc::ptr_eq(s, socket)));
+        self.server.clone().socket_left(nsp);
     }
 }

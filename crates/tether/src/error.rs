@@ -14,7 +14,7 @@ pub enum Error {
     Send(#[from] tether_engine::SendError),
     /// The cluster backend failed (unreachable, or it does not support the operation).
     #[error(transparent)]
-    Cluster(#[from] crate::cluster::BackendError),
+    Cluster(#[from] tether_backend::BackendError),
     /// The admin UI's basic auth was given a password that is not a bcrypt hash.
     #[error("the admin UI password must be a bcrypt hash")]
     AdminPasswordHash(#[source] bcrypt::BcryptError),

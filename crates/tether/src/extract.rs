@@ -6,7 +6,7 @@
 //!
 //! | extractor | what it gives | fails when |
 //! |---|---|---|
-//! | [`SocketRef`] | the socket | never |
+//! | [`SocketRef`](crate::SocketRef) | the socket | never |
 //! | [`Data<T>`] | the arguments deserialized into `T` (the CONNECT `auth` in a connection handler) | they do not fit `T` |
 //! | [`TryData<T>`] | the same, as a `Result` | never |
 //! | [`Bin`] | the binary attachments | never |
@@ -57,103 +57,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::socket::{Socket, SocketRef};
-use crate::{DisconnectReason, Error, Payload};
+use crate::error::Error;
+use crate::namespace::{Kind, Socket};
+use crate::reason::DisconnectReason;
+use crate::Payload;
 
-pub use crate::socket::AckSender;
-
-/// What a handler runs for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Event,
-    Connect,
-    Disconnect,
-}
-
-/// What a handler's arguments are extracted from: the socket and the message.
-#[derive(Debug)]
-pub struct Parts {
-    pub(crate) socket: SocketRef,
-    pub(crate) kind: Kind,
-    pub(crate) event: String,
-    pub(crate) args: Vec<Value>,
-    pub(crate) attachments: Vec<Bytes>,
-    pub(crate) ack: Option<u64>,
-    pub(crate) reason: Option<DisconnectReason>,
-}
-
-impl Parts {
-    pub(crate) fn event(
-        socket: SocketRef,
-        event: String,
-        args: Vec<Value>,
-        attachments: Vec<Bytes>,
-        ack: Option<u64>,
-    ) -> Self {
-        Parts {
-            socket,
-            kind: Kind::Event,
-            event,
-            args,
-            attachments,
-            ack,
-            reason: None,
-        }
-    }
-
-    pub(crate) fn connect(socket: SocketRef, auth: Option<Value>) -> Self {
-        Parts {
-            socket,
-            kind: Kind::Connect,
-            event: String::new(),
-            args: auth.into_iter().collect(),
-            attachments: Vec::new(),
-            ack: None,
-            reason: None,
-        }
-    }
-
-    pub(crate) fn disconnect(socket: SocketRef, reason: DisconnectReason) -> Self {
-        Parts {
-            socket,
-            kind: Kind::Disconnect,
-            event: String::new(),
-            args: Vec::new(),
-            attachments: Vec::new(),
-            ack: None,
-            reason: Some(reason),
-        }
-    }
-
-    /// The socket the message is for.
-    pub fn socket(&self) -> &SocketRef {
-        &self.socket
-    }
-
-    /// The event's name (empty in connection and disconnect handlers).
-    pub fn event_name(&self) -> &str {
-        &self.event
-    }
-
-    /// The arguments not taken yet by an extractor.
-    pub fn args(&self) -> &[Value] {
-        &self.args
-    }
-
-    /// The attachments not taken yet by an extractor.
-    pub fn attachments(&self) -> &[Bytes] {
-        &self.attachments
-    }
-
-    /// Whether the client asked for an acknowledgement.
-    pub fn wants_ack(&self) -> bool {
-        self.ack.is_some()
-    }
-
-    pub(crate) fn ack_sender(&self) -> Option<AckSender> {
-        self.ack.map(|id| AckSender::new(self.socket.clone(), id))
-    }
-}
+pub use crate::namespace::{AckSender, Parts};
 
 /// A type a handler can take as an argument, built from the message that triggered it.
 ///

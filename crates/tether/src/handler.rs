@@ -62,14 +62,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::extract::{FromEvent, Parts};
-use crate::ConnectError;
+use crate::error::ConnectError;
+use crate::extract::FromEvent;
+use crate::namespace::{BoxedHandler, BoxedMiddleware, Namespace, Parts, Socket};
 
-/// A handler stored type-erased.
-pub(crate) type BoxedHandler = Arc<dyn Fn(Parts) + Send + Sync>;
-
+/// A handler, type-erased for the namespace layer to store.
 pub(crate) fn boxed<H: Handler<M>, M>(h: H) -> BoxedHandler {
     Arc::new(move |parts| h.call(parts))
+}
+
+/// A connect middleware, type-erased for the namespace layer to store.
+pub(crate) fn boxed_middleware<H: Middleware<M>, M>(h: H) -> BoxedMiddleware {
+    Arc::new(move |s, auth| h.call(Parts::connect(s, auth)))
 }
 
 /// A function of extractors that Tether can run for a message: see the
@@ -166,6 +170,86 @@ macro_rules! impl_handler {
             }
         }
     };
+}
+
+/// The handlers a socket runs.
+impl Socket {
+    /// Registers the handler of an event, replacing any earlier one. The handler is a
+    /// sync or async function of [extractors](crate::extract); see [`crate::handler`] for
+    /// how it runs (never on hold of the connection's reader, and started in the order the
+    /// packets arrived).
+    ///
+    /// ```no_run
+    /// # use tether::{SocketRef, extract::{AckSender, Data}};
+    /// # fn f(socket: SocketRef) {
+    /// #[derive(serde::Deserialize, serde::Serialize)]
+    /// struct Msg { text: String }
+    ///
+    /// socket.on("echo", |Data(msg): Data<Msg>, ack: AckSender| {
+    ///     let _ = ack.send(msg);
+    /// });
+    /// socket.on("slow", |ack: AckSender| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///     let _ = ack.send("done");
+    /// });
+    /// # }
+    /// ```
+    pub fn on<H: Handler<M>, M>(&self, event: impl Into<String>, handler: H) {
+        self.set_handler(event.into(), boxed(handler));
+    }
+
+    /// Registers a handler for events that have no handler of their own; the
+    /// [`Event`](crate::extract::Event) extractor gives the event's name.
+    ///
+    /// ```no_run
+    /// # use tether::{SocketRef, Payload, extract::Event};
+    /// # fn f(socket: SocketRef) {
+    /// socket.on_any(|Event(name): Event, p: Payload| println!("{name}: {:?}", p.args));
+    /// # }
+    /// ```
+    pub fn on_any<H: Handler<M>, M>(&self, handler: H) {
+        self.set_any_handler(boxed(handler));
+    }
+
+    /// Runs once when the socket disconnects, after it left its rooms. The
+    /// [`DisconnectReason`](crate::DisconnectReason) is an extractor here.
+    ///
+    /// ```no_run
+    /// # use tether::{SocketRef, DisconnectReason};
+    /// # fn f(socket: SocketRef) {
+    /// socket.on_disconnect(|socket: SocketRef, reason: DisconnectReason| {
+    ///     println!("{} left: {}", socket.id(), reason.as_str());
+    /// });
+    /// # }
+    /// ```
+    pub fn on_disconnect<H: Handler<M>, M>(&self, handler: H) {
+        self.add_disconnect_handler(boxed(handler));
+    }
+
+    /// Runs when the socket is about to disconnect, while it is still in its rooms.
+    pub fn on_disconnecting<H: Handler<M>, M>(&self, handler: H) {
+        self.add_disconnecting_handler(boxed(handler));
+    }
+}
+
+/// The handlers a namespace runs.
+impl Namespace {
+    /// Adds a connect middleware: a sync or async function of
+    /// [extractors](crate::extract) returning `Result<(), ConnectError>` (see
+    /// [`Middleware`]). Middlewares run in order for every CONNECT (except a recovered
+    /// one when `skip_middlewares` is on); an error is sent to the client as
+    /// CONNECT_ERROR `{message, data}`. `Data<T>` is the CONNECT payload.
+    pub fn use_middleware<H: Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(boxed_middleware(h));
+    }
+
+    /// Sets the connection handler: a sync or async function of
+    /// [extractors](crate::extract) (`Data<T>` is the CONNECT `auth` here). It runs before
+    /// the CONNECT reply is written, up to its first pending `.await`, so the event
+    /// handlers it registers by then see every event the client sends afterwards.
+    pub fn on_connection<H: Handler<M>, M>(&self, h: H) {
+        self.handlers.set_on_connection(boxed(h));
+    }
 }
 
 /// A future of a connect middleware.

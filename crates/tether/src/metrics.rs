@@ -46,7 +46,8 @@ use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket};
 
 use crate::cluster::stats::{BackendOp, ClusterStats};
-use crate::observe::Observer;
+use crate::namespace::Observer;
+use crate::sync::MutexExt as _;
 use crate::{Payload, Server, SocketRef};
 
 type Label = [(&'static str, &'static str); 1];
@@ -349,12 +350,16 @@ impl Server {
         registry.register_collector(Box::new(ScrapeCollector { io: self.clone() }));
     }
 
-    fn live_metrics(&self) -> &LiveMetrics {
-        self.inner().metrics.get_or_init(|| {
-            let m = LiveMetrics::default();
-            self.inner().observers.add(Arc::new(m.clone()));
-            m
-        })
+    /// The live counters of this server, started (and observing) on first use.
+    fn live_metrics(&self) -> LiveMetrics {
+        let mut instruments = self.inner().instruments.locked();
+        if let Some(m) = instruments.get::<LiveMetrics>() {
+            return m.clone();
+        }
+        let m = LiveMetrics::default();
+        self.inner().observers.add(Arc::new(m.clone()));
+        instruments.insert(m.clone());
+        m
     }
 
     /// Every metric (see [`crate::metrics`]) in the OpenMetrics text format, for a
@@ -413,7 +418,6 @@ fn encode_cluster(
 mod tests {
     use super::*;
     use crate::cluster::Position;
-    use crate::sync::MutexExt as _;
     use std::time::Instant;
 
     #[test]

@@ -1,7 +1,26 @@
 //! A namespace: this node's sockets and rooms, the application's handlers, and its
 //! adapter. The recovery path reads top to bottom in [`Namespace::connect`].
+//!
+//! One unit with its sockets: the namespace's maps hold them and it drives their state
+//! (pending, registered, closed) under one lock order, and a socket reaches its namespace
+//! on every event. So [`Socket`] lives here (`socket.rs`), with what the unit stores of
+//! the application (`handlers.rs`) and the observer hook it calls (`observe.rs`). It
+//! reaches its connection through [`Connection`], which the client implements. The
+//! layers above add to these types: the extractors (`crate::extract`), the handler
+//! traits and their registration (`crate::handler`: `Socket::on`,
+//! `Namespace::on_connection`, ...) and the broadcast operators (`crate::operators`:
+//! `Namespace::to`, `Socket::broadcast`, ...).
 
+mod handlers;
 mod local;
+mod observe;
+mod socket;
+
+pub(crate) use handlers::{BoxedMiddleware, NsHandlers};
+pub(crate) use local::socket_info;
+pub(crate) use observe::{Observer, Observers};
+pub use socket::{AckSender, Parts, Socket, SocketRef};
+pub(crate) use socket::{BoxedHandler, Connection, Kind, Origin, State};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,17 +31,17 @@ use serde_json::Value;
 use tether_engine::{CloseReason, Sid};
 use tether_proto::sio::PacketType;
 
-use crate::adapter::{Adapter, AdapterKind, BroadcastOptions, LocalSockets, Retiring};
-use crate::client::Client;
+use crate::adapter::{
+    Adapter, AdapterKind, BroadcastOptions, LocalSockets, Retiring, SocketsAction,
+};
 use crate::cluster::ServerSideAck;
-use crate::handlers::NsHandlers;
-use crate::operators::BroadcastOperator;
+use crate::error::{ConnectError, Error};
+use crate::reason::DisconnectReason;
 use crate::recovery::{
     self, RecoveryConfig, RecoveryFailure, RecoveryMetrics, RecoveryMetricsSnapshot, Room,
 };
-use crate::socket::{Origin, Socket, SocketRef, State};
 use crate::sync::RwLockExt as _;
-use crate::{encode, ConnectError, DisconnectReason, Error, Payload};
+use crate::{encode, Payload};
 
 /// How long a half-open socket may take to answer the probe that decides whether its pid
 /// can be taken over.
@@ -66,7 +85,10 @@ pub struct Namespace {
     /// Handlers of events from other nodes.
     server_side: RwLock<HashMap<String, ServerSideHandler>>,
     /// The server's observers (admin UI, metrics), told of socket lifecycle events.
-    pub(crate) observers: Arc<crate::observe::Observers>,
+    pub(crate) observers: Arc<Observers>,
+    /// What [`Server::with_state`](crate::Server::with_state) set, shared by the
+    /// server's namespaces, for the `State<T>` extractor.
+    pub(crate) server_state: Arc<RwLock<http::Extensions>>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -83,7 +105,8 @@ impl Namespace {
         handlers: Arc<NsHandlers>,
         kind: AdapterKind,
         recovery: Option<RecoveryConfig>,
-        observers: Arc<crate::observe::Observers>,
+        observers: Arc<Observers>,
+        server_state: Arc<RwLock<http::Extensions>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Namespace>| {
             let local: Weak<dyn LocalSockets> = weak.clone();
@@ -99,6 +122,7 @@ impl Namespace {
                 ack_ids: AtomicU64::new(0),
                 server_side: RwLock::new(HashMap::new()),
                 observers,
+                server_state,
             }
         })
     }
@@ -108,32 +132,15 @@ impl Namespace {
         &self.name
     }
 
-    /// Adds a connect middleware: a sync or async function of
-    /// [extractors](crate::extract) returning `Result<(), ConnectError>` (see
-    /// [`Middleware`](crate::handler::Middleware)). Middlewares run in order for every
-    /// CONNECT (except a recovered one when `skip_middlewares` is on); an error is sent to
-    /// the client as CONNECT_ERROR `{message, data}`. `Data<T>` is the CONNECT payload.
-    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
-        self.handlers.add_middleware(h);
-    }
-
-    /// Sets the connection handler: a sync or async function of
-    /// [extractors](crate::extract) (`Data<T>` is the CONNECT `auth` here). It runs before
-    /// the CONNECT reply is written, up to its first pending `.await`, so the event
-    /// handlers it registers by then see every event the client sends afterwards.
-    pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
-        self.handlers.set_on_connection(h);
-    }
-
     /// Sets what runs when a handler's arguments cannot be extracted (the handler is then
-    /// not called): the socket, the error, and the [`AckSender`](crate::AckSender) when
+    /// not called): the socket, the error, and the [`AckSender`] when
     /// the client asked for an answer. Without it the client gets no answer. See
     /// [`crate::extract`].
     pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(SocketRef, Error, Option<crate::AckSender>) + Send + Sync + 'static,
+        F: Fn(SocketRef, Error, Option<AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_extract_error(f);
+        self.handlers.set_on_extract_error(Arc::new(f));
     }
 
     /// Enables (or with `None` disables) connection state recovery here, overriding the
@@ -179,40 +186,6 @@ impl Namespace {
         self.ack_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// An operator on the whole namespace, to chain `except`, `volatile`, `timeout`...
-    pub fn operator(self: &Arc<Self>) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone())
-    }
-
-    /// Targets a room (or a socket id).
-    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone()).to(room)
-    }
-
-    /// Leaves out the members of a room (or a socket id).
-    pub fn except(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone()).except(room)
-    }
-
-    /// Marks the next emit as volatile: no offset, never stored, may be lost.
-    pub fn volatile(self: &Arc<Self>) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone()).volatile()
-    }
-
-    /// Sets the timeout of the next `emit_with_ack`.
-    pub fn timeout(self: &Arc<Self>, timeout: Duration) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone()).timeout(timeout)
-    }
-
-    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
-    pub fn emit(
-        self: &Arc<Self>,
-        event: &str,
-        payload: impl crate::IntoPayload,
-    ) -> Result<(), Error> {
-        BroadcastOperator::new(self.clone()).emit(event, payload)
-    }
-
     /// The connected sockets of this namespace (on this server).
     pub fn sockets(&self) -> Vec<SocketRef> {
         self.sockets.reading().values().cloned().collect()
@@ -228,6 +201,13 @@ impl Namespace {
     /// gets an offset and is logged.
     pub(crate) fn emit_to(&self, opts: &BroadcastOptions, event: &str, payload: &Payload) {
         self.adapter().broadcast(self, opts, event, payload);
+    }
+
+    /// Makes the targets of `opts` join or leave rooms or disconnect: on the other nodes
+    /// through the adapter, then here.
+    pub(crate) fn sockets_action(&self, opts: &BroadcastOptions, action: &SocketsAction) {
+        self.adapter().sockets_action(opts, action);
+        self.apply_sockets_action(opts, action);
     }
 
     /// Waits until every broadcast and session change this node made is stored in the
@@ -284,7 +264,7 @@ impl Namespace {
 
     /// Handles a CONNECT: the recovery attempt, middlewares, the connection handler, then
     /// replay and registration. The whole recovery path, top to bottom.
-    pub(crate) async fn connect(self: Arc<Self>, client: Arc<Client>, auth: Option<Value>) {
+    pub(crate) async fn connect(self: Arc<Self>, client: Arc<dyn Connection>, auth: Option<Value>) {
         let adapter = self.adapter();
         // 1. The attempt: `{pid, offset}` in the auth, unless its socket is still alive.
         let attempt = match adapter.recovery() {
@@ -333,7 +313,7 @@ impl Namespace {
                 client.connect_done(&self.name);
                 let msg =
                     encode::simple(PacketType::ConnectError, &self.name, Some(&err.to_json()));
-                let _ = client.engine.send(msg);
+                let _ = client.engine().send(msg);
                 return;
             }
         }
@@ -342,7 +322,7 @@ impl Namespace {
         if let Some(h) = on_connection {
             socket
                 .span()
-                .in_scope(|| h(crate::extract::Parts::connect(socket.clone(), auth)));
+                .in_scope(|| h(Parts::connect(socket.clone(), auth)));
         }
         // 5. Replay what it missed, then live.
         let register =
@@ -363,7 +343,7 @@ impl Namespace {
                 self.metrics.failed(e);
                 socket.state.set(State::Closed);
                 client.connect_done(&self.name);
-                client.engine.close(CloseReason::ForcedClose);
+                client.engine().close(CloseReason::ForcedClose);
             }
         }
     }

@@ -1,15 +1,16 @@
+//! Broadcast operators: [`BroadcastOperator`], and the methods of [`Namespace`] and
+//! [`Socket`] that start one.
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
+use crate::acks::{AckResponse, AckResponses};
 use crate::adapter::{BroadcastOptions, SocketsAction};
-use crate::encode::attachments;
-use crate::namespace::Namespace;
+use crate::error::Error;
+use crate::namespace::{Namespace, Socket, SocketRef};
 use crate::recovery::Room;
 use crate::remote::RemoteSocket;
-use crate::socket::SocketRef;
-use crate::{encode, AckResponse, AckResponses, Error, IntoPayload, Payload};
+use crate::IntoPayload;
 
 /// A chain of broadcast operators: `to`, `except`, `volatile`, `local`, `timeout`, then an
 /// action: `emit`, `emit_with_ack`, `fetch_sockets`, `sockets_join`, `sockets_leave`,
@@ -71,7 +72,7 @@ impl BroadcastOperator {
     }
 
     /// Emits the event to every target: any `T: Serialize` (a tuple for several
-    /// arguments) or a [`Payload`]. Fails only when it does not serialize.
+    /// arguments) or a [`Payload`](crate::Payload). Fails only when it does not serialize.
     pub fn emit(self, event: &str, payload: impl IntoPayload) -> Result<(), Error> {
         let payload = payload.into_payload().map_err(Error::Serialize)?;
         self.ns.emit_to(&self.opts, event, &payload);
@@ -101,7 +102,7 @@ impl BroadcastOperator {
         let payload = payload.into_payload().map_err(Error::Serialize)?;
         let timeout = self.opts.timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         let deadline = tokio::time::Instant::now() + timeout;
-        let waits = send_with_ack(&self.ns, &self.opts, event, &payload);
+        let waits = self.ns.send_with_ack(&self.opts, event, &payload);
         let local = async {
             let mut out = Vec::with_capacity(waits.len());
             for (s, rx) in waits {
@@ -175,31 +176,55 @@ impl BroadcastOperator {
     }
 
     fn sockets_action(&self, action: SocketsAction) {
-        self.ns.adapter().sockets_action(&self.opts, &action);
-        crate::adapter::LocalSockets::apply_sockets_action(&*self.ns, &self.opts, &action);
+        self.ns.sockets_action(&self.opts, &action);
     }
 }
 
 /// How long acks and cluster requests wait by default (the reference's 5 s).
 const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends the event with one ack id to every local target; the receivers of their answers.
-pub(crate) fn send_with_ack(
-    ns: &Namespace,
-    opts: &BroadcastOptions,
-    event: &str,
-    payload: &Payload,
-) -> Vec<(SocketRef, oneshot::Receiver<Payload>)> {
-    let id = ns.next_ack_id();
-    let msg = encode::event(ns.name(), Some(id), event, payload, None);
-    let att = attachments(payload);
-    let mut waits = Vec::new();
-    ns.for_each_target(opts, |s| {
-        let rx = s.register_ack(id);
-        match s.send(msg.clone(), att.clone()) {
-            Ok(()) => waits.push((s.clone(), rx)),
-            Err(_) => s.forget_ack(id),
-        }
-    });
-    waits
+/// The operators a namespace starts.
+impl Namespace {
+    /// An operator on the whole namespace, to chain `except`, `volatile`, `timeout`...
+    pub fn operator(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// Targets a room (or a socket id).
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(room)
+    }
+
+    /// Leaves out the members of a room (or a socket id).
+    pub fn except(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(room)
+    }
+
+    /// Marks the next emit as volatile: no offset, never stored, may be lost.
+    pub fn volatile(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).volatile()
+    }
+
+    /// Sets the timeout of the next `emit_with_ack`.
+    pub fn timeout(self: &Arc<Self>, timeout: Duration) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).timeout(timeout)
+    }
+
+    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit(self: &Arc<Self>, event: &str, payload: impl IntoPayload) -> Result<(), Error> {
+        BroadcastOperator::new(self.clone()).emit(event, payload)
+    }
+}
+
+/// The operators a socket starts: they leave the socket itself out.
+impl Socket {
+    /// Targets a room: the event goes to its members except this socket.
+    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// Targets every socket of the namespace except this one.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.namespace().clone()).except(Room::from(self.id().as_str()))
+    }
 }

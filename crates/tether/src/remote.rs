@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
+use crate::adapter::{BroadcastOptions, SocketsAction};
 use crate::cluster::SocketInfo;
-use crate::namespace::Namespace;
+use crate::error::Error;
+use crate::namespace::{socket_info, Namespace, SocketRef};
 use crate::recovery::Room;
-use crate::socket::SocketRef;
-use crate::Error;
 
 /// A socket found by [`fetch_sockets`](crate::BroadcastOperator::fetch_sockets), on this
 /// node or another. Its actions go through the cluster, so they work wherever it is.
@@ -85,59 +85,32 @@ impl RemoteSocket {
 
     /// Emits an event to it, wherever it is.
     pub fn emit(&self, event: &str, payload: impl crate::IntoPayload) -> Result<(), Error> {
-        self.ns.to(self.id()).emit(event, payload)
+        let payload = payload.into_payload().map_err(Error::Serialize)?;
+        self.ns.emit_to(&self.target(), event, &payload);
+        Ok(())
     }
 
     /// Makes it join a room, wherever it is.
     pub fn join(&self, room: impl Into<Room>) {
-        self.ns.to(self.id()).sockets_join(room);
+        let action = SocketsAction::Join(vec![room.into()]);
+        self.ns.sockets_action(&self.target(), &action);
     }
 
     /// Makes it leave a room, wherever it is.
     pub fn leave(&self, room: &str) {
-        self.ns.to(self.id()).sockets_leave(room);
+        let action = SocketsAction::Leave(vec![Room::from(room)]);
+        self.ns.sockets_action(&self.target(), &action);
     }
 
     /// Disconnects it, wherever it is (see
     /// [`disconnect_sockets`](crate::BroadcastOperator::disconnect_sockets)).
     pub fn disconnect(&self, close: bool) {
-        self.ns.to(self.id()).disconnect_sockets(close);
+        let action = SocketsAction::Disconnect { close };
+        self.ns.sockets_action(&self.target(), &action);
     }
-}
 
-/// Describes a socket of this node for another node.
-pub(crate) fn socket_info(s: &SocketRef) -> SocketInfo {
-    SocketInfo {
-        id: s.id().to_string(),
-        rooms: s.rooms(),
-        data: s.data(),
-        handshake: handshake_json(s),
+    /// The socket alone, as a broadcast target (what `to(id)` targets).
+    fn target(&self) -> BroadcastOptions {
+        BroadcastOptions::to_socket(self.id())
     }
-}
-
-/// The handshake in the shape of the Node.js server's `socket.handshake`.
-fn handshake_json(s: &SocketRef) -> Value {
-    let h = s.handshake();
-    let mut headers = Map::new();
-    for (name, value) in &h.headers {
-        if let Ok(v) = value.to_str() {
-            headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
-        }
-    }
-    let mut query = Map::new();
-    if let Some(q) = h.uri.query() {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            query.insert(k.to_owned(), Value::String(v.to_owned()));
-        }
-    }
-    json!({
-        "headers": headers,
-        "url": h.uri.to_string(),
-        "query": query,
-        "auth": s.auth().cloned().unwrap_or_else(|| json!({})),
-        "address": h.remote_addr.map(|a| a.ip().to_string()),
-        "xdomain": h.headers.contains_key(http::header::ORIGIN),
-        "secure": false,
-    })
 }

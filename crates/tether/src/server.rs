@@ -2,7 +2,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -10,12 +10,13 @@ use serde_json::Value;
 use tether_engine::{CloseReason, Engine, EngineSocket, Handler, Message};
 
 use crate::adapter::AdapterKind;
-use crate::client::Client;
+use crate::client::{Client, Namespaces};
 use crate::cluster::{BackendError, Cluster, ClusterBackend, ClusterConfig};
-use crate::handlers::NsHandlers;
-use crate::namespace::Namespace;
+use crate::config::ServerConfig;
+use crate::handler::{boxed, boxed_middleware, Middleware};
+use crate::namespace::{AckSender, Namespace, NsHandlers, Observers, SocketRef};
+use crate::recovery::RecoveryConfig;
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{RecoveryConfig, ServerConfig, SocketRef};
 
 type Predicate = Arc<dyn Fn(&str, Option<&Value>) -> bool + Send + Sync>;
 
@@ -35,57 +36,20 @@ pub(crate) struct ServerInner {
     /// (cheaper than a timer task per connection).
     connect_deadlines: Mutex<VecDeque<(Instant, Weak<Client>)>>,
     sweeper: AtomicBool,
-    /// What [`Server::with_state`] set, for the `State<T>` extractor.
-    state: RwLock<http::Extensions>,
+    /// What [`Server::with_state`] set, for the `State<T>` extractor (its namespaces
+    /// share it).
+    state: Arc<RwLock<http::Extensions>>,
     /// CONNECTs under way per namespace name (counted only with
     /// `cleanup_empty_child_namespaces`).
     pending_connects: Mutex<HashMap<String, usize>>,
-    /// Observers of every namespace's sockets (see `crate::observe`).
-    pub(crate) observers: Arc<crate::observe::Observers>,
-    /// The live counters, once metrics are registered (see `crate::metrics`).
-    pub(crate) metrics: OnceLock<crate::metrics::LiveMetrics>,
-}
-
-/// A CONNECT under way to a namespace; dropping it may clean up an empty child.
-pub(crate) struct PendingConnect {
-    server: Arc<ServerInner>,
-    name: String,
-}
-
-impl Drop for PendingConnect {
-    fn drop(&mut self) {
-        {
-            let mut pending = self.server.pending_connects.locked();
-            if let Some(n) = pending.get_mut(&self.name) {
-                *n -= 1;
-                if *n == 0 {
-                    pending.remove(&self.name);
-                }
-            }
-        }
-        self.server.cleanup_child(&self.name);
-    }
+    /// Observers of every namespace's sockets (see `crate::namespace::Observer`).
+    pub(crate) observers: Arc<Observers>,
+    /// What the instruments built on the server (`crate::metrics`) keep per server, one
+    /// value per type; the server itself never reads it.
+    pub(crate) instruments: Mutex<http::Extensions>,
 }
 
 impl ServerInner {
-    /// Counts a CONNECT to `name` until the returned guard drops; `None` (and no cost)
-    /// without `cleanup_empty_child_namespaces`. Taken before the namespace is looked
-    /// up, so a cleanup never removes a namespace a CONNECT is on its way to.
-    pub(crate) fn connect_started(self: &Arc<Self>, name: &str) -> Option<PendingConnect> {
-        if !self.config.cleanup_empty_child_namespaces {
-            return None;
-        }
-        *self
-            .pending_connects
-            .locked()
-            .entry(name.to_owned())
-            .or_default() += 1;
-        Some(PendingConnect {
-            server: self.clone(),
-            name: name.to_owned(),
-        })
-    }
-
     /// Removes the dynamic child `name` if it has no socket, no CONNECT under way and
     /// no session kept on this node (`cleanup_empty_child_namespaces`): a client that
     /// dropped for a moment still recovers; the child goes once its sessions expired.
@@ -123,11 +87,6 @@ impl ServerInner {
             map.remove(name);
             tracing::debug!(nsp = name, "empty child namespace removed");
         }
-    }
-
-    /// A value set with [`Server::with_state`].
-    pub(crate) fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.state.reading().get::<T>().cloned()
     }
 
     pub(crate) fn watch_connect_timeout(self: &Arc<Self>, client: &Arc<Client>) {
@@ -179,11 +138,13 @@ impl ServerInner {
             self.adapters.clone(),
             recovery,
             self.observers.clone(),
+            self.state.clone(),
         )
     }
+}
 
-    /// The namespace a CONNECT names: a static one, or a new child of a dynamic one.
-    pub(crate) fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>> {
+impl Namespaces for ServerInner {
+    fn namespace_for(&self, name: &str, auth: Option<&Value>) -> Option<Arc<Namespace>> {
         if let Some(ns) = self.namespaces.reading().get(name) {
             return Some(ns.clone());
         }
@@ -202,6 +163,38 @@ impl ServerInner {
                 .clone(),
         )
     }
+
+    /// Counted only with `cleanup_empty_child_namespaces` (no cost otherwise). Counted
+    /// before the namespace is looked up, so a cleanup never removes a namespace a
+    /// CONNECT is on its way to.
+    fn connect_started(&self, name: &str) -> bool {
+        if !self.config.cleanup_empty_child_namespaces {
+            return false;
+        }
+        *self
+            .pending_connects
+            .locked()
+            .entry(name.to_owned())
+            .or_default() += 1;
+        true
+    }
+
+    fn connect_ended(self: Arc<Self>, name: &str) {
+        {
+            let mut pending = self.pending_connects.locked();
+            if let Some(n) = pending.get_mut(name) {
+                *n -= 1;
+                if *n == 0 {
+                    pending.remove(name);
+                }
+            }
+        }
+        self.cleanup_child(name);
+    }
+
+    fn socket_left(self: Arc<Self>, name: &str) {
+        self.cleanup_child(name);
+    }
 }
 
 /// The backend handler that turns Engine.IO sessions into Socket.IO clients.
@@ -215,7 +208,9 @@ impl Handler for SioHandler {
 
     fn on_open(&self, socket: &Arc<EngineSocket>) -> Arc<Client> {
         self.inner.observers.conn_opened(socket);
-        Client::new(socket.clone(), self.inner.clone())
+        let client = Client::new(socket.clone(), self.inner.clone(), &self.inner.config);
+        self.inner.watch_connect_timeout(&client);
+        client
     }
 
     fn on_message(&self, conn: &Arc<Client>, msg: Message<'_>) {
@@ -313,10 +308,10 @@ impl Server {
             adapters,
             connect_deadlines: Mutex::new(VecDeque::new()),
             sweeper: AtomicBool::new(false),
-            state: RwLock::new(http::Extensions::new()),
+            state: Arc::new(RwLock::new(http::Extensions::new())),
             pending_connects: Mutex::new(HashMap::new()),
             observers: Arc::default(),
-            metrics: OnceLock::new(),
+            instruments: Mutex::new(http::Extensions::new()),
         });
         let engine = Engine::new(
             inner.config.engine.clone(),
@@ -463,22 +458,22 @@ impl std::fmt::Debug for DynamicNamespace {
 impl DynamicNamespace {
     /// Adds a connect middleware to every child namespace (see
     /// [`Namespace::use_middleware`]).
-    pub fn use_middleware<H: crate::handler::Middleware<M>, M>(&self, h: H) {
-        self.handlers.add_middleware(h);
+    pub fn use_middleware<H: Middleware<M>, M>(&self, h: H) {
+        self.handlers.add_middleware(boxed_middleware(h));
     }
 
     /// Sets the connection handler of every child namespace (see
     /// [`Namespace::on_connection`]).
     pub fn on_connection<H: crate::handler::Handler<M>, M>(&self, h: H) {
-        self.handlers.set_on_connection(h);
+        self.handlers.set_on_connection(boxed(h));
     }
 
     /// Sets the extraction-error hook of every child namespace (see
     /// [`Namespace::on_extract_error`]).
     pub fn on_extract_error<F>(&self, f: F)
     where
-        F: Fn(SocketRef, crate::Error, Option<crate::AckSender>) + Send + Sync + 'static,
+        F: Fn(SocketRef, crate::Error, Option<AckSender>) + Send + Sync + 'static,
     {
-        self.handlers.set_on_extract_error(f);
+        self.handlers.set_on_extract_error(Arc::new(f));
     }
 }

@@ -13,12 +13,12 @@
 
 use tracing::Span;
 
-use crate::namespace::Namespace;
 use crate::recovery;
 
-/// The span of a new socket.
+/// The span of a new socket of the namespace `nsp`, on the cluster node `node` if any.
 pub(crate) fn socket_span(
-    ns: &Namespace,
+    nsp: &str,
+    node: Option<&str>,
     sid: tether_engine::Sid,
     pid: Option<&str>,
     transport: tether_engine::Transport,
@@ -27,9 +27,9 @@ pub(crate) fn socket_span(
     tracing::info_span!(
         "socket",
         sid = %sid,
-        nsp = ns.name(),
+        nsp,
         transport = transport.as_str(),
-        node = ns.node(),
+        node,
         pid = pid.map(recovery::redact),
         recovered,
     )

@@ -10,7 +10,7 @@ use tether_engine::{CloseReason, EngineSocket};
 
 use super::time::iso_now;
 use crate::namespace::Namespace;
-use crate::observe::Observer;
+use crate::namespace::Observer;
 use crate::sync::MutexExt as _;
 use crate::{DisconnectReason, Payload, RemoteSocket, Server, SocketRef};
 
@@ -320,7 +320,7 @@ fn rooms_with_own(id: &str, rooms: &[crate::recovery::Room]) -> Value {
 
 /// A socket of this node, as the reference's `serialize`.
 fn serialize_local(s: &SocketRef) -> Value {
-    let info = crate::remote::socket_info(s);
+    let info = crate::namespace::socket_info(s);
     let client_id: String = s.conn_id().to_string().chars().take(12).collect();
     json!({
         "id": info.id,

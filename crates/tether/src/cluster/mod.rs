@@ -17,7 +17,7 @@
 //! `tether-postgres`, `tether-nats`) depend on instead of this one.
 //! [`Cluster`] is the backend-independent runtime: the publish queue, the reader, the
 //! session writer, heartbeats, and the restore protocol. It reaches this node's
-//! namespaces through [`Member`], which their cluster adapter implements
+//! namespaces through `Member` (crate-private), which their cluster adapter implements
 //! (`adapter/cluster.rs`); it never sees a namespace or the server.
 
 use std::collections::{HashMap, VecDeque};

@@ -5,20 +5,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use serde_json::Value;
 use tether_engine::{CloseReason, Sid};
 use tether_proto::sio::PacketType;
 use tokio::sync::oneshot;
 
-use super::{Namespace, PROBE_TIMEOUT};
+use serde_json::{json, Map, Value};
+
+use super::{Connection, Namespace, SocketRef, State, PROBE_TIMEOUT};
 use crate::adapter::{BroadcastOptions, LocalSockets, SocketInfo, SocketsAction};
-use crate::client::Client;
 use crate::cluster::ServerSideAck;
+use crate::encode::attachments;
+use crate::reason::DisconnectReason;
 use crate::recovery::{Position, Room, Session, StoredPacket};
-use crate::remote::socket_info;
-use crate::socket::{SocketRef, State};
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{encode, DisconnectReason, Payload};
+use crate::{encode, Payload};
 
 impl Namespace {
     /// Calls `f` for every connected socket that `opts` targets, each once. The common
@@ -66,12 +66,12 @@ impl Namespace {
     /// registration. False when it went away meanwhile.
     pub(super) fn register(
         &self,
-        client: &Arc<Client>,
+        client: &Arc<dyn Connection>,
         socket: &SocketRef,
         replay: &[StoredPacket],
         start: Option<Position>,
     ) -> bool {
-        if client.engine.is_closed() || socket.state.get() != State::Pending {
+        if client.engine().is_closed() || socket.state.get() != State::Pending {
             client.connect_done(&self.name);
             socket.state.set(State::Closed);
             return false;
@@ -182,6 +182,28 @@ impl Namespace {
     pub(crate) fn live_socket(&self, pid: &str) -> Option<SocketRef> {
         self.live.locked().get(pid).and_then(Weak::upgrade)
     }
+
+    /// Sends the event with one ack id to every local target; the receivers of their
+    /// answers.
+    pub(crate) fn send_with_ack(
+        &self,
+        opts: &BroadcastOptions,
+        event: &str,
+        payload: &Payload,
+    ) -> Vec<(SocketRef, oneshot::Receiver<Payload>)> {
+        let id = self.next_ack_id();
+        let msg = encode::event(self.name(), Some(id), event, payload, None);
+        let att = attachments(payload);
+        let mut waits = Vec::new();
+        self.for_each_target(opts, |s| {
+            let rx = s.register_ack(id);
+            match s.send(msg.clone(), att.clone()) {
+                Ok(()) => waits.push((s.clone(), rx)),
+                Err(_) => s.forget_ack(id),
+            }
+        });
+        waits
+    }
 }
 
 impl LocalSockets for Namespace {
@@ -256,7 +278,7 @@ impl LocalSockets for Namespace {
         event: &str,
         payload: &Payload,
     ) -> Vec<(String, oneshot::Receiver<Payload>)> {
-        crate::operators::send_with_ack(self, opts, event, payload)
+        self.send_with_ack(opts, event, payload)
             .into_iter()
             .map(|(s, rx)| (s.id().to_string(), rx))
             .collect()
@@ -282,4 +304,41 @@ fn remove_member(map: &mut HashMap<Room, HashMap<Sid, SocketRef>>, room: &str, s
             map.remove(room);
         }
     }
+}
+
+/// Describes a socket of this node for another node.
+pub(crate) fn socket_info(s: &SocketRef) -> SocketInfo {
+    SocketInfo {
+        id: s.id().to_string(),
+        rooms: s.rooms(),
+        data: s.data(),
+        handshake: handshake_json(s),
+    }
+}
+
+/// The handshake in the shape of the Node.js server's `socket.handshake`.
+fn handshake_json(s: &SocketRef) -> Value {
+    let h = s.handshake();
+    let mut headers = Map::new();
+    for (name, value) in &h.headers {
+        if let Ok(v) = value.to_str() {
+            headers.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let mut query = Map::new();
+    if let Some(q) = h.uri.query() {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.insert(k.to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    json!({
+        "headers": headers,
+        "url": h.uri.to_string(),
+        "query": query,
+        "auth": s.auth().cloned().unwrap_or_else(|| json!({})),
+        "address": h.remote_addr.map(|a| a.ip().to_string()),
+        "xdomain": h.headers.contains_key(http::header::ORIGIN),
+        "secure": false,
+    })
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket};
 
-use crate::{DisconnectReason, Payload, SocketRef};
+use super::SocketRef;
+use crate::reason::DisconnectReason;
+use crate::Payload;
 
 /// Hears socket lifecycle events of every namespace of a server. Every method has an
 /// empty default; they run inline on the core's path, so they must be quick and must

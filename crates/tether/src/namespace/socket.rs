@@ -8,18 +8,33 @@ use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket, Handshake, Sid, TextMessage};
 use tokio::sync::oneshot;
 
-use crate::client::Client;
+use super::Namespace;
 use crate::encode::attachments;
-use crate::extract::Parts;
-use crate::handler::{boxed, BoxedHandler, Handler};
-use crate::namespace::Namespace;
-use crate::operators::BroadcastOperator;
+use crate::error::Error;
+use crate::reason::DisconnectReason;
 use crate::recovery::{Position, Room, Session};
 use crate::sync::{MutexExt as _, RwLockExt as _};
-use crate::{encode, DisconnectReason, Error, IntoPayload, Payload};
+use crate::{encode, IntoPayload, Payload};
 
 /// A handle on a socket, cheap to clone; an [extractor](crate::extract) too.
 pub type SocketRef = Arc<Socket>;
+
+/// A handler stored type-erased (see [`crate::handler`], which boxes them).
+pub(crate) type BoxedHandler = Arc<dyn Fn(Parts) + Send + Sync>;
+
+/// What a socket and its namespace need of the Engine.IO connection the socket is on:
+/// the client implements it, a layer up. Used when a socket connects and leaves, never
+/// per event.
+pub(crate) trait Connection: Send + Sync {
+    /// The Engine.IO connection.
+    fn engine(&self) -> &Arc<EngineSocket>;
+    /// The CONNECT to `nsp` is over without a socket (refused, or it went away).
+    fn connect_done(&self, nsp: &str);
+    /// The socket of `nsp` on this connection is now `socket`.
+    fn add_socket(&self, nsp: &str, socket: SocketRef);
+    /// `socket` left `nsp`.
+    fn remove_socket(&self, nsp: &str, socket: &SocketRef);
+}
 
 /// A message waiting for the CONNECT reply.
 pub(crate) type Queued = (TextMessage, Option<Arc<[Bytes]>>);
@@ -74,7 +89,7 @@ pub struct Socket {
     id: Sid,
     pid: Option<String>,
     pub(crate) ns: Arc<Namespace>,
-    pub(crate) client: Weak<Client>,
+    pub(crate) client: Weak<dyn Connection>,
     pub(crate) engine: Arc<EngineSocket>,
     pub(crate) state: StateCell,
     /// Whether the namespace's maps hold the socket (guarded by the rooms lock).
@@ -122,15 +137,16 @@ pub(crate) struct Origin {
 impl Socket {
     pub(crate) fn new(
         ns: Arc<Namespace>,
-        client: &Arc<Client>,
+        client: &Arc<dyn Connection>,
         origin: Origin,
         auth: Option<Value>,
     ) -> SocketRef {
         let span = crate::trace::socket_span(
-            &ns,
+            ns.name(),
+            ns.node(),
             origin.id,
             origin.pid.as_deref(),
-            client.engine.transport(),
+            client.engine().transport(),
             origin.recovered,
         );
         Arc::new(Socket {
@@ -139,7 +155,7 @@ impl Socket {
             pid: origin.pid,
             ns,
             client: Arc::downgrade(client),
-            engine: client.engine.clone(),
+            engine: client.engine().clone(),
             state: StateCell::new(State::Pending),
             registered: AtomicBool::new(false),
             recovered: origin.recovered,
@@ -255,64 +271,27 @@ impl Socket {
 
     /// A value set with [`Server::with_state`](crate::Server::with_state).
     pub(crate) fn server_state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.client.upgrade()?.server.state::<T>()
+        self.ns.server_state.reading().get::<T>().cloned()
     }
 
-    /// Registers the handler of an event, replacing any earlier one. The handler is a
-    /// sync or async function of [extractors](crate::extract); see [`crate::handler`] for
-    /// how it runs (never on hold of the connection's reader, and started in the order the
-    /// packets arrived).
-    ///
-    /// ```no_run
-    /// # use tether::{SocketRef, extract::{AckSender, Data}};
-    /// # fn f(socket: SocketRef) {
-    /// #[derive(serde::Deserialize, serde::Serialize)]
-    /// struct Msg { text: String }
-    ///
-    /// socket.on("echo", |Data(msg): Data<Msg>, ack: AckSender| {
-    ///     let _ = ack.send(msg);
-    /// });
-    /// socket.on("slow", |ack: AckSender| async move {
-    ///     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    ///     let _ = ack.send("done");
-    /// });
-    /// # }
-    /// ```
-    pub fn on<H: Handler<M>, M>(&self, event: impl Into<String>, handler: H) {
-        self.handlers.writing().insert(event.into(), boxed(handler));
+    /// Sets the handler of `event` (see [`on`](Self::on)).
+    pub(crate) fn set_handler(&self, event: String, handler: BoxedHandler) {
+        self.handlers.writing().insert(event, handler);
     }
 
-    /// Registers a handler for events that have no handler of their own; the
-    /// [`Event`](crate::extract::Event) extractor gives the event's name.
-    ///
-    /// ```no_run
-    /// # use tether::{SocketRef, Payload, extract::Event};
-    /// # fn f(socket: SocketRef) {
-    /// socket.on_any(|Event(name): Event, p: Payload| println!("{name}: {:?}", p.args));
-    /// # }
-    /// ```
-    pub fn on_any<H: Handler<M>, M>(&self, handler: H) {
-        *self.any.writing() = Some(boxed(handler));
+    /// Sets the handler of events without one (see [`on_any`](Self::on_any)).
+    pub(crate) fn set_any_handler(&self, handler: BoxedHandler) {
+        *self.any.writing() = Some(handler);
     }
 
-    /// Runs once when the socket disconnects, after it left its rooms. The
-    /// [`DisconnectReason`] is an extractor here.
-    ///
-    /// ```no_run
-    /// # use tether::{SocketRef, DisconnectReason};
-    /// # fn f(socket: SocketRef) {
-    /// socket.on_disconnect(|socket: SocketRef, reason: DisconnectReason| {
-    ///     println!("{} left: {}", socket.id(), reason.as_str());
-    /// });
-    /// # }
-    /// ```
-    pub fn on_disconnect<H: Handler<M>, M>(&self, handler: H) {
-        self.on_disconnect.locked().push(boxed(handler));
+    /// Adds a disconnect handler (see [`on_disconnect`](Self::on_disconnect)).
+    pub(crate) fn add_disconnect_handler(&self, handler: BoxedHandler) {
+        self.on_disconnect.locked().push(handler);
     }
 
-    /// Runs when the socket is about to disconnect, while it is still in its rooms.
-    pub fn on_disconnecting<H: Handler<M>, M>(&self, handler: H) {
-        self.on_disconnecting.locked().push(boxed(handler));
+    /// Adds a disconnecting handler (see [`on_disconnecting`](Self::on_disconnecting)).
+    pub(crate) fn add_disconnecting_handler(&self, handler: BoxedHandler) {
+        self.on_disconnecting.locked().push(handler);
     }
 
     /// Emits an event to this socket: any `T: Serialize` (a tuple for several arguments)
@@ -426,16 +405,6 @@ impl Socket {
         self.rooms.locked().clone()
     }
 
-    /// Targets a room: the event goes to its members except this socket.
-    pub fn to(self: &Arc<Self>, room: impl Into<Room>) -> BroadcastOperator {
-        self.broadcast().to(room)
-    }
-
-    /// Targets every socket of the namespace except this one.
-    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
-        BroadcastOperator::new(self.ns.clone()).except(Room::from(self.id.as_str()))
-    }
-
     /// Removes the socket from its namespace with a DISCONNECT packet. Not recoverable.
     pub fn disconnect(self: &Arc<Self>) {
         if self.connected() {
@@ -532,5 +501,98 @@ impl AckSender {
         let payload = payload.into_payload().map_err(Error::Serialize)?;
         let msg = encode::ack(self.socket.nsp(), self.id, &payload);
         self.socket.send(msg, attachments(&payload))
+    }
+}
+
+/// What a handler runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Event,
+    Connect,
+    Disconnect,
+}
+
+/// What a handler's arguments are extracted from: the socket and the message.
+#[derive(Debug)]
+pub struct Parts {
+    pub(crate) socket: SocketRef,
+    pub(crate) kind: Kind,
+    pub(crate) event: String,
+    pub(crate) args: Vec<Value>,
+    pub(crate) attachments: Vec<Bytes>,
+    pub(crate) ack: Option<u64>,
+    pub(crate) reason: Option<DisconnectReason>,
+}
+
+impl Parts {
+    pub(crate) fn event(
+        socket: SocketRef,
+        event: String,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+        ack: Option<u64>,
+    ) -> Self {
+        Parts {
+            socket,
+            kind: Kind::Event,
+            event,
+            args,
+            attachments,
+            ack,
+            reason: None,
+        }
+    }
+
+    pub(crate) fn connect(socket: SocketRef, auth: Option<Value>) -> Self {
+        Parts {
+            socket,
+            kind: Kind::Connect,
+            event: String::new(),
+            args: auth.into_iter().collect(),
+            attachments: Vec::new(),
+            ack: None,
+            reason: None,
+        }
+    }
+
+    pub(crate) fn disconnect(socket: SocketRef, reason: DisconnectReason) -> Self {
+        Parts {
+            socket,
+            kind: Kind::Disconnect,
+            event: String::new(),
+            args: Vec::new(),
+            attachments: Vec::new(),
+            ack: None,
+            reason: Some(reason),
+        }
+    }
+
+    /// The socket the message is for.
+    pub fn socket(&self) -> &SocketRef {
+        &self.socket
+    }
+
+    /// The event's name (empty in connection and disconnect handlers).
+    pub fn event_name(&self) -> &str {
+        &self.event
+    }
+
+    /// The arguments not taken yet by an extractor.
+    pub fn args(&self) -> &[Value] {
+        &self.args
+    }
+
+    /// The attachments not taken yet by an extractor.
+    pub fn attachments(&self) -> &[Bytes] {
+        &self.attachments
+    }
+
+    /// Whether the client asked for an acknowledgement.
+    pub fn wants_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
+    pub(crate) fn ack_sender(&self) -> Option<AckSender> {
+        self.ack.map(|id| AckSender::new(self.socket.clone(), id))
     }
 }
