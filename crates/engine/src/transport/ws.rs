@@ -9,27 +9,21 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use tokio::io::BufReader;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch_text;
+use super::read_buffer::LazyReadBuffer;
 use crate::engine::{Engine, Handler, Inner, Message, Session};
 use crate::socket::{Frame, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
-type Ws = WebSocketStream<BufReader<TokioIo<hyper::upgrade::Upgraded>>>;
+type Ws = WebSocketStream<LazyReadBuffer<TokioIo<hyper::upgrade::Upgraded>>>;
 
-/// What the socket reads into, in front of tungstenite's own buffer: tungstenite zero-fills
-/// `read_buffer_size` bytes of its buffer before every read, even a read that finds
-/// nothing, and the connection loop polls the reader at every wake-up (a broadcast to
-/// 1,000 sockets is 1,000 wake-ups). So tungstenite gets a small read size, and this
-/// buffer, filled straight from the socket and never zeroed again, keeps one read call
-/// per batch of frames.
-const SOCKET_READ_BUFFER: usize = 4096;
-/// How much tungstenite zero-fills and reads (from [`SOCKET_READ_BUFFER`]) per call.
+/// How much tungstenite zero-fills and reads per call (see [`super::read_buffer`], which
+/// reads the socket in larger chunks in front of it).
 const FRAME_READ_CHUNK: usize = 256;
 
 /// Answers the WebSocket handshake and runs the connection in a task of its own.
@@ -82,7 +76,7 @@ pub(crate) fn accept<H: Handler, B>(
         config.write_buffer_size = 64 * 1024;
         config.max_write_buffer_size = usize::MAX;
         let ws = WebSocketStream::from_raw_socket(
-            BufReader::with_capacity(SOCKET_READ_BUFFER, TokioIo::new(upgraded)),
+            LazyReadBuffer::new(TokioIo::new(upgraded)),
             Role::Server,
             Some(config),
         )
