@@ -126,13 +126,19 @@ async fn next_text(ws: &mut Ws) -> Result<String> {
 impl Conn {
     /// Opens a websocket session and connects to `/` (with `auth`); returns the packets
     /// that came before the CONNECT reply too (replays may precede it).
-    async fn open(addr: SocketAddr, src: Ipv4Addr, auth: Option<&str>) -> Result<(Conn, Vec<String>)> {
+    async fn open(
+        addr: SocketAddr,
+        src: Ipv4Addr,
+        auth: Option<&str>,
+    ) -> Result<(Conn, Vec<String>)> {
         let sock = TcpSocket::new_v4()?;
         sock.bind(SocketAddr::new(src.into(), 0))?;
         let tcp = sock.connect(addr).await.context("connect")?;
         tcp.set_nodelay(true)?;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.context("upgrade")?;
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+            .await
+            .context("upgrade")?;
         let open = next_text(&mut ws).await?;
         if !open.starts_with('0') {
             bail!("no OPEN: {open}");
@@ -147,9 +153,20 @@ impl Conn {
             let p = next_text(&mut ws).await?;
             if let Some(reply) = p.strip_prefix("40") {
                 let v: Value = serde_json::from_str(reply)?;
-                let sid = v["sid"].as_str().ok_or_else(|| anyhow!("no sid"))?.to_owned();
+                let sid = v["sid"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no sid"))?
+                    .to_owned();
                 let pid = v["pid"].as_str().map(str::to_owned);
-                return Ok((Conn { ws, sid, pid, next_ack: 0 }, early));
+                return Ok((
+                    Conn {
+                        ws,
+                        sid,
+                        pid,
+                        next_ack: 0,
+                    },
+                    early,
+                ));
             }
             if p.starts_with("44") {
                 bail!("connect refused: {p}");
@@ -163,7 +180,9 @@ impl Conn {
     async fn call(&mut self, event: &str, args: &str) -> Result<Vec<String>> {
         let id = self.next_ack;
         self.next_ack += 1;
-        self.ws.send(Message::text(format!("42{id}[\"{event}\",{args}]"))).await?;
+        self.ws
+            .send(Message::text(format!("42{id}[\"{event}\",{args}]")))
+            .await?;
         let want = format!("43{id}");
         let mut other = Vec::new();
         loop {
@@ -178,7 +197,9 @@ impl Conn {
     }
 
     async fn feed(&mut self, event: &str, args: &str) -> Result<()> {
-        self.ws.feed(Message::text(format!("42[\"{event}\",{args}]"))).await?;
+        self.ws
+            .feed(Message::text(format!("42[\"{event}\",{args}]")))
+            .await?;
         Ok(())
     }
 
@@ -261,7 +282,9 @@ async fn settle(s: f64) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut out = rt.block_on(run(&cli))?;
     out.insert("label".into(), cli.label.clone().into());
     for t in &cli.tags {
@@ -272,7 +295,10 @@ fn main() -> Result<()> {
     println!("{line}");
     if let Some(p) = &cli.json_out {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
         writeln!(f, "{line}")?;
     }
     std::process::exit(0);
@@ -284,7 +310,9 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
         src_ips: cli.src_ips,
         sem: Arc::new(Semaphore::new(cli.connect_concurrency.max(1))),
     });
-    let pid = cli.server_pid.ok_or_else(|| anyhow!("--server-pid is required"))?;
+    let pid = cli
+        .server_pid
+        .ok_or_else(|| anyhow!("--server-pid is required"))?;
     let mut m = Map::new();
     let (mut ctl, _) = Conn::open(cli.addr, ctx.src(0), None).await?;
     if ctl.pid.is_none() {
@@ -307,7 +335,8 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             while done < n {
                 let b = batch.min(n - done);
                 let conns = ctx.open_many(b, done, "kept").await?;
-                ctl.call("broadcast", &format!("\"kept\",\"0:0:{done}\"")).await?;
+                ctl.call("broadcast", &format!("\"kept\",\"0:0:{done}\""))
+                    .await?;
                 for (c, off) in offsets(conns).await? {
                     if sample.len() < check {
                         sample.push((c.pid.clone().unwrap_or_default(), off));
@@ -315,7 +344,10 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
                     c.abort();
                 }
                 done += b;
-                eprintln!("memtool kept: {done}/{n} dropped ({:.1}s)", t0.elapsed().as_secs_f64());
+                eprintln!(
+                    "memtool kept: {done}/{n} dropped ({:.1}s)",
+                    t0.elapsed().as_secs_f64()
+                );
             }
             let t_drop = t0.elapsed().as_secs_f64();
             settle(cli.settle_s).await;
@@ -333,7 +365,12 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             m.insert("rss_read_at_s".into(), t_read.into());
             m.insert("rss_before_kb".into(), rss0.into());
             m.insert("rss_after_kb".into(), rss1.into());
-            m.insert("bytes_per_kept_session".into(), ((rss1 as f64 - rss0 as f64) * 1024.0 / n as f64).round().into());
+            m.insert(
+                "bytes_per_kept_session".into(),
+                ((rss1 as f64 - rss0 as f64) * 1024.0 / n as f64)
+                    .round()
+                    .into(),
+            );
             m.insert("check_attempted".into(), sample.len().into());
             m.insert("check_recovered".into(), recovered.into());
         }
@@ -365,9 +402,19 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             m.insert("emit_s".into(), emit_s.into());
             m.insert("rss_before_kb".into(), rss0.into());
             m.insert("rss_after_kb".into(), rss1.into());
-            m.insert("bytes_per_stored_packet".into(), ((rss1 as f64 - rss0 as f64) * 1024.0 / count as f64).round().into());
+            m.insert(
+                "bytes_per_stored_packet".into(),
+                ((rss1 as f64 - rss0 as f64) * 1024.0 / count as f64)
+                    .round()
+                    .into(),
+            );
         }
-        Probe::Storm { c, m: count, size, after_s } => {
+        Probe::Storm {
+            c,
+            m: count,
+            size,
+            after_s,
+        } => {
             m.insert("probe".into(), "storm".into());
             let rss_idle = rss_kb(pid)?;
             let conns = ctx.open_many(c, 1, "rec").await?;
@@ -383,7 +430,8 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             settle(1.0).await;
             let pad = "x".repeat(size);
             for seq in 1..=count {
-                ctl.feed("broadcast", &format!("\"rec\",\"{seq}:0:{pad}\"")).await?;
+                ctl.feed("broadcast", &format!("\"rec\",\"{seq}:0:{pad}\""))
+                    .await?;
             }
             ctl.call("echo", "\"sync\"").await?;
             let rss_outage = rss_kb(pid)?;
@@ -427,7 +475,9 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
                         note(p, &mut seen, &mut got, &mut dup);
                     }
                     while recovered && got < count {
-                        match tokio::time::timeout(Duration::from_secs(30), next_text(&mut conn.ws)).await {
+                        match tokio::time::timeout(Duration::from_secs(30), next_text(&mut conn.ws))
+                            .await
+                        {
                             Ok(p) => note(&p?, &mut seen, &mut got, &mut dup),
                             Err(_) => break,
                         }
@@ -451,9 +501,7 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             let keep: Vec<_> = conns
                 .into_iter()
                 .map(|mut conn| {
-                    tokio::spawn(async move {
-                        while next_text(&mut conn.ws).await.is_ok() {}
-                    })
+                    tokio::spawn(async move { while next_text(&mut conn.ws).await.is_ok() {} })
                 })
                 .collect();
             settle(after_s).await;

@@ -137,7 +137,10 @@ struct Session {
 
 impl Session {
     async fn poll(&mut self) -> Result<Vec<String>> {
-        let body = self.get.request(Method::GET, &self.uri, Bytes::new()).await?;
+        let body = self
+            .get
+            .request(Method::GET, &self.uri, Bytes::new())
+            .await?;
         let text = String::from_utf8(body.to_vec()).map_err(|_| anyhow!("non-UTF-8 body"))?;
         Ok(text.split('\u{1e}').map(str::to_owned).collect())
     }
@@ -171,11 +174,20 @@ impl Session {
     async fn open(addr: Arc<str>, path: &str, room: Option<&str>) -> Result<Session> {
         let mut get = Http::new(addr.clone());
         let open = get
-            .request(Method::GET, &format!("{path}?EIO=4&transport=polling"), Bytes::new())
+            .request(
+                Method::GET,
+                &format!("{path}?EIO=4&transport=polling"),
+                Bytes::new(),
+            )
             .await?;
         let open = std::str::from_utf8(&open)?;
-        let hs: Value = serde_json::from_str(open.strip_prefix('0').ok_or_else(|| anyhow!("no OPEN: {open}"))?)?;
-        let sid = hs["sid"].as_str().ok_or_else(|| anyhow!("no sid: {open}"))?;
+        let hs: Value = serde_json::from_str(
+            open.strip_prefix('0')
+                .ok_or_else(|| anyhow!("no OPEN: {open}"))?,
+        )?;
+        let sid = hs["sid"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sid: {open}"))?;
         let mut s = Session {
             uri: format!("{path}?EIO=4&transport=polling&sid={sid}"),
             get,
@@ -184,7 +196,8 @@ impl Session {
         s.send(&["40".into()]).await?;
         s.wait_for("40").await?;
         if let Some(room) = room {
-            s.send(&[format!("420[\"join\",{}]", Value::from(room))]).await?;
+            s.send(&[format!("420[\"join\",{}]", Value::from(room))])
+                .await?;
             s.wait_for("430").await?;
         }
         Ok(s)
@@ -220,7 +233,12 @@ fn cpu_s(pid: u32) -> Option<f64> {
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn self_cpu_s() -> f64 {
@@ -238,7 +256,9 @@ fn pct(sorted: &[u64], q: f64) -> Option<f64> {
 fn main() -> Result<()> {
     let _ = now_ns();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let out = rt.block_on(run(&cli))?;
     let mut out = out;
     out.insert("label".into(), cli.label.clone().into());
@@ -251,7 +271,10 @@ fn main() -> Result<()> {
     println!("{line}");
     if let Some(p) = &cli.json_out {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
         writeln!(f, "{line}")?;
     }
     std::process::exit(0);
@@ -263,7 +286,12 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
     let t_conn = Instant::now();
     let mut opens = Vec::with_capacity(cli.clients);
     for _ in 0..cli.clients {
-        let (addr, path, room, sem) = (addr.clone(), cli.path.clone(), cli.room.clone(), sem.clone());
+        let (addr, path, room, sem) = (
+            addr.clone(),
+            cli.path.clone(),
+            cli.room.clone(),
+            sem.clone(),
+        );
         opens.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
             Session::open(addr, &path, Some(&room)).await
@@ -280,7 +308,10 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
         }
     }
     if let Some(e) = first_err {
-        eprintln!("pollload: {failed}/{} sessions failed; first error: {e}", cli.clients);
+        eprintln!(
+            "pollload: {failed}/{} sessions failed; first error: {e}",
+            cli.clients
+        );
     }
     let n_recv = sessions.len() as u64;
     if n_recv == 0 {
@@ -336,7 +367,10 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
                             st.recv_of_window_sent.fetch_add(1, Relaxed);
                             lat.push(now.saturating_sub(t) / 1000);
                             if lat.len() >= 256 {
-                                st.latencies_us.lock().map_err(|_| anyhow!("poisoned"))?.append(&mut lat);
+                                st.latencies_us
+                                    .lock()
+                                    .map_err(|_| anyhow!("poisoned"))?
+                                    .append(&mut lat);
                             }
                         }
                     }
@@ -373,7 +407,11 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
     let sent_total = Arc::new(AtomicU64::new(0));
     let sender_task = {
         let (sent_window, sent_total) = (sent_window.clone(), sent_total.clone());
-        let (rate, pad, room) = (cli.rate, "x".repeat(cli.size), Value::from(cli.room.as_str()).to_string());
+        let (rate, pad, room) = (
+            cli.rate,
+            "x".repeat(cli.size),
+            Value::from(cli.room.as_str()).to_string(),
+        );
         tokio::spawn(async move {
             let t0 = now_ns();
             let mut seq: u64 = 0;
@@ -413,7 +451,11 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
     sleep_until(warm_end).await;
     let (cpu0, me0, w0) = (cli.server_pid.and_then(cpu_s), self_cpu_s(), Instant::now());
     sleep_until(end).await;
-    let (cpu1, me1, wall) = (cli.server_pid.and_then(cpu_s), self_cpu_s(), w0.elapsed().as_secs_f64());
+    let (cpu1, me1, wall) = (
+        cli.server_pid.and_then(cpu_s),
+        self_cpu_s(),
+        w0.elapsed().as_secs_f64(),
+    );
     let in_window = st.recv_in_window.load(Relaxed);
     sender_task.await??;
     let expected = sent_window.load(Relaxed) * n_recv;
@@ -436,9 +478,15 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
     m.insert("duration_s".into(), cli.duration_s.into());
     m.insert("sent_total".into(), sent_total.load(Relaxed).into());
     m.insert("sent_in_window".into(), sent_window.load(Relaxed).into());
-    m.insert("target_msgs_per_s".into(), r3(cli.rate * n_recv as f64).into());
+    m.insert(
+        "target_msgs_per_s".into(),
+        r3(cli.rate * n_recv as f64).into(),
+    );
     m.insert("delivered_per_s".into(), r3(delivered).into());
-    m.insert("delivered_ratio".into(), r3(delivered / (cli.rate * n_recv as f64)).into());
+    m.insert(
+        "delivered_ratio".into(),
+        r3(delivered / (cli.rate * n_recv as f64)).into(),
+    );
     m.insert("expected".into(), expected.into());
     m.insert("received".into(), got.into());
     m.insert("lost".into(), expected.saturating_sub(got).into());
@@ -448,11 +496,17 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
     m.insert("p50_ms".into(), pct(&lat, 0.5).into());
     m.insert("p99_ms".into(), pct(&lat, 0.99).into());
     m.insert("max_ms".into(), pct(&lat, 1.0).into());
-    m.insert("loadgen_cpu_pct".into(), r3((me1 - me0) / wall * 100.0).into());
+    m.insert(
+        "loadgen_cpu_pct".into(),
+        r3((me1 - me0) / wall * 100.0).into(),
+    );
     if let (Some(a), Some(b)) = (cpu0, cpu1) {
         m.insert("server_cpu_pct".into(), r3((b - a) / wall * 100.0).into());
         if in_window > 0 {
-            m.insert("server_cpu_us_per_msg".into(), r3((b - a) * 1e6 / in_window as f64).into());
+            m.insert(
+                "server_cpu_us_per_msg".into(),
+                r3((b - a) * 1e6 / in_window as f64).into(),
+            );
         }
     }
     if let Some(pid) = cli.server_pid {
