@@ -5,6 +5,9 @@
 # @socket.io/cluster-adapter (server.js here). Nothing is pinned: both servers and sioload
 # share all cores. CSR is asked for on both (CSR=0 to turn it off); the cluster adapter has no
 # connection state recovery, which the recovery case shows (supported / recovered / lost / dup).
+# node-cluster-ws is the same without @socket.io/sticky (STICKY=0: node:cluster hands out the
+# connections; fine for WebSocket-only clients): with sticky, a few connections of a 5k burst
+# never get their OPEN packet (seen 2/5000), which can sink a whole storm-5k run.
 #
 #   bench/cores/run.sh                          # RUNS=3, CASES="storm-5k echo fanout-1k recovery-1k"
 #   RUNS=1 QUICK=1 bench/cores/run.sh           # smoke run (short echo/fanout, storm-1k)
@@ -24,7 +27,7 @@ QUICK=${QUICK:-0}
 CSR=${CSR:-1}
 WORKERS=${WORKERS:-$(nproc)}
 CASES=${CASES:-"storm-5k echo fanout-1k recovery-1k"}
-SERVERS=${SERVERS:-"node-cluster tether"}
+SERVERS=${SERVERS:-"node-cluster node-cluster-ws tether"}
 PORT=${PORT:-3330}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=$WORK/results/cores-raw-$STAMP.jsonl
@@ -54,7 +57,8 @@ args() {
 cmd() {
   case "$1" in
     tether) echo "$TETHER_BIN" ;;
-    node-cluster) echo "node $HERE/server.js" ;;
+    node-cluster) echo "env STICKY=1 node $HERE/server.js" ;;
+    node-cluster-ws) echo "env STICKY=0 node $HERE/server.js" ;;
     *) echo "unknown server $1" >&2; return 1 ;;
   esac
 }
@@ -106,6 +110,7 @@ for (case, server), ds in sorted(rows.items()):
     pct = f(med(ds, "tree_cpu_pct"), ".0f") + " %"
     rss = f((med(ds, "tree_rss_kb") or 0) / 1024, ".0f") + " MiB"
     sc = ds[0]["scenario"]
+    failed = sum(x.get("failed", 0) for x in ds)
     if sc == "storm":
         tp = f(med(ds, "delivered_per_s"), ",.0f") + " msgs/s"
         notes = f"incomplete rounds {sum(x.get('incomplete_rounds', 0) for x in ds)}, order errors {sum(x.get('order_errors', 0) for x in ds)}"
@@ -125,5 +130,7 @@ for (case, server), ds in sorted(rows.items()):
             tp = f"all recovered in {f(t, ',.0f')} ms" if t is not None else "not all recovered"
             notes = (f"recovered {sum(x['recovered'] for x in ds)}/{sum(x['reconnect_attempted'] for x in ds)}, "
                      f"lost {sum(x['lost'] for x in ds)} / dup {sum(x['dup'] for x in ds)}")
+    if failed:
+        notes += f"; {failed} connections failed"
     print(f"| {case} | {server} | {len(ds)} | {tp} | {cpu} | {pct} | {rss} | {notes} |")
 PY

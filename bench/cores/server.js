@@ -3,6 +3,9 @@
 // workers joined by @socket.io/cluster-adapter (the setup of both packages' READMEs).
 // Env: PORT (3000), HOST (127.0.0.1), CSR=1 asks for connection state recovery (2 min,
 // skipMiddlewares), WORKERS. The primary starts listening once every worker is ready.
+// STICKY=0 drops @socket.io/sticky and lets node:cluster hand out the connections itself
+// (the workers listen on the shared port): enough for WebSocket-only clients, as sticky's
+// README says, but not for long-polling.
 // CPU and RSS are those of the primary plus the workers (its child processes).
 "use strict";
 const cluster = require("node:cluster");
@@ -12,21 +15,23 @@ const port = Number(process.env.PORT || 3000);
 const host = process.env.HOST || "127.0.0.1";
 const csr = process.env.CSR === "1";
 const workers = Number(process.env.WORKERS || 2);
+const sticky = process.env.STICKY !== "0";
 
 if (cluster.isPrimary) {
   const { setupMaster } = require("@socket.io/sticky");
   const { setupPrimary } = require("@socket.io/cluster-adapter");
   const httpServer = http.createServer();
-  setupMaster(httpServer, { loadBalancingMethod: "least-connection" });
+  if (sticky) setupMaster(httpServer, { loadBalancingMethod: "least-connection" });
   setupPrimary();
   cluster.setupPrimary({ serialization: "advanced" });
   let ready = 0;
+  const v = require("./node_modules/socket.io/package.json").version;
+  const hello = () =>
+    console.error(`node socket.io ${v} cluster: primary ${process.pid}, ${workers} workers, port ${port}, csr=${csr}, sticky=${sticky}`);
   cluster.on("message", (_worker, msg) => {
     if (msg && msg.type === "bench:ready" && ++ready === workers) {
-      httpServer.listen({ port, host, backlog: 1024 }, () => {
-        const v = require("./node_modules/socket.io/package.json").version;
-        console.error(`node socket.io ${v} cluster: primary ${process.pid}, ${workers} workers, port ${port}, csr=${csr}`);
-      });
+      if (sticky) httpServer.listen({ port, host, backlog: 1024 }, hello);
+      else hello();
     }
   });
   // A dead worker ends the bench: its clients are gone, the figures would be wrong.
@@ -53,7 +58,7 @@ if (cluster.isPrimary) {
       : undefined,
   });
   io.adapter(createAdapter());
-  setupWorker(io);
+  if (sticky) setupWorker(io);
   const to = (room) => (room === null || room === undefined ? io : io.to(room));
   io.on("connection", (socket) => {
     socket.on("echo", (...args) => {
@@ -79,5 +84,6 @@ if (cluster.isPrimary) {
     });
   });
   process.on("SIGTERM", () => process.exit(0));
-  process.send({ type: "bench:ready" });
+  if (sticky) process.send({ type: "bench:ready" });
+  else httpServer.listen({ port, host, backlog: 1024 }, () => process.send({ type: "bench:ready" }));
 }
