@@ -378,7 +378,7 @@ async fn run(cli: &Cli) -> Result<Map<String, Value>> {
             m.insert("probe".into(), "packets".into());
             let mut holder = ctx.open_many(1, 1, "pk").await?;
             ctl.call("broadcast", "\"pk\",\"0:0:\"").await?;
-            for (c, _) in offsets(holder.drain(..).collect()).await? {
+            for (c, _) in offsets(std::mem::take(&mut holder)).await? {
                 c.abort();
             }
             settle(cli.settle_s).await;
