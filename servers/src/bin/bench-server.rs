@@ -2,6 +2,9 @@
 #![forbid(unsafe_code)]
 
 use serde_json::Value;
+use std::sync::Arc;
+
+use tether::cluster::ClusterBackend;
 use tether::{AckSender, Payload, RecoveryConfig, Server, ServerConfig, SocketRef};
 
 fn main() -> std::io::Result<()> {
@@ -13,24 +16,26 @@ fn main() -> std::io::Result<()> {
             recovery: csr.then(RecoveryConfig::default),
             ..ServerConfig::default()
         };
-        // Optional: join a cluster (`ADAPTER=redis://HOST:PORT/DB`) to measure the
-        // cross-node path; the bench contract itself is single-node.
+        // Optional: join a cluster to measure the cross-node path (the bench contract itself
+        // is single-node). `ADAPTER` picks the backend by its URL: `redis://HOST:PORT/DB`,
+        // `postgres://USER@HOST:PORT/DB[?options=-csearch_path%3DSCHEMA]` or
+        // `nats://HOST:PORT`. `ADAPTER_PREFIX` names the backend's state (PostgreSQL table
+        // prefix; NATS stream, KV bucket and subject prefix): `bench_` / `bench` by default,
+        // so that a bench never touches another cluster's data.
         let io = match std::env::var("ADAPTER") {
-            Ok(url) if url.starts_with("redis://") => {
-                let backend = tether_redis::RedisBackend::connect(&url, Default::default())
+            Ok(url) => {
+                let prefix = std::env::var("ADAPTER_PREFIX")
+                    .ok()
+                    .filter(|p| !p.is_empty());
+                let backend = connect_backend(&url, prefix)
                     .await
                     .map_err(std::io::Error::other)?;
                 let uid = format!("bench:{}:{}", addr.port(), std::process::id());
-                Server::join_cluster(
-                    config,
-                    uid,
-                    std::sync::Arc::new(backend),
-                    Default::default(),
-                )
-                .await
-                .map_err(std::io::Error::other)?
+                Server::join_cluster(config, uid, backend, Default::default())
+                    .await
+                    .map_err(std::io::Error::other)?
             }
-            _ => Server::new(config),
+            Err(_) => Server::new(config),
         };
         io.of("/").on_connection(|socket: SocketRef| {
             socket.on(
@@ -111,4 +116,36 @@ fn main() -> std::io::Result<()> {
             .await
             .map_err(std::io::Error::other)
     })
+}
+
+/// The backend of `ADAPTER`'s URL, its state named after `prefix` when given.
+async fn connect_backend(
+    url: &str,
+    prefix: Option<String>,
+) -> Result<Arc<dyn ClusterBackend>, Box<dyn std::error::Error + Send + Sync>> {
+    if url.starts_with("redis://") {
+        let backend = tether_redis::RedisBackend::connect(url, Default::default()).await?;
+        Ok(Arc::new(backend))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let config = tether_postgres::PostgresConfig {
+            prefix: prefix.unwrap_or_else(|| "bench_".to_owned()),
+            ..Default::default()
+        };
+        Ok(Arc::new(
+            tether_postgres::PostgresBackend::connect(url, config).await?,
+        ))
+    } else if url.starts_with("nats://") {
+        let name = prefix.unwrap_or_else(|| "bench".to_owned());
+        let config = tether_nats::NatsConfig {
+            stream: name.clone(),
+            bucket: name.clone(),
+            subject_prefix: name,
+            ..Default::default()
+        };
+        Ok(Arc::new(
+            tether_nats::NatsBackend::connect(url, config).await?,
+        ))
+    } else {
+        Err(format!("ADAPTER: unknown backend URL {url:?} (redis://, postgres://, nats://)").into())
+    }
 }
