@@ -1,7 +1,7 @@
 //! The two transports. Each one moves frames between a session's outbox and the wire,
 //! and hands what arrives to [`dispatch`].
+pub(crate) mod buffers;
 pub(crate) mod polling;
-pub(crate) mod read_buffer;
 pub(crate) mod ws;
 
 use tether_proto::engine::Packet;

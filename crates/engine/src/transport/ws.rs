@@ -14,17 +14,20 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
+use super::buffers::Buffers;
 use super::dispatch_text;
-use super::read_buffer::LazyReadBuffer;
 use crate::engine::{Engine, Handler, Inner, Message, Session};
 use crate::socket::{Frame, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
-type Ws = WebSocketStream<LazyReadBuffer<TokioIo<hyper::upgrade::Upgraded>>>;
+type Ws = WebSocketStream<Buffers<TokioIo<hyper::upgrade::Upgraded>>>;
 
-/// How much tungstenite zero-fills and reads per call (see [`super::read_buffer`], which
+/// How much tungstenite zero-fills and reads per call (see [`super::buffers`], which
 /// reads the socket in larger chunks in front of it).
 const FRAME_READ_CHUNK: usize = 256;
+/// How much tungstenite gathers before it writes to [`Buffers`]: what a connection keeps
+/// after a burst (see [`super::buffers`]), and one write call per that many bytes.
+const TUNGSTENITE_WRITE_BUFFER: usize = 1024;
 
 /// Answers the WebSocket handshake and runs the connection in a task of its own.
 ///
@@ -73,10 +76,13 @@ pub(crate) fn accept<H: Handler, B>(
         config.max_message_size = Some(inner.config.max_payload);
         config.max_frame_size = Some(inner.config.max_payload);
         config.read_buffer_size = FRAME_READ_CHUNK;
-        config.write_buffer_size = 64 * 1024;
+        // Past this, frames go on to `Buffers`, which gathers them until the flush and
+        // does not keep a burst's buffer afterwards (tungstenite keeps its own, so it
+        // is kept small).
+        config.write_buffer_size = TUNGSTENITE_WRITE_BUFFER;
         config.max_write_buffer_size = usize::MAX;
         let ws = WebSocketStream::from_raw_socket(
-            LazyReadBuffer::new(TokioIo::new(upgraded)),
+            Buffers::new(TokioIo::new(upgraded)),
             Role::Server,
             Some(config),
         )
@@ -209,16 +215,24 @@ fn on_frame<H: Handler>(
 /// How many already-buffered frames are handled before queued output is flushed.
 const READ_BATCH: usize = 64;
 
+/// The most messages' room the connection loop keeps between writes (a burst's is freed).
+const KEEP_MESSAGES: usize = 16;
+
 /// Writes `msgs` and flushes, each step bounded by `timeout` so that a peer that stops
 /// reading cannot hold the connection (and its buffers) forever. Returns whether all
 /// of it was written.
 async fn write_all(ws: &mut Ws, msgs: &mut Vec<WsMessage>, timeout: Duration) -> bool {
+    let mut written = true;
     for m in msgs.drain(..) {
         if !bounded(ws.feed(m), timeout).await {
-            return false;
+            written = false;
+            break;
         }
     }
-    bounded(ws.flush(), timeout).await
+    if msgs.capacity() > KEEP_MESSAGES {
+        *msgs = Vec::new();
+    }
+    written && bounded(ws.flush(), timeout).await
 }
 
 /// Runs one write step; a timer is armed only if it cannot finish at once, so the
