@@ -9,8 +9,10 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
@@ -182,11 +184,29 @@ fn to_ws(frame: Frame, out: &mut Vec<WsMessage>) {
     }
 }
 
-/// Handles one frame from the client. Returns `false` when the connection must end.
+/// The close frame a protocol error earns (RFC 6455 §7.4.1): 1009 for a message over
+/// `max_payload`, 1007 for text that is not UTF-8, 1002 for a broken frame.
+fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as E;
+    let code = match e {
+        E::Capacity(_) => CloseCode::Size,
+        E::Utf8(_) => CloseCode::Invalid,
+        E::Protocol(_) => CloseCode::Protocol,
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: "".into(),
+    })
+}
+
+/// Handles one frame from the client. Returns `false` when the connection must end,
+/// with the close frame to end it with in `close`.
 fn on_frame<H: Handler>(
     inner: &Inner<H>,
     session: &Session<H>,
     msg: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+    close: &mut Option<CloseFrame>,
 ) -> bool {
     let socket = &session.socket;
     match msg {
@@ -206,6 +226,7 @@ fn on_frame<H: Handler>(
         Some(Ok(_)) => true,
         Some(Err(e)) => {
             tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
+            *close = close_for(&e);
             socket.close(CloseReason::TransportError);
             false
         }
@@ -256,6 +277,7 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let mut frames = std::collections::VecDeque::new();
     let mut msgs = Vec::new();
     let mut writable = true;
+    let mut close = None;
     loop {
         let notified = socket.outbox.notify.notified();
         tokio::pin!(notified);
@@ -280,11 +302,11 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
             biased;
             msg = ws.next() => {
                 let _guard = session.inbound.lock().await;
-                let mut keep = on_frame(inner, session, msg);
+                let mut keep = on_frame(inner, session, msg, &mut close);
                 let mut n = 1;
                 while keep && n < READ_BATCH {
                     match ws.next().now_or_never() {
-                        Some(msg) => keep = on_frame(inner, session, msg),
+                        Some(msg) => keep = on_frame(inner, session, msg, &mut close),
                         None => break,
                     }
                     n += 1;
@@ -303,6 +325,9 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         }
     }
     if writable {
-        let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+        let _ = tokio::time::timeout(timeout, ws.close(close)).await;
+        // tungstenite ends a close handshake it answered without flushing the stream:
+        // the answer is still in `Buffers`.
+        let _ = tokio::time::timeout(timeout, ws.get_mut().flush()).await;
     }
 }
