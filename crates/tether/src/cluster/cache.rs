@@ -34,8 +34,8 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Wraps an entry read from the log.
-    pub(crate) fn new(record: Record) -> Arc<Self> {
+    /// Wraps an entry read from the log, charged its cost.
+    fn new(record: Record) -> Arc<Self> {
         let cost = cost(&record);
         Arc::new(Entry {
             record,
@@ -139,15 +139,18 @@ impl LogCache {
         self.evict(&mut inner);
     }
 
-    /// Adds the entry the reader just read (entries come in log order).
-    pub(crate) fn push(&self, entry: Arc<Entry>) {
+    /// Adds the entry the reader just read (entries come in log order) and returns it
+    /// for delivery; with the cache off, only wraps it.
+    pub(crate) fn push(&self, record: Record) -> Arc<Entry> {
         if self.max_entries == 0 {
-            return;
+            return Entry::uncached(record);
         }
+        let entry = Entry::new(record);
         let mut inner = self.inner.locked();
         inner.bytes += entry.cost;
-        inner.entries.push_back(entry);
+        inner.entries.push_back(entry.clone());
         self.evict(&mut inner);
+        entry
     }
 
     fn evict(&self, inner: &mut Inner) {
@@ -245,7 +248,7 @@ mod tests {
     fn answers_only_what_it_holds_whole() {
         let cache = LogCache::new(pos(10), 100, 1 << 20);
         for s in 11..=20 {
-            cache.push(Entry::new(rec(s, "x")));
+            cache.push(rec(s, "x"));
         }
         assert_eq!(
             seqs(&cache.range(pos(10), pos(20)).unwrap()),
@@ -267,7 +270,7 @@ mod tests {
     fn eviction_moves_the_floor() {
         let cache = LogCache::new(pos(0), 5, 1 << 20);
         for s in 1..=8 {
-            cache.push(Entry::new(rec(s, "x")));
+            cache.push(rec(s, "x"));
         }
         assert_eq!(cache.usage().0, 5);
         assert!(cache.range(pos(2), pos(8)).is_none(), "entry 3 was evicted");
@@ -277,7 +280,7 @@ mod tests {
         );
         let big = LogCache::new(pos(0), 100, 2_000);
         for s in 1..=50 {
-            big.push(Entry::new(rec(s, &"y".repeat(100))));
+            big.push(rec(s, &"y".repeat(100)));
         }
         let (n, bytes) = big.usage();
         assert!(

@@ -560,8 +560,7 @@ async fn reader(cluster: Weak<Cluster>, start: Position) {
                     let id = r.id;
                     // Cached before it is delivered: a replay never asks for an entry
                     // past what the cache holds.
-                    let entry = Entry::new(r);
-                    c.cache.push(entry.clone());
+                    let entry = c.cache.push(r);
                     c.handle(&entry).await;
                     pos = id;
                     c.progress.send_modify(|p| p.position = id);
