@@ -1,5 +1,6 @@
 //! WebSocket: a direct session, or the upgrade of a polling session (probe, upgrade).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use super::buffers::Buffers;
+use super::buffers::{frame_len, Buffers, WRITE_LIMIT};
 use super::dispatch_text;
 use crate::engine::{Engine, Handler, Inner, Message, Session};
 use crate::socket::{Frame, Handshake, Transport};
@@ -27,9 +28,10 @@ type Ws = WebSocketStream<Buffers<TokioIo<hyper::upgrade::Upgraded>>>;
 /// How much tungstenite zero-fills and reads per call (see [`super::buffers`], which
 /// reads the socket in larger chunks in front of it).
 const FRAME_READ_CHUNK: usize = 256;
-/// How much tungstenite gathers before it writes to [`Buffers`]: what a connection keeps
-/// after a burst (see [`super::buffers`]), and one write call per that many bytes.
-const TUNGSTENITE_WRITE_BUFFER: usize = 1024;
+/// How much tungstenite gathers before it writes to [`Buffers`]: nothing, as it writes only
+/// what it answers on its own (pongs, the close handshake) and the first packets; the
+/// connection loop writes its frames to [`Buffers`] itself (see [`write_frames`]).
+const TUNGSTENITE_WRITE_BUFFER: usize = 0;
 
 /// Answers the WebSocket handshake and runs the connection in a task of its own.
 ///
@@ -78,9 +80,7 @@ pub(crate) fn accept<H: Handler, B>(
         config.max_message_size = Some(inner.config.max_payload);
         config.max_frame_size = Some(inner.config.max_payload);
         config.read_buffer_size = FRAME_READ_CHUNK;
-        // Past this, frames go on to `Buffers`, which gathers them until the flush and
-        // does not keep a burst's buffer afterwards (tungstenite keeps its own, so it
-        // is kept small).
+        // tungstenite's own frames go on to `Buffers` at once, whole.
         config.write_buffer_size = TUNGSTENITE_WRITE_BUFFER;
         config.max_write_buffer_size = usize::MAX;
         let ws = WebSocketStream::from_raw_socket(
@@ -173,15 +173,19 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     run(&inner, ws, &session).await;
 }
 
-fn to_ws(frame: Frame, out: &mut Vec<WsMessage>) {
-    match frame {
-        Frame::Text(t) => out.push(WsMessage::Text(t)),
-        Frame::Binary(b) => out.push(WsMessage::Binary(b)),
-        Frame::WithAttachments(t, bins) => {
-            out.push(WsMessage::Text(t));
-            out.extend(bins.iter().cloned().map(WsMessage::Binary));
-        }
-    }
+/// The WebSocket opcodes of the messages the connection loop writes (RFC 6455 §5.2).
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+
+/// The WebSocket messages a frame is, in order: a text (or binary) message, then its
+/// binary attachments.
+fn messages(frame: &Frame) -> impl Iterator<Item = (u8, &[u8])> {
+    let (op, first, attachments): (u8, &[u8], &[Bytes]) = match frame {
+        Frame::Text(t) => (OP_TEXT, t.as_bytes(), &[]),
+        Frame::Binary(b) => (OP_BINARY, b, &[]),
+        Frame::WithAttachments(t, bins) => (OP_TEXT, t.as_bytes(), bins),
+    };
+    std::iter::once((op, first)).chain(attachments.iter().map(|b| (OP_BINARY, &b[..])))
 }
 
 /// The close frame a protocol error earns (RFC 6455 §7.4.1): 1009 for a message over
@@ -200,13 +204,35 @@ fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
     })
 }
 
+/// How the client's frames ended the connection, for what the server still sends.
+#[derive(Default)]
+enum Ending {
+    /// Not by a frame of the client's (or not yet): a plain close.
+    #[default]
+    Server,
+    /// The client closed (or went away): only tungstenite's answer to its close goes.
+    PeerClosed,
+    /// A protocol error: closed with its code.
+    Error(Option<CloseFrame>),
+}
+
+impl Ending {
+    /// The close frame the server ends with.
+    fn close_frame(self) -> Option<CloseFrame> {
+        match self {
+            Ending::Error(frame) => frame,
+            Ending::Server | Ending::PeerClosed => None,
+        }
+    }
+}
+
 /// Handles one frame from the client. Returns `false` when the connection must end,
-/// with the close frame to end it with in `close`.
+/// with how it ended in `close`.
 fn on_frame<H: Handler>(
     inner: &Inner<H>,
     session: &Session<H>,
     msg: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
-    close: &mut Option<CloseFrame>,
+    close: &mut Ending,
 ) -> bool {
     let socket = &session.socket;
     match msg {
@@ -220,13 +246,14 @@ fn on_frame<H: Handler>(
             true
         }
         Some(Ok(WsMessage::Close(_))) | None => {
+            *close = Ending::PeerClosed;
             socket.close(CloseReason::TransportClose);
             false
         }
         Some(Ok(_)) => true,
         Some(Err(e)) => {
             tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
-            *close = close_for(&e);
+            *close = Ending::Error(close_for(&e));
             socket.close(CloseReason::TransportError);
             false
         }
@@ -236,31 +263,35 @@ fn on_frame<H: Handler>(
 /// How many already-buffered frames are handled before queued output is flushed.
 const READ_BATCH: usize = 64;
 
-/// The most messages' room the connection loop keeps between writes (a burst's is freed).
-const KEEP_MESSAGES: usize = 16;
-
-/// Writes `msgs` and flushes, each step bounded by `timeout` so that a peer that stops
-/// reading cannot hold the connection (and its buffers) forever. Returns whether all
-/// of it was written.
-async fn write_all(ws: &mut Ws, msgs: &mut Vec<WsMessage>, timeout: Duration) -> bool {
-    let mut written = true;
-    for m in msgs.drain(..) {
-        if !bounded(ws.feed(m), timeout).await {
-            written = false;
-            break;
+/// Writes `frames` as finished WebSocket frames into [`Buffers`] (one allocation for the
+/// batch), sending to the socket when [`WRITE_LIMIT`] is reached, then flushes through
+/// tungstenite, which first passes on what it queued itself (a pong). Each step is bounded
+/// by `timeout`, so that a peer that stops reading cannot hold the connection (and its
+/// buffers) forever. Returns whether all of it was written.
+async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Frame>, timeout: Duration) -> bool {
+    let total: usize = frames
+        .iter()
+        .flat_map(messages)
+        .map(|(_, payload)| frame_len(payload.len()))
+        .sum();
+    ws.get_mut().reserve(total.min(WRITE_LIMIT));
+    for frame in frames.drain(..) {
+        for (op, payload) in messages(&frame) {
+            let out = ws.get_mut();
+            if !out.has_room(frame_len(payload.len())) && !bounded(out.send(), timeout).await {
+                return false;
+            }
+            ws.get_mut().put_frame(op, payload);
         }
     }
-    if msgs.capacity() > KEEP_MESSAGES {
-        *msgs = Vec::new();
-    }
-    written && bounded(ws.flush(), timeout).await
+    bounded(ws.flush(), timeout).await
 }
 
 /// Runs one write step; a timer is armed only if it cannot finish at once, so the
 /// common case (the socket takes the bytes) costs no timer per message.
-async fn bounded<F>(step: F, timeout: Duration) -> bool
+async fn bounded<F, E>(step: F, timeout: Duration) -> bool
 where
-    F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+    F: std::future::Future<Output = Result<(), E>>,
 {
     let mut step = std::pin::pin!(step);
     if let Some(done) = step.as_mut().now_or_never() {
@@ -274,20 +305,16 @@ where
 async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let socket = &session.socket;
     let timeout = inner.config.write_timeout;
-    let mut frames = std::collections::VecDeque::new();
-    let mut msgs = Vec::new();
+    let mut frames = VecDeque::new();
     let mut writable = true;
-    let mut close = None;
+    let mut close = Ending::default();
     loop {
         let notified = socket.outbox.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         socket.outbox.drain_into(&mut frames);
         if !frames.is_empty() {
-            for f in frames.drain(..) {
-                to_ws(f, &mut msgs);
-            }
-            if !write_all(&mut ws, &mut msgs, timeout).await {
+            if !write_frames(&mut ws, &mut frames, timeout).await {
                 tracing::debug!(sid = %socket.sid(), "websocket write failed or timed out");
                 socket.close(CloseReason::TransportError);
                 writable = false;
@@ -312,12 +339,13 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
                     n += 1;
                 }
                 if !keep {
-                    // Flush what is queued (a close, a disconnect packet), then stop.
+                    // Flush what is queued (a close, a disconnect packet), then stop;
+                    // after the peer's close only tungstenite's answer goes.
                     socket.outbox.drain_into(&mut frames);
-                    for f in frames.drain(..) {
-                        to_ws(f, &mut msgs);
+                    if matches!(close, Ending::PeerClosed) {
+                        frames.clear();
                     }
-                    writable = write_all(&mut ws, &mut msgs, timeout).await;
+                    writable = write_frames(&mut ws, &mut frames, timeout).await;
                     break;
                 }
             }
@@ -325,7 +353,7 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         }
     }
     if writable {
-        let _ = tokio::time::timeout(timeout, ws.close(close)).await;
+        let _ = tokio::time::timeout(timeout, ws.close(close.close_frame())).await;
         // tungstenite ends a close handshake it answered without flushing the stream:
         // the answer is still in `Buffers`.
         let _ = tokio::time::timeout(timeout, ws.get_mut().flush()).await;
