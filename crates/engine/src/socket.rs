@@ -164,10 +164,20 @@ impl Frame {
     }
 }
 
-/// The outgoing queue of a session, bounded in packets and in bytes.
-/// The most frames an outbox keeps room for between wake-ups (see [`Outbox::drain_into`]).
+/// The most frames an outbox keeps room for between wake-ups (see [`recycle`]).
 const KEEP_FRAMES: usize = 16;
 
+/// Shrinks a drained buffer grown past [`KEEP_FRAMES`] (a burst) back to that, so that
+/// an idle session holds at most that much outbox memory and the next burst starts from
+/// it (a storm of 40 frames per wake-up: 2 reallocations, not 5). The connection loop
+/// calls it once it has written what it drained.
+pub(crate) fn recycle(frames: &mut VecDeque<Frame>) {
+    if frames.capacity() > KEEP_FRAMES {
+        frames.shrink_to(KEEP_FRAMES);
+    }
+}
+
+/// The outgoing queue of a session, bounded in packets and in bytes.
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     pub(crate) notify: Notify,
@@ -232,15 +242,11 @@ impl Outbox {
     }
 
     /// Moves everything queued to `out`, which must be empty, by swapping buffers: the
-    /// queue keeps `out`'s buffer, so a busy session allocates no queue per wake-up. A
-    /// buffer grown past [`KEEP_FRAMES`] (a burst) is shrunk back to that rather than
-    /// kept, so an idle session holds at most that much outbox memory, and the next
-    /// burst starts from it (a storm of 40 frames per wake-up: 2 reallocations, not 5).
+    /// queue keeps `out`'s buffer, so a busy session allocates no queue per wake-up
+    /// (see [`recycle`] for the size it keeps).
     pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>) {
         debug_assert!(out.is_empty());
-        if out.capacity() > KEEP_FRAMES {
-            out.shrink_to(KEEP_FRAMES);
-        }
+        recycle(out);
         {
             let mut q = self.lock();
             std::mem::swap(&mut q.frames, out);

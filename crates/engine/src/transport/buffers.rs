@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most read from the socket in one call.
@@ -39,8 +39,11 @@ pub(crate) struct Buffers<S> {
     inner: S,
     /// Read from the socket, not yet taken; empty (and unallocated) most of the time.
     rest: BytesMut,
-    /// Written, not yet sent to the socket.
-    out: BytesMut,
+    /// Written; the bytes from `sent` on are not yet sent to the socket. A `Vec`, whose
+    /// capacity is its allocation (a `BytesMut` advanced past what was sent reports only
+    /// the room left, so a burst's buffer would look small and be kept).
+    out: Vec<u8>,
+    sent: usize,
 }
 
 impl<S> Buffers<S> {
@@ -48,7 +51,8 @@ impl<S> Buffers<S> {
         Buffers {
             inner,
             rest: BytesMut::new(),
-            out: BytesMut::new(),
+            out: Vec::new(),
+            sent: 0,
         }
     }
 
@@ -94,7 +98,13 @@ impl<S> Buffers<S> {
     /// Whether a frame of `len` bytes can be gathered without sending first: there is
     /// room under [`WRITE_LIMIT`], or nothing is gathered (a frame alone always goes).
     pub(crate) fn has_room(&self, len: usize) -> bool {
-        self.out.is_empty() || self.out.len() + len <= WRITE_LIMIT
+        let pending = self.pending();
+        pending == 0 || pending + len <= WRITE_LIMIT
+    }
+
+    /// Bytes gathered and not yet sent.
+    fn pending(&self) -> usize {
+        self.out.len() - self.sent
     }
 
     /// Makes room for `len` more bytes in one allocation (a batch of frames whose size is
@@ -127,8 +137,8 @@ impl<S> Buffers<S> {
             10
         };
         self.out.reserve(head_len + n);
-        self.out.put_slice(&head[..head_len]);
-        self.out.put_slice(payload);
+        self.out.extend_from_slice(&head[..head_len]);
+        self.out.extend_from_slice(payload);
     }
 }
 
@@ -150,15 +160,17 @@ impl<S: AsyncWrite + Unpin> Buffers<S> {
 
     /// Sends what is gathered to the socket.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.out.advance(n);
+            self.sent += n;
         }
+        self.out.clear();
+        self.sent = 0;
         if self.out.capacity() > KEEP_WRITE {
-            self.out = BytesMut::new();
+            self.out = Vec::new();
         }
         Poll::Ready(Ok(()))
     }
@@ -171,7 +183,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Buffers<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.out.len() + buf.len() > WRITE_LIMIT {
+        if this.pending() + buf.len() > WRITE_LIMIT {
             ready!(this.poll_send(cx))?;
             if buf.len() > WRITE_LIMIT {
                 return Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -277,6 +289,20 @@ mod tests {
             "gathered bytes leave room up to the limit"
         );
         assert!(!b.has_room(WRITE_LIMIT - 3), "but no further");
+    }
+
+    #[tokio::test]
+    async fn a_batch_reserved_exactly_is_freed_after_its_flush() {
+        let (w, mut r) = tokio::io::duplex(1 << 20);
+        let mut writer = Buffers::new(w);
+        let payload = vec![b'z'; 3000];
+        writer.reserve(frame_len(payload.len()));
+        writer.put_frame(0x1, &payload);
+        writer.flush().await.unwrap();
+        assert_eq!(writer.out.capacity(), 0, "a burst's buffer is not kept");
+        let mut got = vec![0u8; frame_len(payload.len())];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[4..], &payload[..]);
     }
 
     #[tokio::test]

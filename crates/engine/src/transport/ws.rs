@@ -20,7 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::buffers::{frame_len, Buffers, WRITE_LIMIT};
 use super::dispatch_text;
 use crate::engine::{Engine, Handler, Inner, Message, Session};
-use crate::socket::{Frame, Handshake, Transport};
+use crate::socket::{recycle, Frame, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
 type Ws = WebSocketStream<Buffers<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -284,6 +284,7 @@ async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Frame>, timeout: Durati
             ws.get_mut().put_frame(op, payload);
         }
     }
+    recycle(frames);
     bounded(ws.flush(), timeout).await
 }
 
