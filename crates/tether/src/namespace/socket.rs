@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tether_engine::{CloseReason, EngineSocket, Handshake, Sid, TextMessage};
 use tokio::sync::oneshot;
@@ -100,7 +101,10 @@ pub struct Socket {
     pub(crate) start: Mutex<Option<Position>>,
     data: Mutex<Value>,
     pub(crate) rooms: Mutex<Vec<Room>>,
-    handlers: RwLock<HashMap<String, BoxedHandler>>,
+    /// Event handlers by name, hashed with FxHash: the names are the application's and a
+    /// peer only looks them up, so nothing it sends can make them collide (SipHash was
+    /// 2.6 % of an echo's instructions).
+    handlers: RwLock<FxHashMap<String, BoxedHandler>>,
     any: RwLock<Option<BoxedHandler>>,
     on_disconnect: Mutex<Vec<BoxedHandler>>,
     on_disconnecting: Mutex<Vec<BoxedHandler>>,
@@ -162,7 +166,7 @@ impl Socket {
             start: Mutex::new(origin.start),
             data: Mutex::new(origin.data),
             rooms: Mutex::new(origin.rooms),
-            handlers: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(FxHashMap::default()),
             any: RwLock::new(None),
             on_disconnect: Mutex::new(Vec::new()),
             on_disconnecting: Mutex::new(Vec::new()),
