@@ -243,10 +243,10 @@ impl Outbox {
 
     /// Moves everything queued to `out`, which must be empty, by swapping buffers: the
     /// queue keeps `out`'s buffer, so a busy session allocates no queue per wake-up
-    /// (see [`recycle`] for the size it keeps).
+    /// (the connection loop [`recycle`]s `out` once it has written it, which bounds what
+    /// the queue keeps).
     pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>) {
         debug_assert!(out.is_empty());
-        recycle(out);
         {
             let mut q = self.lock();
             std::mem::swap(&mut q.frames, out);

@@ -122,20 +122,20 @@ impl<S> Buffers<S> {
     /// on its own (pongs, the close handshake), always whole frames between these.
     pub(crate) fn put_frame(&mut self, opcode: u8, payload: &[u8]) {
         let n = payload.len();
+        let head_len = head_len(n);
         let mut head = [0u8; 10];
         head[0] = 0x80 | opcode;
-        let head_len = if n < 126 {
-            head[1] = n as u8;
-            2
-        } else if n <= usize::from(u16::MAX) {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(n as u64).to_be_bytes());
-            10
-        };
+        match head_len {
+            2 => head[1] = n as u8,
+            4 => {
+                head[1] = 126;
+                head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            }
+            _ => {
+                head[1] = 127;
+                head[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
         self.out.reserve(head_len + n);
         self.out.extend_from_slice(&head[..head_len]);
         self.out.extend_from_slice(payload);
@@ -144,12 +144,16 @@ impl<S> Buffers<S> {
 
 /// The size of a server frame of `payload_len` bytes (see [`Buffers::put_frame`]).
 pub(crate) fn frame_len(payload_len: usize) -> usize {
-    payload_len
-        + match payload_len {
-            0..=125 => 2,
-            126..=0xffff => 4,
-            _ => 10,
-        }
+    payload_len + head_len(payload_len)
+}
+
+/// The size of a server frame's header: the shortest length encoding (RFC 6455 §5.2).
+fn head_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Buffers<S> {
