@@ -22,8 +22,6 @@
 //! assert_eq!(out, r#"["\ud83d"]"#);
 //! ```
 
-use std::io;
-
 use serde::Serialize;
 use serde_json::Value;
 
@@ -144,53 +142,147 @@ fn depth(s: &str) -> usize {
 }
 
 /// Appends `v` as compact JSON, with mapped lone surrogates written back as escapes.
+///
+/// The output is byte for byte what `serde_json` writes (the same escapes, the same
+/// number formats), plus the lone surrogates of the [module docs](self).
 pub fn write_value(out: &mut String, v: &Value) {
-    write(out, v);
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, k);
+                out.push(':');
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_number(out: &mut String, n: &serde_json::Number) {
+    let mut digits = itoa::Buffer::new();
+    if let Some(u) = n.as_u64() {
+        out.push_str(digits.format(u));
+    } else if let Some(i) = n.as_i64() {
+        out.push_str(digits.format(i));
+    } else {
+        // Floats keep serde_json's own format (shortest round trip, `1.0`, `1e+100`).
+        let mut bytes = std::mem::take(out).into_bytes();
+        // A `Number` always serializes, and a `Vec` never fails to take bytes.
+        let _ = n.serialize(&mut serde_json::Serializer::new(&mut bytes));
+        *out = String::from_utf8(bytes).unwrap_or_else(|e| {
+            // serde_json writes ASCII digits only; unreachable, kept lossless anyway.
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        });
+    }
 }
 
 /// Appends `s` as a JSON string, like [`write_value`].
+///
+/// Written here rather than through `serde_json`'s serializer, which was half of an
+/// echo's acknowledgement: it scans eight bytes at a time for the few that need an
+/// escape and copies the runs between them whole.
 pub fn write_str(out: &mut String, s: &str) {
-    write(out, s);
-}
-
-fn write<T: Serialize + ?Sized>(out: &mut String, v: &T) {
-    // serde_json writes bytes in many small pieces (a quote, a key, a colon...); they go to
-    // the string's own buffer as bytes, checked as UTF-8 once at the end rather than piece
-    // by piece (three checks per echo's ack were ~2 % of its instructions). serde_json
-    // writes only whole `str` pieces and ASCII escapes, so the check always passes; were
-    // it ever to fail, the text is kept with replacement characters rather than lost.
-    let mut bytes = std::mem::take(out).into_bytes();
-    let mut ser = serde_json::Serializer::with_formatter(&mut bytes, JsFormatter);
-    // A `Value` or a `str` always serializes, and a `Vec` never fails to take bytes.
-    let _ = v.serialize(&mut ser);
-    *out = match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-}
-
-/// serde_json's compact format, with the mapped code points escaped.
-struct JsFormatter;
-
-impl serde_json::ser::Formatter for JsFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
-        // Every mapped code point is encoded F4 8F A0..BF xx in UTF-8.
-        if !fragment.as_bytes().contains(&0xF4) {
-            return w.write_all(fragment.as_bytes());
-        }
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if let Some(unit) = surrogate_of(c) {
-                w.write_all(&fragment.as_bytes()[start..i])?;
-                write!(w, "\\u{unit:04x}")?;
-                start = i + c.len_utf8();
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if !needs_escape_in(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
             }
         }
-        w.write_all(&fragment.as_bytes()[start..])
+        let b = bytes[i];
+        if !NEEDS_ESCAPE[usize::from(b)] {
+            i += 1;
+            continue;
+        }
+        // `i` is at an ASCII byte or at the lead byte 0xF4: a char boundary.
+        out.push_str(&s[copied..i]);
+        if b == 0xF4 {
+            let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+            match surrogate_of(c) {
+                Some(unit) => push_unicode_escape(out, unit),
+                None => out.push(c),
+            }
+            i += c.len_utf8();
+        } else {
+            match b {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                0x08 => out.push_str("\\b"),
+                0x0C => out.push_str("\\f"),
+                _ => push_unicode_escape(out, u32::from(b)),
+            }
+            i += 1;
+        }
+        copied = i;
+    }
+    out.push_str(&s[copied..]);
+    out.push('"');
+}
+
+/// The bytes that [`write_str`] cannot copy as they are: control characters, `"`, `\\`,
+/// and 0xF4, the lead byte of the mapped lone surrogates (and of U+100000..U+10FFFF).
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0xF4] = true;
+    t
+};
+
+/// Whether any of the eight bytes of `w` is one of [`NEEDS_ESCAPE`]'s (the classic
+/// "has a zero byte" test, `(x - 0x01..) & !x & 0x80..`, which never misses one).
+fn needs_escape_in(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (below_space
+        | zero_in(w ^ (ONES * u64::from(b'"')))
+        | zero_in(w ^ (ONES * u64::from(b'\\')))
+        | zero_in(w ^ (ONES * 0xF4)))
+        != 0
+}
+
+/// `\\u` and four lower-case hex digits, as `serde_json` and `JSON.stringify` write them.
+fn push_unicode_escape(out: &mut String, unit: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(char::from(HEX[((unit >> shift) & 0xF) as usize]));
     }
 }
 
@@ -227,6 +319,39 @@ mod tests {
             round_trip(r#"{"a":[1,2.5,null,true,"é\n"]}"#),
             r#"{"a":[1,2.5,null,true,"é\n"]}"#
         );
+    }
+
+    #[test]
+    fn writes_what_serde_json_writes() {
+        // Every byte class at every position of the eight-byte scan, and every value kind.
+        let mut strings: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
+            for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '€', '😀', '\u{100000}'] {
+                for at in 0..=len {
+                    let mut s: String = "abcdefghij".chars().cycle().take(len).collect();
+                    s.insert(at, special);
+                    strings.push(s);
+                }
+            }
+        }
+        for s in &strings {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+        let v = json!([null, true, false, 0, -1, u64::MAX, i64::MIN, 1.5, -0.0, 1e300, 0.1,
+            {"k\"ey": [{}, [], ""], "z": {"a": "b\u{0}"}}, strings]);
+        let mut out = String::new();
+        write_value(&mut out, &v);
+        assert_eq!(out, serde_json::to_string(&v).unwrap());
+    }
+
+    #[test]
+    fn mapped_code_points_next_to_others_of_plane_16() {
+        // U+10F83D is a mapped lone surrogate; U+100000 shares its lead byte 0xF4 but is not.
+        let mut out = String::new();
+        write_str(&mut out, "a\u{10f83d}b\u{100000}c\u{10ffff}");
+        assert_eq!(out, "\"a\\ud83db\u{100000}c\\udfff\"");
     }
 
     #[test]
