@@ -72,12 +72,16 @@ impl PacketType {
 }
 
 /// One decoded Socket.IO packet (its binary attachments travel separately).
+///
+/// `N` holds the namespace: a `String`, or a `&str` borrowed from the text that
+/// [`Packet::decode_borrowed`] decoded (a server reads every packet that way, with no
+/// allocation for the namespace).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Packet {
+pub struct Packet<N = String> {
     /// The packet type.
     pub ty: PacketType,
     /// The namespace, `/` by default.
-    pub nsp: String,
+    pub nsp: N,
     /// The ack id, if the sender wants an answer (events) or answers (acks).
     pub id: Option<u64>,
     /// How many binary attachments follow (binary types only).
@@ -100,20 +104,7 @@ impl Packet {
 
     /// Decodes and validates one packet.
     pub fn decode(s: &str) -> Result<Self, Error> {
-        let (ty, attachments, nsp, id, rest) = decode_header(s)?;
-        let data = if rest.is_empty() {
-            None
-        } else {
-            Some(crate::json::from_str(rest)?)
-        };
-        validate(ty, data.as_ref())?;
-        Ok(Packet {
-            ty,
-            nsp: nsp.to_owned(),
-            id,
-            attachments,
-            data,
-        })
+        Packet::decode_borrowed(s).map(Packet::into_owned)
     }
 
     /// Encodes the packet's text part.
@@ -133,6 +124,44 @@ impl Packet {
                 a.first().and_then(Value::as_str)
             }
             _ => None,
+        }
+    }
+}
+
+impl<'a> Packet<&'a str> {
+    /// Decodes and validates one packet, its namespace borrowed from `s`.
+    ///
+    /// ```
+    /// use tether_proto::sio::Packet;
+    /// let p = Packet::decode_borrowed(r#"2/chat,7["hi"]"#).unwrap();
+    /// assert_eq!((p.nsp, p.id), ("/chat", Some(7)));
+    /// assert_eq!(p.into_owned(), Packet::decode(r#"2/chat,7["hi"]"#).unwrap());
+    /// ```
+    pub fn decode_borrowed(s: &'a str) -> Result<Self, Error> {
+        let (ty, attachments, nsp, id, rest) = decode_header(s)?;
+        let data = if rest.is_empty() {
+            None
+        } else {
+            Some(crate::json::from_str(rest)?)
+        };
+        validate(ty, data.as_ref())?;
+        Ok(Packet {
+            ty,
+            nsp,
+            id,
+            attachments,
+            data,
+        })
+    }
+
+    /// The packet with a namespace of its own.
+    pub fn into_owned(self) -> Packet {
+        Packet {
+            ty: self.ty,
+            nsp: self.nsp.to_owned(),
+            id: self.id,
+            attachments: self.attachments,
+            data: self.data,
         }
     }
 }

@@ -121,8 +121,10 @@ impl Client {
                     // As the reference's parser: text while attachments are awaited.
                     return self.parse_error("text packet while awaiting attachments");
                 }
-                match Packet::decode(text) {
-                    Ok(p) if p.ty.is_binary() && p.attachments > 0 => self.start_binary(p),
+                match Packet::decode_borrowed(text) {
+                    Ok(p) if p.ty.is_binary() && p.attachments > 0 => {
+                        self.start_binary(p.into_owned())
+                    }
                     Ok(p) => self.on_packet(p, Vec::new()),
                     Err(tether_proto::Error::TooDeep) if !text.starts_with(['5', '6']) => {
                         // A clean refusal: the packet is dropped, the connection stays.
@@ -151,7 +153,21 @@ impl Client {
                 if p.attachments.len() == p.packet.attachments {
                     if let Some(done) = partial.take() {
                         drop(partial);
-                        self.on_packet(done.packet, done.attachments);
+                        let Packet {
+                            ty,
+                            nsp,
+                            id,
+                            attachments,
+                            data,
+                        } = done.packet;
+                        let packet = Packet {
+                            ty,
+                            nsp: nsp.as_str(),
+                            id,
+                            attachments,
+                            data,
+                        };
+                        self.on_packet(packet, done.attachments);
                     }
                 }
             }
@@ -184,23 +200,23 @@ impl Client {
         self.engine.close(CloseReason::ParseError);
     }
 
-    fn on_packet(self: &Arc<Self>, packet: Packet, attachments: Vec<Bytes>) {
+    fn on_packet(self: &Arc<Self>, packet: Packet<&str>, attachments: Vec<Bytes>) {
         match packet.ty {
             PacketType::Connect => self.on_connect(packet),
             PacketType::Disconnect => {
-                if let Some(s) = self.socket(&packet.nsp) {
+                if let Some(s) = self.socket(packet.nsp) {
                     s.ns.remove_socket(&s, DisconnectReason::ClientNamespaceDisconnect);
                 }
             }
             PacketType::Event | PacketType::BinaryEvent => {
-                if let (Some(s), Some(Value::Array(args))) = (self.socket(&packet.nsp), packet.data)
+                if let (Some(s), Some(Value::Array(args))) = (self.socket(packet.nsp), packet.data)
                 {
                     s.handle_event(packet.id, args, attachments);
                 }
             }
             PacketType::Ack | PacketType::BinaryAck => {
                 if let (Some(s), Some(id), Some(Value::Array(args))) =
-                    (self.socket(&packet.nsp), packet.id, packet.data)
+                    (self.socket(packet.nsp), packet.id, packet.data)
                 {
                     s.handle_ack(id, args, attachments);
                 }
@@ -209,8 +225,8 @@ impl Client {
         }
     }
 
-    fn on_connect(self: &Arc<Self>, packet: Packet) {
-        let nsp = packet.nsp;
+    fn on_connect(self: &Arc<Self>, packet: Packet<&str>) {
+        let nsp = packet.nsp.to_owned();
         if self.socket(&nsp).is_some() {
             return;
         }
