@@ -224,20 +224,29 @@ impl Outbox {
     /// Queues a frame. A bounded push fails when the queue already holds
     /// `max_packets`, or when the frame would take it past `max_bytes` (a frame alone in
     /// the queue always fits, whatever its size).
+    ///
+    /// Only a push into an empty queue notifies: whoever drains the queue (the WebSocket
+    /// loop, a poll) drains it after it registered for the notification and waits only
+    /// when it found it empty, so a frame that joins others is taken with them (a burst of
+    /// a storm notifies once, not once per frame).
     fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
-        {
+        let was_empty = {
             let mut q = self.lock();
             let cost = frame.cost();
+            let was_empty = q.frames.is_empty();
             if bounded
-                && !q.frames.is_empty()
+                && !was_empty
                 && (q.frames.len() >= self.max_packets || q.bytes + cost > self.max_bytes)
             {
                 return Err(SendError::Full);
             }
             q.bytes += cost;
             q.frames.push_back(frame);
+            was_empty
+        };
+        if was_empty {
+            self.notify.notify_one();
         }
-        self.notify.notify_one();
         Ok(())
     }
 
