@@ -326,7 +326,18 @@ mod tests {
         // Every byte class at every position of the eight-byte scan, and every value kind.
         let mut strings: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
         for len in [0, 1, 7, 8, 9, 15, 16, 17, 40] {
-            for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '€', '😀', '\u{100000}'] {
+            for special in [
+                '"',
+                '\\',
+                '\n',
+                '\u{1}',
+                '\u{1f}',
+                '\u{7f}',
+                'é',
+                '€',
+                '😀',
+                '\u{100000}',
+            ] {
                 for at in 0..=len {
                     let mut s: String = "abcdefghij".chars().cycle().take(len).collect();
                     s.insert(at, special);
