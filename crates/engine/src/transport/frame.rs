@@ -588,6 +588,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn arbitrary_bytes_never_panic_and_stay_bounded() {
+        // A small deterministic generator (xorshift), so that failures reproduce.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut bytes = Vec::new();
+            while bytes.len() < 300 {
+                let r = next();
+                if r % 3 == 0 {
+                    // A well-formed frame of any opcode, final or not.
+                    let len = (r >> 8) as usize % 140;
+                    let op = ((r >> 16) % 16) as u8;
+                    bytes.extend(frame((r >> 24) % 2 == 0, op, &vec![b'a'; len], r % 7 == 0));
+                } else {
+                    bytes.extend_from_slice(&r.to_le_bytes()[..(r >> 60) as usize % 8]);
+                }
+            }
+            let mut r = Reader::new(100);
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = (next() % 40) as usize + 1;
+                r.append(&bytes[at..(at + n).min(bytes.len())]);
+                at += n;
+                assert!(r.buf.len() <= 100 + 14 + 40);
+                assert!(r.partial.as_ref().map_or(0, |p| p.data.capacity()) <= 100);
+                let mut failed = false;
+                loop {
+                    match r.next() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    break;
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn the_socket_is_read_in_chunks_and_nothing_is_kept_after() {
         let (mut w, mut r) = tokio::io::duplex(1 << 20);
