@@ -1,33 +1,23 @@
-//! The WebSocket transport's read and write buffers, which hold memory only while they
-//! hold bytes.
+//! The WebSocket transport's socket and write buffer, which holds memory only while it
+//! holds bytes.
 //!
-//! **Reads.** tungstenite zero-fills `read_buffer_size` bytes of its own buffer before
-//! every read, even a read that finds nothing, and the connection loop polls the reader at
-//! every wake-up (a broadcast to 1,000 sockets is 1,000 wake-ups): with the 4 KiB it needs
-//! to read a batch of frames in one call, that zeroing was a third of the cost of a
-//! delivery. So tungstenite is given a small read size, and [`Buffers`] reads up to
-//! [`READ_CHUNK`] bytes from the socket per call into an uninitialised stack buffer, gives
-//! tungstenite what it asked for and keeps the rest on the heap until it is taken.
+//! **Reads** go straight to the socket: [`super::frame::Reader`] reads it in chunks into a
+//! stack buffer and keeps only what it has not handled yet.
 //!
 //! **Writes.** The connection loop writes its frames here as finished WebSocket frames
 //! ([`Buffers::put_frame`]), gathered up to [`WRITE_LIMIT`] until it flushes; after the
 //! flush a buffer grown past [`KEEP_WRITE`] is freed (a replay of 100 missed events to
-//! 5,000 clients would otherwise keep 130 MiB: tungstenite's own write buffer never
-//! shrinks, so it is given none and writes only its own control frames, whole).
+//! 5,000 clients would otherwise keep 130 MiB).
 //!
 //! An idle connection so holds no read buffer and at most [`KEEP_WRITE`] of write buffer
 //! here (tokio's `BufReader`/`BufWriter` keep theirs for the connection's life).
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most read from the socket in one call.
-pub(crate) const READ_CHUNK: usize = 4096;
 /// The most written frames gathered before they go to the socket without a flush.
 pub(crate) const WRITE_LIMIT: usize = 64 * 1024;
 /// The most write buffer kept between flushes.
@@ -37,8 +27,6 @@ pub(crate) const KEEP_WRITE: usize = 2048;
 #[derive(Debug)]
 pub(crate) struct Buffers<S> {
     inner: S,
-    /// Read from the socket, not yet taken; empty (and unallocated) most of the time.
-    rest: BytesMut,
     /// Written; the bytes from `sent` on are not yet sent to the socket. A `Vec`, whose
     /// capacity is its allocation (a `BytesMut` advanced past what was sent reports only
     /// the room left, so a burst's buffer would look small and be kept).
@@ -50,19 +38,8 @@ impl<S> Buffers<S> {
     pub(crate) fn new(inner: S) -> Self {
         Buffers {
             inner,
-            rest: BytesMut::new(),
             out: Vec::new(),
             sent: 0,
-        }
-    }
-
-    /// Copies what fits of the kept bytes to `dst`, freeing them once all are taken.
-    fn take_rest(&mut self, dst: &mut ReadBuf<'_>) {
-        let n = self.rest.len().min(dst.remaining());
-        dst.put_slice(&self.rest[..n]);
-        self.rest.advance(n);
-        if self.rest.is_empty() {
-            self.rest = BytesMut::new();
         }
     }
 }
@@ -73,24 +50,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Buffers<S> {
         cx: &mut Context<'_>,
         dst: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if !this.rest.is_empty() {
-            this.take_rest(dst);
-            return Poll::Ready(Ok(()));
-        }
-        if dst.remaining() >= READ_CHUNK {
-            return Pin::new(&mut this.inner).poll_read(cx, dst);
-        }
-        let mut raw = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut chunk = ReadBuf::uninit(&mut raw);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
-        let read = chunk.filled();
-        let n = read.len().min(dst.remaining());
-        dst.put_slice(&read[..n]);
-        if n < read.len() {
-            this.rest.extend_from_slice(&read[n..]);
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.inner).poll_read(cx, dst)
     }
 }
 
@@ -100,6 +60,11 @@ impl<S> Buffers<S> {
     pub(crate) fn has_room(&self, len: usize) -> bool {
         let pending = self.pending();
         pending == 0 || pending + len <= WRITE_LIMIT
+    }
+
+    /// Whether bytes are gathered and not yet sent (a pong, say).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending() > 0
     }
 
     /// Bytes gathered and not yet sent.
@@ -118,8 +83,7 @@ impl<S> Buffers<S> {
     ///
     /// The connection loop writes its frames here itself: tungstenite's write path (a
     /// `Message`, a `Frame`, its own buffer, then this one) cost ~400 instructions per
-    /// frame, most of a broadcast's delivery. tungstenite still writes what it answers
-    /// on its own (pongs, the close handshake), always whole frames between these.
+    /// frame, most of a broadcast's delivery. Pongs and close frames go the same way.
     pub(crate) fn put_frame(&mut self, opcode: u8, payload: &[u8]) {
         let n = payload.len();
         let head_len = head_len(n);
@@ -216,26 +180,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn small_reads_get_every_byte_in_order_and_the_rest_is_freed() {
-        let (mut w, r) = tokio::io::duplex(1 << 20);
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        w.write_all(&data).await.unwrap();
-        drop(w);
-        let mut reader = Buffers::new(r);
-        let mut got = Vec::new();
-        let mut small = [0u8; 256];
-        loop {
-            let n = reader.read(&mut small).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&small[..n]);
-        }
-        assert_eq!(got, data);
-        assert_eq!(reader.rest.capacity(), 0, "nothing kept once all is taken");
-    }
-
-    #[tokio::test]
     async fn writes_are_gathered_until_a_flush_and_a_big_buffer_is_freed() {
         let (w, mut r) = tokio::io::duplex(1 << 20);
         let mut writer = Buffers::new(w);
@@ -307,16 +251,5 @@ mod tests {
         let mut got = vec![0u8; frame_len(payload.len())];
         r.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[4..], &payload[..]);
-    }
-
-    #[tokio::test]
-    async fn large_reads_go_straight_through() {
-        let (mut w, r) = tokio::io::duplex(1 << 20);
-        w.write_all(&[7u8; 9000]).await.unwrap();
-        let mut reader = Buffers::new(r);
-        let mut big = vec![0u8; 9000];
-        reader.read_exact(&mut big).await.unwrap();
-        assert!(big.iter().all(|&b| b == 7));
-        assert_eq!(reader.rest.capacity(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The two transports. Each one moves frames between a session's outbox and the wire,
 //! and hands what arrives to [`dispatch`].
 pub(crate) mod buffers;
+pub(crate) mod frame;
 pub(crate) mod polling;
 pub(crate) mod ws;
 

@@ -1,6 +1,7 @@
 //! WebSocket: a direct session, or the upgrade of a polling session (probe, upgrade).
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -8,32 +9,59 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt as _;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::WebSocketStream;
 
 use super::buffers::{frame_len, Buffers, WRITE_LIMIT};
 use super::dispatch_text;
+use super::frame::{self, Event, Reader, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
 use crate::engine::{Engine, Handler, Inner, Message, Session};
 use crate::socket::{recycle, Frame, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
-type Ws = WebSocketStream<Buffers<TokioIo<hyper::upgrade::Upgraded>>>;
+/// A WebSocket connection: the socket with its write buffer, and the reader of the
+/// client's frames (see [`frame`] for why it is not tungstenite's).
+struct Ws {
+    io: Buffers<TokioIo<hyper::upgrade::Upgraded>>,
+    reader: Reader,
+    /// How the stream ended, once it did.
+    ended: Option<End>,
+}
 
-/// How much tungstenite zero-fills and reads per call (see [`super::buffers`], which
-/// reads the socket in larger chunks in front of it).
-const FRAME_READ_CHUNK: usize = 256;
-/// How much tungstenite gathers before it writes to [`Buffers`]: nothing, as it writes only
-/// what it answers on its own (pongs, the close handshake) and the first packets; the
-/// connection loop writes its frames to [`Buffers`] itself (see [`write_frames`]).
-const TUNGSTENITE_WRITE_BUFFER: usize = 0;
+/// How the socket's stream ended.
+enum End {
+    /// The client went away without a close frame.
+    Eof,
+    /// Reading the socket failed.
+    Failed(io::Error),
+}
+
+impl Ws {
+    /// Reads the socket until a frame (or a protocol error) is buffered or the stream
+    /// ends; `cx`'s waker is registered when it waits.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.ended.is_none() && !self.reader.has_frame() {
+            match std::task::ready!(self.reader.poll_fill(&mut self.io, cx)) {
+                Ok(0) => self.ended = Some(End::Eof),
+                Ok(_) => {}
+                Err(e) => self.ended = Some(End::Failed(e)),
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Sends a close frame (with `code`, else empty) and flushes, within `timeout`.
+    async fn close(&mut self, code: Option<u16>, timeout: Duration) {
+        let code = code.map(u16::to_be_bytes);
+        self.io
+            .put_frame(OP_CLOSE, code.as_ref().map_or(&[][..], |c| &c[..]));
+        let _ = tokio::time::timeout(timeout, self.io.flush()).await;
+    }
+}
 
 /// Answers the WebSocket handshake and runs the connection in a task of its own.
 ///
@@ -78,24 +106,16 @@ pub(crate) fn accept<H: Handler, B>(
                 return;
             }
         };
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(inner.config.max_payload);
-        config.max_frame_size = Some(inner.config.max_payload);
-        config.read_buffer_size = FRAME_READ_CHUNK;
-        // tungstenite's own frames go on to `Buffers` at once, whole.
-        config.write_buffer_size = TUNGSTENITE_WRITE_BUFFER;
-        config.max_write_buffer_size = usize::MAX;
-        let ws = WebSocketStream::from_raw_socket(
-            Buffers::new(TokioIo::new(upgraded)),
-            Role::Server,
-            Some(config),
-        )
-        .await;
+        let ws = Ws {
+            io: Buffers::new(TokioIo::new(upgraded)),
+            reader: Reader::new(inner.config.max_payload),
+            ended: None,
+        };
         match upgrade_of {
             None => run_new(inner, ws, new_sid.unwrap_or_else(Sid::random), handshake).await,
             Some(_) if refuse => {
                 let mut ws = ws;
-                let _ = tokio::time::timeout(inner.config.write_timeout, ws.close(None)).await;
+                ws.close(None, inner.config.write_timeout).await;
             }
             Some(session) => run_upgrade(inner, ws, session).await,
         }
@@ -119,9 +139,8 @@ pub(crate) fn accept<H: Handler, B>(
 async fn run_new<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, sid: Sid, handshake: Handshake) {
     let session = inner.open_session(sid, Transport::Websocket, handshake);
     let open = inner.open_packet(session.socket.sid(), Transport::Websocket);
-    let sent =
-        tokio::time::timeout(inner.config.write_timeout, ws.send(WsMessage::text(open))).await;
-    if !matches!(sent, Ok(Ok(()))) {
+    ws.io.put_frame(OP_TEXT, open.as_bytes());
+    if !bounded(ws.io.flush(), inner.config.write_timeout).await {
         session.socket.close(CloseReason::TransportError);
         return;
     }
@@ -133,13 +152,11 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     let probe = async {
         // Wait for `2probe`, answer `3probe`, then wait for `5`.
         let mut probed = false;
-        while let Some(msg) = ws.next().await {
-            let Ok(WsMessage::Text(t)) = msg else {
-                return false;
-            };
+        while let Some(t) = probe_text(&mut ws, inner.config.write_timeout).await {
             match (probed, t.as_str()) {
                 (false, "2probe") => {
-                    if ws.send(WsMessage::text("3probe")).await.is_err() {
+                    ws.io.put_frame(OP_TEXT, b"3probe");
+                    if !bounded(ws.io.flush(), inner.config.write_timeout).await {
                         return false;
                     }
                     probed = true;
@@ -159,7 +176,7 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     if !upgraded || socket.is_closed() {
         socket.upgrading.store(false, Ordering::Release);
         socket.upgrade_claimed.store(false, Ordering::Release);
-        let _ = tokio::time::timeout(inner.config.write_timeout, ws.close(None)).await;
+        ws.close(None, inner.config.write_timeout).await;
         return;
     }
     socket.set_transport(Transport::Websocket);
@@ -175,9 +192,24 @@ async fn run_upgrade<H: Handler>(inner: Arc<Inner<H>>, mut ws: Ws, session: Arc<
     run(&inner, ws, &session).await;
 }
 
-/// The WebSocket opcodes of the messages the connection loop writes (RFC 6455 §5.2).
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
+/// Reads the next text message of the probe, answering pings on the way: `None` for
+/// anything else (a binary message, a close, an error, the end of the stream).
+async fn probe_text(ws: &mut Ws, timeout: Duration) -> Option<String> {
+    loop {
+        match ws.reader.next() {
+            Ok(Some(Event::Text(t))) => return Some(t.to_owned()),
+            Ok(Some(Event::Ping(p))) => {
+                ws.io.put_frame(OP_PONG, p);
+                if !bounded(ws.io.flush(), timeout).await {
+                    return None;
+                }
+            }
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if ws.ended.is_some() => return None,
+            Ok(None) => std::future::poll_fn(|cx| ws.poll_readable(cx)).await,
+        }
+    }
+}
 
 /// The WebSocket messages a frame is, in order: a text (or binary) message, then its
 /// binary attachments.
@@ -190,104 +222,163 @@ fn messages(frame: &Frame) -> impl Iterator<Item = (u8, &[u8])> {
     std::iter::once((op, first)).chain(attachments.iter().map(|b| (OP_BINARY, &b[..])))
 }
 
-/// The close frame a protocol error earns (RFC 6455 §7.4.1): 1009 for a message over
-/// `max_payload`, 1007 for text that is not UTF-8, 1002 for a broken frame.
-fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
-    use tokio_tungstenite::tungstenite::Error as E;
-    let code = match e {
-        E::Capacity(_) => CloseCode::Size,
-        E::Utf8(_) => CloseCode::Invalid,
-        E::Protocol(_) => CloseCode::Protocol,
-        _ => return None,
-    };
-    Some(CloseFrame {
-        code,
-        reason: "".into(),
-    })
-}
-
-/// How the client's frames ended the connection, for what the server still sends.
+/// How the connection ended, for what the server still sends.
 #[derive(Default)]
 enum Ending {
     /// Not by a frame of the client's (or not yet): a plain close.
     #[default]
     Server,
-    /// The client closed (or went away): only tungstenite's answer to its close goes.
-    PeerClosed,
-    /// A protocol error: closed with its code.
-    Error(Option<CloseFrame>),
+    /// The client closed: only the answer to its close goes, with this code (or empty).
+    PeerClosed(Option<u16>),
+    /// A protocol error (or the stream's end or failure): closed with this code, if any
+    /// (RFC 6455 §7.4.1: 1009 for a message over `max_payload`, 1007 for text that is
+    /// not UTF-8, 1002 for a broken frame).
+    Error(Option<u16>),
 }
 
 impl Ending {
-    /// The close frame the server ends with.
-    fn close_frame(self) -> Option<CloseFrame> {
-        match self {
-            Ending::Error(frame) => frame,
-            Ending::Server | Ending::PeerClosed => None,
+    /// The code of the close frame the server ends with (`None`: an empty one).
+    fn close_code(&self) -> Option<u16> {
+        match *self {
+            Ending::Server => None,
+            Ending::PeerClosed(code) | Ending::Error(code) => code,
         }
     }
 }
 
-/// Handles one frame from the client. Returns `false` when the connection must end,
-/// with how it ended in `close`.
-fn on_frame<H: Handler>(
+/// Handles one message (or ping) from the client; a pong goes to `out`. Returns `false`
+/// when the connection must end, with how it ended in `close`.
+fn on_event<H: Handler>(
     inner: &Inner<H>,
     session: &Session<H>,
-    msg: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+    out: &mut Buffers<TokioIo<hyper::upgrade::Upgraded>>,
+    event: Event<'_>,
     close: &mut Ending,
 ) -> bool {
     let socket = &session.socket;
-    match msg {
-        Some(Ok(WsMessage::Text(t))) => {
-            !socket.is_closed() && dispatch_text(inner, session, t.as_str())
-        }
-        Some(Ok(WsMessage::Binary(b))) => {
+    match event {
+        Event::Text(t) => !socket.is_closed() && dispatch_text(inner, session, t),
+        Event::Binary(b) => {
             if !socket.is_closed() {
+                let b = Bytes::copy_from_slice(b);
                 inner.handler.on_message(&session.conn, Message::Binary(b));
             }
             true
         }
-        Some(Ok(WsMessage::Close(_))) | None => {
-            *close = Ending::PeerClosed;
-            socket.close(CloseReason::TransportClose);
-            false
+        Event::Ping(p) => {
+            out.put_frame(OP_PONG, p);
+            true
         }
-        Some(Ok(_)) => true,
-        Some(Err(e)) => {
-            tracing::debug!(sid = %socket.sid(), "websocket error: {e}");
-            *close = Ending::Error(close_for(&e));
-            socket.close(CloseReason::TransportError);
+        Event::Close(code) => {
+            *close = Ending::PeerClosed(code);
+            socket.close(CloseReason::TransportClose);
             false
         }
     }
 }
 
-/// How many already-buffered frames are handled before queued output is flushed.
+/// Ends the connection for a protocol error or the stream's end (tungstenite's rule: an
+/// end without a close frame is an error, 1002).
+fn on_error<H: Handler>(
+    session: &Session<H>,
+    code: Option<u16>,
+    why: &dyn std::fmt::Display,
+    close: &mut Ending,
+) {
+    tracing::debug!(sid = %session.socket.sid(), "websocket error: {why}");
+    *close = Ending::Error(code);
+    session.socket.close(CloseReason::TransportError);
+}
+
+/// How many already-buffered messages are handled before queued output is flushed.
 const READ_BATCH: usize = 64;
 
+/// Handles the messages buffered (and any more the socket has at once), up to
+/// [`READ_BATCH`]. Returns `false` when the connection must end, with how in `close`.
+/// The reader's waker is registered (and `reader.woken` left clear) only when the socket
+/// has nothing more; otherwise `reader.woken` is set, to poll it again next time round.
+fn read_batch<H: Handler>(
+    inner: &Inner<H>,
+    session: &Session<H>,
+    ws: &mut Ws,
+    reader: &ReadWake,
+    read_waker: &Waker,
+    close: &mut Ending,
+) -> bool {
+    let mut n = 0;
+    while n < READ_BATCH {
+        match ws.reader.next() {
+            Ok(Some(event)) => {
+                if !on_event(inner, session, &mut ws.io, event, close) {
+                    return false;
+                }
+                n += 1;
+            }
+            Ok(None) => match &ws.ended {
+                Some(End::Eof) => {
+                    on_error(
+                        session,
+                        Some(frame::Error::Protocol.code()),
+                        &"closed without a close frame",
+                        close,
+                    );
+                    return false;
+                }
+                Some(End::Failed(e)) => {
+                    on_error(session, None, e, close);
+                    return false;
+                }
+                None => {
+                    // Frames that arrive together are handled together: read on while
+                    // the socket has bytes at once.
+                    reader.woken.store(false, Ordering::Release);
+                    match ws
+                        .reader
+                        .poll_fill(&mut ws.io, &mut Context::from_waker(read_waker))
+                    {
+                        Poll::Ready(Ok(0)) => ws.ended = Some(End::Eof),
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => ws.ended = Some(End::Failed(e)),
+                        // The waker is registered.
+                        Poll::Pending => return true,
+                    }
+                }
+            },
+            Err(e) => {
+                on_error(session, Some(e.code()), &e, close);
+                return false;
+            }
+        }
+    }
+    // More may be buffered already (no readiness will say so): the reader is polled
+    // again next time round, until it waits.
+    reader.woken.store(true, Ordering::Release);
+    true
+}
+
 /// Writes `frames` as finished WebSocket frames into [`Buffers`] (one allocation for the
-/// batch), sending to the socket when [`WRITE_LIMIT`] is reached, then flushes through
-/// tungstenite, which first passes on what it queued itself (a pong). Each step is bounded
-/// by `timeout`, so that a peer that stops reading cannot hold the connection (and its
-/// buffers) forever. Returns whether all of it was written.
+/// batch), after what is gathered there already (a pong), sending to the socket when
+/// [`WRITE_LIMIT`] is reached, then flushes. Each step is bounded by `timeout`, so that a
+/// peer that stops reading cannot hold the connection (and its buffers) forever. Returns
+/// whether all of it was written.
 async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Frame>, timeout: Duration) -> bool {
     let total: usize = frames
         .iter()
         .flat_map(messages)
         .map(|(_, payload)| frame_len(payload.len()))
         .sum();
-    ws.get_mut().reserve(total.min(WRITE_LIMIT));
+    let out = &mut ws.io;
+    out.reserve(total.min(WRITE_LIMIT));
     for frame in frames.drain(..) {
         for (op, payload) in messages(&frame) {
-            let out = ws.get_mut();
             if !out.has_room(frame_len(payload.len())) && !bounded(out.send(), timeout).await {
                 return false;
             }
-            ws.get_mut().put_frame(op, payload);
+            out.put_frame(op, payload);
         }
     }
     recycle(frames);
-    bounded(ws.flush(), timeout).await
+    bounded(out.flush(), timeout).await
 }
 
 /// Runs one write step; a timer is armed only if it cannot finish at once, so the
@@ -304,9 +395,9 @@ where
 }
 
 /// Whether the connection's reader was woken since it was last polled, so that a wake-up
-/// for the outbox alone (each delivery of a broadcast) does not poll the reader:
-/// tungstenite's read path, tokio-tungstenite's waker proxies and the socket's readiness
-/// cost more than the delivery itself (fanout-1k: a fifth of all instructions).
+/// for the outbox alone (each delivery of a broadcast) does not poll the reader: the read
+/// path and the socket's readiness cost more than the delivery itself (fanout-1k, with
+/// tungstenite's reader: a fifth of all instructions).
 struct ReadWake {
     woken: AtomicBool,
     /// The connection task, woken with the flag set.
@@ -337,7 +428,7 @@ impl Wake for ReadWake {
 /// What woke the connection loop.
 enum Woken {
     /// The reader has a frame (or the stream ended).
-    Read(Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>),
+    Read,
     /// The outbox was written to (or the session is closing).
     Outbox,
 }
@@ -357,7 +448,8 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         socket.outbox.drain_into(&mut frames);
-        if !frames.is_empty() {
+        // Pongs are gathered in `Buffers` and go with the next write.
+        if !frames.is_empty() || ws.io.has_pending() {
             if !write_frames(&mut ws, &mut frames, timeout).await {
                 tracing::debug!(sid = %socket.sid(), "websocket write failed or timed out");
                 socket.close(CloseReason::TransportError);
@@ -371,35 +463,24 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         }
         let woken = std::future::poll_fn(|cx| {
             reader.task.register(cx.waker());
-            if reader.woken.swap(false, Ordering::AcqRel) {
-                if let Poll::Ready(msg) = ws.poll_next_unpin(&mut Context::from_waker(&read_waker))
-                {
-                    return Poll::Ready(Woken::Read(msg));
-                }
+            if reader.woken.swap(false, Ordering::AcqRel)
+                && ws
+                    .poll_readable(&mut Context::from_waker(&read_waker))
+                    .is_ready()
+            {
+                return Poll::Ready(Woken::Read);
             }
             std::future::Future::poll(notified.as_mut(), cx).map(|()| Woken::Outbox)
         })
         .await;
         match woken {
-            Woken::Read(msg) => {
-                // More may be buffered already (no readiness will say so): the reader is
-                // polled again next time round, until it waits.
-                reader.woken.store(true, Ordering::Release);
+            Woken::Read => {
                 let _guard = session.inbound.lock().await;
-                let mut keep = on_frame(inner, session, msg, &mut close);
-                let mut n = 1;
-                while keep && n < READ_BATCH {
-                    match ws.next().now_or_never() {
-                        Some(msg) => keep = on_frame(inner, session, msg, &mut close),
-                        None => break,
-                    }
-                    n += 1;
-                }
-                if !keep {
+                if !read_batch(inner, session, &mut ws, &reader, &read_waker, &mut close) {
                     // Flush what is queued (a close, a disconnect packet), then stop;
-                    // after the peer's close only tungstenite's answer goes.
+                    // after the peer's close only the answer to it goes.
                     socket.outbox.drain_into(&mut frames);
-                    if matches!(close, Ending::PeerClosed) {
+                    if matches!(close, Ending::PeerClosed(_)) {
                         frames.clear();
                     }
                     writable = write_frames(&mut ws, &mut frames, timeout).await;
@@ -410,9 +491,6 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
         }
     }
     if writable {
-        let _ = tokio::time::timeout(timeout, ws.close(close.close_frame())).await;
-        // tungstenite ends a close handshake it answered without flushing the stream:
-        // the answer is still in `Buffers`.
-        let _ = tokio::time::timeout(timeout, ws.get_mut().flush()).await;
+        ws.close(close.close_code(), timeout).await;
     }
 }
