@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -180,7 +181,13 @@ pub(crate) fn recycle(frames: &mut VecDeque<Frame>) {
 /// The outgoing queue of a session, bounded in packets and in bytes.
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
+    /// Wakes a poll that waits for frames (and, on an upgrade, one that must end).
     pub(crate) notify: Notify,
+    /// The WebSocket connection loop's task, woken like `notify`. Each delivery of a
+    /// broadcast is a wake-up, and `Notify`'s waiter list takes a lock to wait, to wake
+    /// and to stop waiting (~950 instructions per delivery in fanout-1k under callgrind);
+    /// the loop is the one waiter, so a waker slot does.
+    pub(crate) task: AtomicWaker,
     max_packets: usize,
     max_bytes: usize,
     stats: Arc<crate::stats::EngineStats>,
@@ -198,6 +205,7 @@ impl Outbox {
         Outbox {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
+            task: AtomicWaker::new(),
             max_packets,
             max_bytes,
             stats,
@@ -226,8 +234,8 @@ impl Outbox {
     /// the queue always fits, whatever its size).
     ///
     /// Only a push into an empty queue notifies: whoever drains the queue (the WebSocket
-    /// loop, a poll) drains it after it registered for the notification and waits only
-    /// when it found it empty, so a frame that joins others is taken with them (a burst of
+    /// loop, a poll) registers for the notification before it looks at the queue and
+    /// waits only when it found it empty, so a frame that joins others is taken with them (a burst of
     /// a storm notifies once, not once per frame).
     fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
         let was_empty = {
@@ -245,9 +253,15 @@ impl Outbox {
             was_empty
         };
         if was_empty {
+            self.task.wake();
             self.notify.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
     }
 
     /// Moves everything queued to `out`, which must be empty, by swapping buffers: the
@@ -536,6 +550,7 @@ impl EngineSocket {
         self.close_notify.notify_one();
         self.outbox.notify.notify_waiters();
         self.outbox.notify.notify_one();
+        self.outbox.task.wake();
     }
 
     /// Whether the session is closed or closing.
