@@ -8,7 +8,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -20,7 +19,7 @@ use super::buffers::{frame_len, Buffers, WRITE_LIMIT};
 use super::dispatch_text;
 use super::frame::{self, Event, Reader, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
 use crate::engine::{Engine, Handler, Inner, Message, Session};
-use crate::socket::{recycle, Frame, Handshake, Transport};
+use crate::socket::{recycle, EngineSocket, Frame, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
 /// A WebSocket connection: the socket with its write buffer, and the reader of the
@@ -407,16 +406,17 @@ where
 /// tungstenite's reader: a fifth of all instructions).
 struct ReadWake {
     woken: AtomicBool,
-    /// The connection task, woken with the flag set.
-    task: AtomicWaker,
+    /// The session's socket, whose outbox's waker slot holds the connection task: one
+    /// slot for both (each registration is a compare of wakers, per delivery).
+    socket: Arc<EngineSocket>,
 }
 
-impl Default for ReadWake {
-    fn default() -> Self {
+impl ReadWake {
+    fn new(socket: Arc<EngineSocket>) -> Self {
         ReadWake {
             // Polled at once: the reader has not registered a waker yet.
             woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
+            socket,
         }
     }
 }
@@ -428,7 +428,7 @@ impl Wake for ReadWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        self.socket.outbox.task.wake();
     }
 }
 
@@ -448,7 +448,7 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let mut frames = VecDeque::new();
     let mut writable = true;
     let mut close = Ending::default();
-    let reader = Arc::new(ReadWake::default());
+    let reader = Arc::new(ReadWake::new(socket.clone()));
     let read_waker = Waker::from(reader.clone());
     loop {
         socket.outbox.drain_into(&mut frames);
@@ -466,8 +466,8 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
             break;
         }
         let woken = std::future::poll_fn(|cx| {
-            reader.task.register(cx.waker());
-            // Registered before the queue is looked at: a push after the look wakes it.
+            // Registered before the reader and the queue are looked at: a frame or a push
+            // after the look wakes it.
             socket.outbox.task.register(cx.waker());
             if reader.woken.swap(false, Ordering::AcqRel)
                 && ws
