@@ -167,6 +167,16 @@ fn close_event(payload: &[u8]) -> Result<Event<'_>, Error> {
     }
 }
 
+/// A whole message: text (which must be UTF-8) or binary.
+fn message(text: bool, data: &[u8]) -> Result<Event<'_>, Error> {
+    if !text {
+        return Ok(Event::Binary(data));
+    }
+    std::str::from_utf8(data)
+        .map(Event::Text)
+        .map_err(|_| Error::Utf8)
+}
+
 /// What is at the read position.
 enum Next {
     /// A whole frame, with its payload's size (checked against the limit).
@@ -270,17 +280,9 @@ impl Reader {
                         data,
                     });
                 }
-                OP_TEXT => {
-                    let text = self.buf.get(start..end).unwrap_or_default();
-                    return match std::str::from_utf8(text) {
-                        Ok(t) => Ok(Some(Event::Text(t))),
-                        Err(_) => Err(Error::Utf8),
-                    };
-                }
-                OP_BINARY => {
-                    return Ok(Some(Event::Binary(
-                        self.buf.get(start..end).unwrap_or_default(),
-                    )))
+                OP_TEXT | OP_BINARY => {
+                    let data = self.buf.get(start..end).unwrap_or_default();
+                    return message(head.opcode == OP_TEXT, data).map(Some);
                 }
                 OP_CONTINUATION => {
                     let Some(p) = self.partial.as_mut() else {
@@ -293,14 +295,7 @@ impl Reader {
                             return Err(Error::Protocol);
                         };
                         self.done = data;
-                        return if !text {
-                            Ok(Some(Event::Binary(&self.done)))
-                        } else {
-                            match std::str::from_utf8(&self.done) {
-                                Ok(t) => Ok(Some(Event::Text(t))),
-                                Err(_) => Err(Error::Utf8),
-                            }
-                        };
+                        return message(text, &self.done).map(Some);
                     }
                 }
                 OP_PING => {
