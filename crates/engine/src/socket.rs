@@ -235,8 +235,8 @@ impl Outbox {
     ///
     /// Only a push into an empty queue notifies: whoever drains the queue (the WebSocket
     /// loop, a poll) registers for the notification before it looks at the queue and
-    /// waits only when it found it empty, so a frame that joins others is taken with them (a burst of
-    /// a storm notifies once, not once per frame).
+    /// waits only when it found it empty, so a frame that joins others is taken with
+    /// them (a burst of a storm notifies once, not once per frame).
     fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
         let was_empty = {
             let mut q = self.lock();

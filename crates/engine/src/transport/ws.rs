@@ -44,11 +44,18 @@ impl Ws {
     /// ends; `cx`'s waker is registered when it waits.
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while self.ended.is_none() && !self.reader.has_frame() {
-            match std::task::ready!(self.reader.poll_fill(&mut self.io, cx)) {
-                Ok(0) => self.ended = Some(End::Eof),
-                Ok(_) => {}
-                Err(e) => self.ended = Some(End::Failed(e)),
-            }
+            std::task::ready!(self.poll_fill(cx));
+        }
+        Poll::Ready(())
+    }
+
+    /// Reads the socket once into the reader, noting in `ended` how the stream ended if
+    /// it did; `cx`'s waker is registered when it waits.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match std::task::ready!(self.reader.poll_fill(&mut self.io, cx)) {
+            Ok(0) => self.ended = Some(End::Eof),
+            Ok(_) => {}
+            Err(e) => self.ended = Some(End::Failed(e)),
         }
         Poll::Ready(())
     }
@@ -331,15 +338,12 @@ fn read_batch<H: Handler>(
                     // Frames that arrive together are handled together: read on while
                     // the socket has bytes at once.
                     reader.woken.store(false, Ordering::Release);
-                    match ws
-                        .reader
-                        .poll_fill(&mut ws.io, &mut Context::from_waker(read_waker))
+                    if ws
+                        .poll_fill(&mut Context::from_waker(read_waker))
+                        .is_pending()
                     {
-                        Poll::Ready(Ok(0)) => ws.ended = Some(End::Eof),
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Ready(Err(e)) => ws.ended = Some(End::Failed(e)),
                         // The waker is registered.
-                        Poll::Pending => return true,
+                        return true;
                     }
                 }
             },
