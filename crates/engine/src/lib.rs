@@ -30,6 +30,7 @@
 mod config;
 mod engine;
 mod error;
+mod outbox;
 mod serve;
 mod sid;
 mod socket;

@@ -1,13 +1,12 @@
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::outbox::{Frame, Outbox};
 use crate::{SendError, Sid};
 
 /// The transport a session currently uses.
@@ -101,213 +100,6 @@ impl TextMessage {
     /// The payload, without the Engine.IO prefix.
     pub fn payload(&self) -> &str {
         self.0.as_str().get(1..).unwrap_or_default()
-    }
-}
-
-/// What waits in a session's outbox.
-#[derive(Debug, Clone)]
-pub(crate) enum Frame {
-    /// A whole Engine.IO text packet (type digit included).
-    Text(Utf8Bytes),
-    /// A binary message.
-    Binary(Bytes),
-    /// A text message followed by its binary attachments, kept together.
-    WithAttachments(Utf8Bytes, Arc<[Bytes]>),
-}
-
-impl Frame {
-    /// What the frame costs the outbox's byte budget: its bytes plus a fixed share for
-    /// the queue entry itself, so a flood of tiny frames is bounded too.
-    fn cost(&self) -> usize {
-        const ENTRY: usize = 48;
-        ENTRY
-            + match self {
-                Frame::Text(t) => t.len(),
-                Frame::Binary(b) => b.len(),
-                Frame::WithAttachments(t, bins) => {
-                    t.len() + bins.iter().map(|b| b.len() + ENTRY).sum::<usize>()
-                }
-            }
-    }
-
-    /// Its bytes: the text and the attachments.
-    fn data_len(&self) -> usize {
-        match self {
-            Frame::Text(t) => t.len(),
-            Frame::Binary(b) => b.len(),
-            Frame::WithAttachments(t, bins) => {
-                t.len() + bins.iter().map(|b| b.len()).sum::<usize>()
-            }
-        }
-    }
-
-    /// How many messages it is on the wire.
-    fn parts(&self) -> usize {
-        match self {
-            Frame::WithAttachments(_, bins) => 1 + bins.len(),
-            _ => 1,
-        }
-    }
-
-    /// Its size in a polling payload: binary parts are base64 with a `b` prefix, and
-    /// parts are separated by one byte.
-    pub(crate) fn polling_len(&self) -> usize {
-        fn b64(n: usize) -> usize {
-            1 + n.div_ceil(3) * 4
-        }
-        match self {
-            Frame::Text(t) => t.len(),
-            Frame::Binary(b) => b64(b.len()),
-            Frame::WithAttachments(t, bins) => {
-                t.len() + bins.iter().map(|b| 1 + b64(b.len())).sum::<usize>()
-            }
-        }
-    }
-}
-
-/// The most frames an outbox keeps room for between wake-ups (see [`recycle`]).
-const KEEP_FRAMES: usize = 16;
-
-/// Shrinks a drained buffer grown past [`KEEP_FRAMES`] (a burst) back to that, so that
-/// an idle session holds at most that much outbox memory and the next burst starts from
-/// it (a storm of 40 frames per wake-up: 2 reallocations, not 5). The connection loop
-/// calls it once it has written what it drained.
-pub(crate) fn recycle(frames: &mut VecDeque<Frame>) {
-    if frames.capacity() > KEEP_FRAMES {
-        frames.shrink_to(KEEP_FRAMES);
-    }
-}
-
-/// The outgoing queue of a session, bounded in packets and in bytes.
-pub(crate) struct Outbox {
-    queue: Mutex<Queue>,
-    /// Wakes a poll that waits for frames (and, on an upgrade, one that must end).
-    pub(crate) notify: Notify,
-    /// The WebSocket connection loop's task, woken like `notify`. Each delivery of a
-    /// broadcast is a wake-up, and `Notify`'s waiter list takes a lock to wait, to wake
-    /// and to stop waiting (~950 instructions per delivery in fanout-1k under callgrind);
-    /// the loop is the one waiter, so a waker slot does.
-    pub(crate) task: AtomicWaker,
-    max_packets: usize,
-    max_bytes: usize,
-    stats: Arc<crate::stats::EngineStats>,
-}
-
-#[derive(Default)]
-struct Queue {
-    frames: VecDeque<Frame>,
-    /// The summed [`Frame::cost`] of `frames`.
-    bytes: usize,
-}
-
-impl Outbox {
-    fn new(max_packets: usize, max_bytes: usize, stats: Arc<crate::stats::EngineStats>) -> Self {
-        Outbox {
-            queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
-            task: AtomicWaker::new(),
-            max_packets,
-            max_bytes,
-            stats,
-        }
-    }
-
-    /// Frames and bytes queued now.
-    pub(crate) fn depth(&self) -> (usize, usize) {
-        let q = self.lock();
-        (q.frames.len(), q.bytes)
-    }
-
-    fn count_sent(&self, frames: &[Frame]) {
-        let (n, b) = frames
-            .iter()
-            .fold((0, 0), |(n, b), f| (n + f.parts(), b + f.data_len()));
-        self.stats.sent(n, b);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues a frame. A bounded push fails when the queue already holds
-    /// `max_packets`, or when the frame would take it past `max_bytes` (a frame alone in
-    /// the queue always fits, whatever its size).
-    ///
-    /// Only a push into an empty queue notifies: whoever drains the queue (the WebSocket
-    /// loop, a poll) registers for the notification before it looks at the queue and
-    /// waits only when it found it empty, so a frame that joins others is taken with
-    /// them (a burst of a storm notifies once, not once per frame).
-    fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
-        let was_empty = {
-            let mut q = self.lock();
-            let cost = frame.cost();
-            let was_empty = q.frames.is_empty();
-            if bounded
-                && !was_empty
-                && (q.frames.len() >= self.max_packets || q.bytes + cost > self.max_bytes)
-            {
-                return Err(SendError::Full);
-            }
-            q.bytes += cost;
-            q.frames.push_back(frame);
-            was_empty
-        };
-        if was_empty {
-            self.task.wake();
-            self.notify.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Whether nothing is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().frames.is_empty()
-    }
-
-    /// Moves everything queued to `out`, which must be empty, by swapping buffers: the
-    /// queue keeps `out`'s buffer, so a busy session allocates no queue per wake-up
-    /// (the connection loop [`recycle`]s `out` once it has written it, which bounds what
-    /// the queue keeps).
-    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>) {
-        debug_assert!(out.is_empty());
-        {
-            let mut q = self.lock();
-            std::mem::swap(&mut q.frames, out);
-            q.bytes = 0;
-        }
-        let (a, b) = out.as_slices();
-        self.count_sent(a);
-        self.count_sent(b);
-    }
-
-    /// Moves queued frames to `out` while their polling encoding fits in `max_len`
-    /// bytes (the first frame always goes, whatever its size); the rest stays for the
-    /// next poll.
-    pub(crate) fn drain_for_poll(&self, out: &mut Vec<Frame>, max_len: usize) {
-        let mut q = self.lock();
-        let from = out.len();
-        let mut len = 0;
-        while let Some(frame) = q.frames.front() {
-            let next = len + usize::from(len > 0) + frame.polling_len();
-            if !out.is_empty() && next > max_len {
-                break;
-            }
-            len = next;
-            if let Some(frame) = q.frames.pop_front() {
-                q.bytes -= frame.cost();
-                out.push(frame);
-            }
-        }
-        if q.frames.is_empty() {
-            *q = Queue::default();
-        }
-        drop(q);
-        self.count_sent(&out[from..]);
-    }
-
-    /// Drops everything queued and frees the queue's memory.
-    pub(crate) fn clear(&self) {
-        *self.lock() = Queue::default();
     }
 }
 
@@ -473,7 +265,7 @@ impl EngineSocket {
     /// Queues a text message. When the outbox is full the session closes with
     /// [`CloseReason::SendBufferFull`] and this returns [`SendError::Full`].
     pub fn send(&self, msg: TextMessage) -> Result<(), SendError> {
-        self.push(Frame::Text(msg.0), true)
+        self.push(Frame::Text(msg.0), &[], true)
     }
 
     /// Queues a text message followed by its binary attachments, with nothing in between.
@@ -482,10 +274,7 @@ impl EngineSocket {
         msg: TextMessage,
         attachments: Arc<[Bytes]>,
     ) -> Result<(), SendError> {
-        if attachments.is_empty() {
-            return self.send(msg);
-        }
-        self.push(Frame::WithAttachments(msg.0, attachments), true)
+        self.push(Frame::Text(msg.0), &attachments, true)
     }
 
     /// Queues a message that may be lost (a volatile emit): when the outbox is full it is
@@ -494,37 +283,33 @@ impl EngineSocket {
         if self.is_closed() {
             return false;
         }
-        let frame = match attachments {
-            Some(a) if !a.is_empty() => Frame::WithAttachments(msg.0, a),
-            _ => Frame::Text(msg.0),
-        };
-        self.outbox.push(frame, true).is_ok()
+        let attachments = attachments.as_deref().unwrap_or_default();
+        self.outbox
+            .push(Frame::Text(msg.0), attachments, true)
+            .is_ok()
     }
 
     /// Queues a raw binary message.
     pub fn send_binary(&self, bytes: Bytes) -> Result<(), SendError> {
-        self.push(Frame::Binary(bytes), true)
+        self.push(Frame::Binary(bytes), &[], true)
     }
 
     /// Like [`send_with_attachments`](Self::send_with_attachments) but ignores the outbox
     /// bound: for replays whose size a bounded log already limits.
     pub fn send_unbounded(&self, msg: TextMessage, attachments: Option<Arc<[Bytes]>>) {
-        let frame = match attachments {
-            Some(a) if !a.is_empty() => Frame::WithAttachments(msg.0, a),
-            _ => Frame::Text(msg.0),
-        };
-        let _ = self.push(frame, false);
+        let attachments = attachments.as_deref().unwrap_or_default();
+        let _ = self.push(Frame::Text(msg.0), attachments, false);
     }
 
     pub(crate) fn send_control(&self, packet: &'static str) {
-        let _ = self.push(Frame::Text(Utf8Bytes::from_static(packet)), false);
+        let _ = self.push(Frame::Text(Utf8Bytes::from_static(packet)), &[], false);
     }
 
-    fn push(&self, frame: Frame, bounded: bool) -> Result<(), SendError> {
+    fn push(&self, frame: Frame, attachments: &[Bytes], bounded: bool) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        match self.outbox.push(frame, bounded) {
+        match self.outbox.push(frame, attachments, bounded) {
             Err(SendError::Full) => {
                 tracing::debug!(sid = %self.sid, "outbox full, closing session");
                 self.close(CloseReason::SendBufferFull);
@@ -647,43 +432,5 @@ impl EngineSocket {
 
     pub(crate) fn pong_count(&self) -> u64 {
         self.pongs.load(Ordering::Acquire)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drained_frames_are_counted_once_and_the_depth_follows_the_queue() {
-        let stats = Arc::new(crate::stats::EngineStats::default());
-        let outbox = Outbox::new(100, 1 << 20, stats.clone());
-        outbox.push(Frame::Text("4hello".into()), true).unwrap();
-        outbox
-            .push(
-                Frame::WithAttachments("451-x".into(), Arc::from(vec![Bytes::from_static(b"abc")])),
-                true,
-            )
-            .unwrap();
-        assert_eq!(outbox.depth().0, 2);
-        let mut out = Vec::new();
-        outbox.drain_for_poll(&mut out, 1_000_000);
-        assert_eq!(outbox.depth(), (0, 0));
-        assert_eq!(
-            stats.packets_out(),
-            3,
-            "a text, an event and its attachment"
-        );
-        assert_eq!(stats.bytes_out(), 6 + 5 + 3);
-        outbox
-            .push(Frame::Binary(Bytes::from_static(b"xy")), true)
-            .unwrap();
-        let mut frames = VecDeque::new();
-        outbox.drain_into(&mut frames);
-        assert_eq!(stats.packets_out(), 4);
-        assert_eq!(stats.bytes_out(), 16);
-        frames.clear();
-        outbox.drain_into(&mut frames);
-        assert_eq!(stats.packets_out(), 4, "an empty drain counts nothing");
     }
 }

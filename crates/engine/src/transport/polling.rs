@@ -10,7 +10,8 @@ use tether_proto::engine::{decode_payload, encode_binary_into, PayloadItem, SEPA
 
 use super::dispatch;
 use crate::engine::{status, Engine, Handler, Message, Session};
-use crate::socket::{Frame, Handshake, Transport};
+use crate::outbox::Frame;
+use crate::socket::{Handshake, Transport};
 use crate::{CloseReason, Sid};
 
 fn text(body: String) -> Response<Full<Bytes>> {
@@ -98,13 +99,6 @@ pub(crate) async fn get<H: Handler>(
         match frame {
             Frame::Text(t) => body.push_str(t.as_str()),
             Frame::Binary(b) => encode_binary_into(b, &mut body),
-            Frame::WithAttachments(t, bins) => {
-                body.push_str(t.as_str());
-                for b in bins.iter() {
-                    body.push(SEPARATOR);
-                    encode_binary_into(b, &mut body);
-                }
-            }
         }
     }
     text(body)

@@ -1,6 +1,5 @@
 //! WebSocket: a direct session, or the upgrade of a polling session (probe, upgrade).
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +18,8 @@ use super::buffers::{frame_len, Buffers, WRITE_LIMIT};
 use super::dispatch_text;
 use super::frame::{self, Event, Reader, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
 use crate::engine::{Engine, Handler, Inner, Message, Session};
-use crate::socket::{recycle, EngineSocket, Frame, Handshake, Transport};
+use crate::outbox::Frames;
+use crate::socket::{EngineSocket, Handshake, Transport};
 use crate::{CloseReason, ProtocolError, Sid};
 
 /// A WebSocket connection: the socket with its write buffer, and the reader of the
@@ -217,17 +217,6 @@ async fn probe_text(ws: &mut Ws, timeout: Duration) -> Option<String> {
     }
 }
 
-/// The WebSocket messages a frame is, in order: a text (or binary) message, then its
-/// binary attachments.
-fn messages(frame: &Frame) -> impl Iterator<Item = (u8, &[u8])> {
-    let (op, first, attachments): (u8, &[u8], &[Bytes]) = match frame {
-        Frame::Text(t) => (OP_TEXT, t.as_bytes(), &[]),
-        Frame::Binary(b) => (OP_BINARY, b, &[]),
-        Frame::WithAttachments(t, bins) => (OP_TEXT, t.as_bytes(), bins),
-    };
-    std::iter::once((op, first)).chain(attachments.iter().map(|b| (OP_BINARY, &b[..])))
-}
-
 /// How the connection ended, for what the server still sends.
 #[derive(Default)]
 enum Ending {
@@ -363,32 +352,27 @@ fn read_batch<H: Handler>(
 /// batch), after what is gathered there already (a pong), sending to the socket when
 /// [`WRITE_LIMIT`] is reached, then flushes. Each step is bounded by `timeout`, so that a
 /// peer that stops reading cannot hold the connection (and its buffers) forever. Returns
-/// whether all of it was written.
-async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Frame>, timeout: Duration) -> bool {
-    // A plain loop: summed through `flat_map(messages)`, this was ~100 instructions for a
-    // batch of one frame (fanout's every delivery).
-    let mut total = 0;
-    for frame in frames.iter() {
-        total += match frame {
-            Frame::Text(t) => frame_len(t.len()),
-            Frame::Binary(b) => frame_len(b.len()),
-            Frame::WithAttachments(t, bins) => {
-                frame_len(t.len()) + bins.iter().map(|b| frame_len(b.len())).sum::<usize>()
-            }
-        };
-    }
-    let out = &mut ws.io;
+/// whether all of it was written; `frames` is left empty either way.
+async fn write_frames(ws: &mut Ws, frames: &mut Frames, timeout: Duration) -> bool {
+    let written = write_all(&mut ws.io, frames, timeout).await;
+    frames.recycle();
+    written && bounded(ws.io.flush(), timeout).await
+}
+
+async fn write_all(
+    out: &mut Buffers<TokioIo<hyper::upgrade::Upgraded>>,
+    frames: &Frames,
+    timeout: Duration,
+) -> bool {
+    let total: usize = frames.iter().map(|(_, m)| frame_len(m.len())).sum();
     out.reserve(total.min(WRITE_LIMIT));
-    for frame in frames.drain(..) {
-        for (op, payload) in messages(&frame) {
-            if !out.has_room(frame_len(payload.len())) && !bounded(out.send(), timeout).await {
-                return false;
-            }
-            out.put_frame(op, payload);
+    for (text, payload) in frames.iter() {
+        if !out.has_room(frame_len(payload.len())) && !bounded(out.send(), timeout).await {
+            return false;
         }
+        out.put_frame(if text { OP_TEXT } else { OP_BINARY }, payload);
     }
-    recycle(frames);
-    bounded(out.flush(), timeout).await
+    true
 }
 
 /// Runs one write step; a timer is armed only if it cannot finish at once, so the
@@ -449,7 +433,7 @@ enum Woken {
 async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
     let socket = &session.socket;
     let timeout = inner.config.write_timeout;
-    let mut frames = VecDeque::new();
+    let mut frames = Frames::default();
     let mut writable = true;
     let mut close = Ending::default();
     let reader = Arc::new(ReadWake::new(socket.clone()));
@@ -494,7 +478,7 @@ async fn run<H: Handler>(inner: &Inner<H>, mut ws: Ws, session: &Session<H>) {
                     // after the peer's close only the answer to it goes.
                     socket.outbox.drain_into(&mut frames);
                     if matches!(close, Ending::PeerClosed(_)) {
-                        frames.clear();
+                        frames.recycle();
                     }
                     writable = write_frames(&mut ws, &mut frames, timeout).await;
                     break;
