@@ -8,10 +8,14 @@
 # node-cluster-ws is the same without @socket.io/sticky (STICKY=0: node:cluster hands out the
 # connections; fine for WebSocket-only clients): with sticky, a few connections of a 5k burst
 # never get their OPEN packet (seen 2/5000), which can sink a whole storm-5k run.
+# floor is the shared raw-WebSocket anchor (one thread, no CSR): what this machine delivers at
+# all while the load generator shares its cores, the ceiling of any server's throughput here.
+# sioload runs on LOADGEN_THREADS (1) tokio threads.
 #
 #   bench/cores/run.sh                          # RUNS=3, CASES="storm-5k echo fanout-1k recovery-1k"
 #   RUNS=1 QUICK=1 bench/cores/run.sh           # smoke run (short echo/fanout, storm-1k)
 #   TETHER_BIN=/path/bench-server SERVERS="node-cluster tether" bench/cores/run.sh
+#   SERVERS="floor tether" CASES=storm-5k bench/cores/run.sh   # floor: built by run-anchors.sh
 #
 # Server CPU is that of the whole process tree (Node: primary + workers), sampled from /proc
 # by ../tools/treecpu.py over sioload's own measurement window (for Tether it equals sioload's
@@ -41,6 +45,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   (cd "$HERE" && npm ci --no-audit --no-fund --silent)
 fi
 SIOLOAD=$WORK/target/release/sioload
+FLOOR_BIN=${FLOOR_BIN:-$WORK/anchors/target/release/floor}
+LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 TETHER_BIN=${TETHER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/bench-server}
 
 if [ "$QUICK" = 1 ]; then D=2; W=1; else D=6; W=2; fi
@@ -57,6 +63,8 @@ args() {
 cmd() {
   case "$1" in
     tether) echo "$TETHER_BIN" ;;
+    floor) [ -x "$FLOOR_BIN" ] || { echo "no floor at $FLOOR_BIN: run ../shared/bench/run-anchors.sh once" >&2; return 1; }
+           echo "$FLOOR_BIN" ;;
     node-cluster) echo "env STICKY=1 node $HERE/server.js" ;;
     node-cluster-ws) echo "env STICKY=0 node $HERE/server.js" ;;
     *) echo "unknown server $1" >&2; return 1 ;;
@@ -70,7 +78,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "== host: $(nproc) cpus; node $(node --version); CSR=$CSR WORKERS=$WORKERS; raw -> $OUT" | tee -a "$LOG" >&2
+echo "== host: $(nproc) cpus; node $(node --version); CSR=$CSR WORKERS=$WORKERS LOADGEN_THREADS=$LOADGEN_THREADS; raw -> $OUT" | tee -a "$LOG" >&2
 for run in $(seq 1 "$RUNS"); do
   for case in $CASES; do
     for srv in $SERVERS; do
@@ -84,7 +92,7 @@ for run in $(seq 1 "$RUNS"); do
       echo "-- run $run $case $srv (pid $SPID)" | tee -a "$LOG" >&2
       # shellcheck disable=SC2046
       timeout 240 python3 "$HERE/../tools/treecpu.py" --pid "$SPID" --warmup-s "$W" --json-out "$OUT" -- \
-        "$SIOLOAD" --addr "127.0.0.1:$PORT" --server-pid "$SPID" --label "$srv" \
+        "$SIOLOAD" --threads "$LOADGEN_THREADS" --addr "127.0.0.1:$PORT" --server-pid "$SPID" --label "$srv" \
         --tag server="$srv" --tag case="$case" --tag run="$run" --tag csr="$CSR" $(args "$case") \
         2>>"$LOG" >/dev/null || echo "!! run $run $case $srv failed" | tee -a "$LOG" >&2
       cleanup

@@ -359,6 +359,7 @@ async fn write_frames(ws: &mut Ws, frames: &mut Frames, timeout: Duration) -> bo
     written && bounded(ws.io.flush(), timeout).await
 }
 
+/// The gathering part of [`write_frames`]: false when a send of a full buffer failed.
 async fn write_all(
     out: &mut Buffers<TokioIo<hyper::upgrade::Upgraded>>,
     frames: &Frames,
