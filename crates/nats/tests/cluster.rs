@@ -133,3 +133,67 @@ async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
     let _ = js.delete_stream(&config.stream).await;
     let _ = js.delete_key_value(&config.bucket).await;
 }
+
+/// A live record holds only a session that a disconnect would keep: once `socket.data`
+/// grows past `max_session_bytes` the record goes (a crash of the node would otherwise
+/// restore it), and it comes back once the data fits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_record_holds_no_session_over_max_session_bytes() {
+    use tether::extract::Data;
+    use tether::SocketRef;
+    use tether_backend::{SessionBackend, TakeOutcome};
+
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let unique = format!("tl_{}_{nanos}", std::process::id());
+    let config = NatsConfig {
+        stream: unique.clone(),
+        bucket: unique.clone(),
+        subject_prefix: unique,
+        ..NatsConfig::default()
+    };
+    let (io, addr) = node("n1", &config).await;
+    io.of("/").set_recovery(Some(RecoveryConfig {
+        max_session_bytes: 2_000,
+        ..RecoveryConfig::default()
+    }));
+    io.of("/").on_connection(|socket: SocketRef| {
+        socket.on("data", |socket: SocketRef, Data(n): Data<usize>| {
+            socket.set_data(json!("x".repeat(n)));
+            let _ = socket.emit("done", n);
+        });
+    });
+    let backend = NatsBackend::connect(URL, config.clone()).await.unwrap();
+    let (mut ws, reply) = connect(addr, json!({})).await;
+    let pid = reply["pid"].as_str().expect("a pid").to_owned();
+    for (n, want) in [
+        (100, TakeOutcome::HolderAlive("n1".into())),
+        (5_000, TakeOutcome::NotFound),
+        (100, TakeOutcome::HolderAlive("n1".into())),
+    ] {
+        ws.send(Message::text(format!("42[\"data\",{n}]")))
+            .await
+            .unwrap();
+        let done = event(&next_text(&mut ws).await);
+        assert_eq!((&done[0], &done[1]), (&json!("done"), &json!(n)));
+        // The record is written in the background: wait for it (5 s at most).
+        let mut found = None;
+        for _ in 0..50 {
+            let got = backend.take_session("/", &pid, None).await.unwrap();
+            if got == want {
+                found = None;
+                break;
+            }
+            found = Some(got);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(found, None, "{n} bytes of data: want {want:?}");
+    }
+
+    let client = async_nats::connect(URL).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let _ = js.delete_stream(&config.stream).await;
+    let _ = js.delete_key_value(&config.bucket).await;
+}

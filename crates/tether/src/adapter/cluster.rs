@@ -264,14 +264,32 @@ impl Adapter for ClusterAdapter {
     }
 
     fn socket_changed(&self, session: &mut dyn FnMut() -> Session) {
-        if let Some(rec) = &self.recovery {
-            self.cluster.session_op(SessionOp::PutLive {
+        let Some(rec) = &self.recovery else {
+            return;
+        };
+        let session = session();
+        let op = if fits(rec, &session) {
+            SessionOp::PutLive {
                 nsp: self.nsp.clone(),
-                session: session(),
+                session,
                 ttl: Self::live_ttl(rec),
                 window: rec.max_disconnection_duration,
-            });
-        }
+            }
+        } else {
+            // Over `max_session_bytes`: the record goes, as a disconnect would not keep the
+            // session either, so that a crash of this node restores nothing larger.
+            tracing::debug!(
+                sid = %session.sid,
+                max = rec.max_session_bytes,
+                "live record dropped: session over max_session_bytes"
+            );
+            SessionOp::Retire {
+                nsp: self.nsp.clone(),
+                pid: session.pid,
+                keep: None,
+            }
+        };
+        self.cluster.session_op(op);
     }
 
     fn sockets_action(&self, opts: &BroadcastOptions, action: &SocketsAction) {
@@ -435,7 +453,8 @@ impl Member for ClusterAdapter {
         // before this refresh is not in it, and one retired after it has its `Retire`
         // queued after it, so the refresh never writes back a retired record.
         let _order = self.order.locked();
-        let sessions = local.live_sessions();
+        let mut sessions = local.live_sessions();
+        sessions.retain(|s| fits(rec, s));
         if !sessions.is_empty() {
             self.cluster.session_op(SessionOp::RefreshLive {
                 nsp: self.nsp.clone(),
@@ -445,4 +464,10 @@ impl Member for ClusterAdapter {
             });
         }
     }
+}
+
+/// Whether a session is small enough to be recovered: a live record holds only such
+/// sessions (see [`RecoveryConfig::max_session_bytes`]).
+fn fits(rec: &RecoveryConfig, session: &Session) -> bool {
+    crate::recovery::session_bytes(session) <= rec.max_session_bytes
 }

@@ -55,7 +55,9 @@ pub struct RecoveryConfig {
     pub max_log_bytes: usize,
     /// The largest session kept on a recoverable disconnect, in bytes: its ids, rooms and
     /// `data` as JSON (64 KiB). A larger one is not kept (logged, and counted as
-    /// `sessions_not_kept`): the client's attempt then gets a new session.
+    /// `sessions_not_kept`): the client's attempt then gets a new session. In a cluster,
+    /// a connected socket's live record (what restores it after its node crashed) is
+    /// removed while its session is larger, and written again once it fits.
     pub max_session_bytes: usize,
     /// The bytes of kept sessions that one node holds in memory (64 MiB); beyond it the
     /// oldest are dropped. In a cluster the backend holds them and this does not apply.
