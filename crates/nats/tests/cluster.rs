@@ -77,19 +77,32 @@ async fn node(uid: &str, config: &NatsConfig) -> (Server, std::net::SocketAddr) 
     (io, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
+/// A stream, bucket and subjects of this test's own.
+fn unique_config(tag: &str) -> NatsConfig {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let unique = format!("te_{}_{nanos}", std::process::id());
-    let config = NatsConfig {
+    let unique = format!("{tag}_{}_{nanos}", std::process::id());
+    NatsConfig {
         stream: unique.clone(),
         bucket: unique.clone(),
         subject_prefix: unique,
         ..NatsConfig::default()
-    };
+    }
+}
+
+/// Deletes what [`unique_config`] made.
+async fn remove(config: &NatsConfig) {
+    let client = async_nats::connect(URL).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let _ = js.delete_stream(&config.stream).await;
+    let _ = js.delete_key_value(&config.bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
+    let config = unique_config("te");
     let (n1, a1) = node("n1", &config).await;
     let (n2, a2) = node("n2", &config).await;
 
@@ -128,10 +141,7 @@ async fn broadcasts_cross_nodes_and_sessions_recover_on_another_node() {
     let sockets = n1.of("/").operator().fetch_sockets().await.unwrap();
     assert_eq!(sockets.len(), 1);
 
-    let client = async_nats::connect(URL).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let _ = js.delete_stream(&config.stream).await;
-    let _ = js.delete_key_value(&config.bucket).await;
+    remove(&config).await;
 }
 
 /// A live record holds only a session that a disconnect would keep: once `socket.data`
@@ -143,17 +153,7 @@ async fn a_live_record_holds_no_session_over_max_session_bytes() {
     use tether::SocketRef;
     use tether_backend::{SessionBackend, TakeOutcome};
 
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let unique = format!("tl_{}_{nanos}", std::process::id());
-    let config = NatsConfig {
-        stream: unique.clone(),
-        bucket: unique.clone(),
-        subject_prefix: unique,
-        ..NatsConfig::default()
-    };
+    let config = unique_config("tl");
     let (io, addr) = node("n1", &config).await;
     io.of("/").set_recovery(Some(RecoveryConfig {
         max_session_bytes: 2_000,
@@ -192,8 +192,5 @@ async fn a_live_record_holds_no_session_over_max_session_bytes() {
         assert_eq!(found, None, "{n} bytes of data: want {want:?}");
     }
 
-    let client = async_nats::connect(URL).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let _ = js.delete_stream(&config.stream).await;
-    let _ = js.delete_key_value(&config.bucket).await;
+    remove(&config).await;
 }
