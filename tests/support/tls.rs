@@ -129,22 +129,34 @@ impl Drop for TempDir {
 }
 
 /// A port that was free a moment ago on 127.0.0.1, and that no other test of this process
-/// was given: the kernel may hand the same ephemeral port to two quick binds, and two
-/// tests running side by side would then start their servers on one port (one of them
-/// connecting to the other's server).
+/// was given. It is taken below the kernel's ephemeral range: a port from `bind(0)` can be
+/// handed out again to another test, or become the source port of any outgoing connection
+/// (a server then fails to bind it, or `wait_port` connects the socket to itself), which
+/// made private servers' tests fail now and then with "Connection refused".
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (lo, hi) = (10_000u32, ephemeral.clamp(10_001, 65_536));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().rotate_left(16);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for i in 0..(hi - lo) {
+        let Ok(port) = u16::try_from(lo + seed.wrapping_add(i.wrapping_mul(7_919)) % (hi - lo))
+        else {
+            continue;
+        };
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port below the ephemeral range ({lo}..{hi})");
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -164,8 +176,11 @@ impl Proc {
     pub fn wait_port(&mut self, port: u16, what: &str) {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                // A socket connected to itself (its source port is `port`) is no server.
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    return;
+                }
             }
             if let Ok(Some(status)) = self.0.try_wait() {
                 panic!("{what} exited before listening on {port}: {status}");
