@@ -39,13 +39,19 @@ impl Frame {
         }
     }
 
-    /// Its size in a polling payload: a binary message is base64 with a `b` prefix.
+    /// Its size in a polling payload.
     pub(crate) fn polling_len(&self) -> usize {
         match self {
             Frame::Text(t) => t.len(),
-            Frame::Binary(b) => 1 + b.len().div_ceil(3) * 4,
+            Frame::Binary(b) => binary_polling_len(b.len()),
         }
     }
+}
+
+/// The size of a binary message of `len` bytes in a polling payload: base64 with a `b`
+/// prefix.
+fn binary_polling_len(len: usize) -> usize {
+    1 + len.div_ceil(3) * 4
 }
 
 /// What a message costs the outbox's byte budget: its bytes plus a fixed share for the
@@ -77,12 +83,13 @@ impl Frames {
         }
     }
 
-    fn front(&self) -> Option<Frame> {
+    /// The first message's [`Frame::polling_len`].
+    fn front_polling_len(&self) -> Option<usize> {
         let t = self.texts.front()?;
         Some(if t.is_empty() {
-            Frame::Binary(self.binaries.front()?.clone())
+            binary_polling_len(self.binaries.front()?.len())
         } else {
-            Frame::Text(t.clone())
+            t.len()
         })
     }
 
@@ -257,8 +264,8 @@ impl Outbox {
         let mut q = self.lock();
         let from = out.len();
         let mut len = 0;
-        while let Some(frame) = q.frames.front() {
-            let next = len + usize::from(len > 0) + frame.polling_len();
+        while let Some(frame_len) = q.frames.front_polling_len() {
+            let next = len + usize::from(len > 0) + frame_len;
             if !out.is_empty() && next > max_len {
                 break;
             }
