@@ -471,7 +471,7 @@ class TcpProxy {
 
   _onConn(client) {
     const upstream = net.connect({ host: this.targetHost, port: this.targetPort });
-    const c = { client, upstream, blackholed: !!this.blackholing, cut: false, bytesDropped: 0 };
+    const c = { client, upstream, blackholed: !!this.blackholing, cut: false, bytesDropped: 0, held: this.holding ? [] : null };
     this.conns.add(c);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
@@ -481,6 +481,7 @@ class TcpProxy {
     });
     upstream.on("data", (d) => {
       if (c.blackholed) c.bytesDropped += d.length;
+      else if (c.held) c.held.push(d);
       else client.write(d);
     });
     // a FIN from one side is passed on, unless blackholed (then nothing is)
@@ -509,6 +510,25 @@ class TcpProxy {
   blackholeAll() {
     this.blackholing = true;
     for (const c of this.conns) c.blackholed = true;
+  }
+
+  // Keep what the server sends (in order, nothing dropped) until releaseAll():
+  // a long-polling client then gets no answer to its pending request and sends no
+  // other, while what it sends still goes through. Connections accepted meanwhile
+  // are held as well.
+  holdAll() {
+    this.holding = true;
+    for (const c of this.conns) if (!c.held) c.held = [];
+  }
+
+  // Passes on what was held and forwards again.
+  releaseAll() {
+    this.holding = false;
+    for (const c of this.conns) {
+      const held = c.held || [];
+      c.held = null;
+      for (const d of held) if (!c.cut && !c.blackholed) c.client.write(d);
+    }
   }
 
   // Abruptly close both sides (RST where possible).

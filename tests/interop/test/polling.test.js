@@ -73,19 +73,31 @@ for (const count of [10000, 50000]) {
 }
 
 tetherOnly("send buffer full over polling: the client reconnects and gets the rest, exactly once", "its send buffer has no bound", { timeout: 90000 }, async () => {
-  const a = await h.connect(srv.url, "/", POLLING);
-  const tag = h.uid("full");
-  const w = watch(a, tag);
-  // More packets than a session may buffer (65 536): the server closes the
-  // session as "send buffer full" (recoverable); the client collects what was
-  // queued, then the close, and recovers the rest from the log.
-  const count = 90000;
-  a.emit("emit-numbered", { to: a.id, count, tag });
-  await w.got.waitFor(count, 60000);
-  await h.sleep(200);
-  assertOnceInOrder(w.is, count, "send buffer full");
-  assert.ok(w.disconnects.length >= 1, "the overflow closed the session");
-  assert.equal(a.recovered, true);
+  // Through a proxy that holds the server's answers while the events are emitted:
+  // the client cannot poll the queue down meanwhile (a client that polls fast
+  // enough never overflows, which made this test depend on timing).
+  const proxy = await new h.TcpProxy(srv.port).listen();
+  try {
+    const a = await h.connect(proxy.url, "/", POLLING);
+    const tag = h.uid("full");
+    const w = watch(a, tag);
+    // More packets than a session may buffer (65 536), plus what the one pending
+    // poll takes (at most maxPayload, 1 MB: ~25 000 of these): the server closes the
+    // session as "send buffer full" (recoverable); the client collects what was
+    // queued, then the close, and recovers the rest from the log.
+    const count = 120000;
+    proxy.holdAll();
+    a.emit("emit-numbered", { to: a.id, count, tag });
+    await h.sleep(1500);
+    proxy.releaseAll();
+    await w.got.waitFor(count, 60000);
+    await h.sleep(200);
+    assertOnceInOrder(w.is, count, "send buffer full");
+    assert.ok(w.disconnects.length >= 1, "the overflow closed the session");
+    assert.equal(a.recovered, true);
+  } finally {
+    await proxy.close();
+  }
 });
 
 test("a client burst of 20 000 acked events over polling: every ack, no disconnect", { timeout: 60000 }, async () => {
