@@ -403,13 +403,12 @@ impl Namespace {
         let keep = match adapter.recovery() {
             Some(rec) if recoverable => {
                 let session = socket.session();
-                let bytes = recovery::session_bytes(&session);
-                if bytes <= rec.max_session_bytes {
+                if rec.fits(&session) {
                     Some(session)
                 } else {
                     tracing::warn!(
                         sid = %socket.id(),
-                        bytes,
+                        bytes = recovery::session_bytes(&session),
                         max = rec.max_session_bytes,
                         "session not kept: over max_session_bytes"
                     );

@@ -268,7 +268,7 @@ impl Adapter for ClusterAdapter {
             return;
         };
         let session = session();
-        let op = if fits(rec, &session) {
+        let op = if rec.fits(&session) {
             SessionOp::PutLive {
                 nsp: self.nsp.clone(),
                 session,
@@ -454,7 +454,7 @@ impl Member for ClusterAdapter {
         // queued after it, so the refresh never writes back a retired record.
         let _order = self.order.locked();
         let mut sessions = local.live_sessions();
-        sessions.retain(|s| fits(rec, s));
+        sessions.retain(|s| rec.fits(s));
         if !sessions.is_empty() {
             self.cluster.session_op(SessionOp::RefreshLive {
                 nsp: self.nsp.clone(),
@@ -464,10 +464,4 @@ impl Member for ClusterAdapter {
             });
         }
     }
-}
-
-/// Whether a session is small enough to be recovered: a live record holds only such
-/// sessions (see [`RecoveryConfig::max_session_bytes`]).
-fn fits(rec: &RecoveryConfig, session: &Session) -> bool {
-    crate::recovery::session_bytes(session) <= rec.max_session_bytes
 }

@@ -64,6 +64,14 @@ pub struct RecoveryConfig {
     pub max_kept_bytes: usize,
 }
 
+impl RecoveryConfig {
+    /// Whether `session` is within [`max_session_bytes`](Self::max_session_bytes): only
+    /// such a session is kept on a disconnect, or held by a cluster's live record.
+    pub(crate) fn fits(&self, session: &Session) -> bool {
+        session_bytes(session) <= self.max_session_bytes
+    }
+}
+
 impl Default for RecoveryConfig {
     fn default() -> Self {
         RecoveryConfig {
