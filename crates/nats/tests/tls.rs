@@ -39,21 +39,53 @@ fn start(names: &[&str], block: &str) -> PrivateNats {
             block.replace("$DIR", &d.to_string())
         ),
     );
+    let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
     let mut proc = Proc::spawn(
         Command::new("nats-server")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+            .stderr(log),
         "nats-server (2.9 or later)",
     );
     proc.wait_port(port, "nats-server");
+    wait_info(&mut proc, port, &dir);
     PrivateNats {
         port,
         ca,
         client,
         dir,
         _proc: proc,
+    }
+}
+
+/// Waits until the server greets a new connection with its `INFO` line: a port that
+/// accepts is not yet a server that answers (a CI run once saw the first client refused
+/// right after the port had accepted). Fails with the server's log if it exited.
+fn wait_info(proc: &mut Proc, port: u16, dir: &TempDir) {
+    use std::io::Read as _;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let greeted = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+                let mut b = [0u8; 4];
+                s.read_exact(&mut b)?;
+                Ok(&b == b"INFO")
+            })
+            .unwrap_or(false);
+        if greeted {
+            return;
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default();
+            panic!("nats-server exited ({status}) on port {port}:\n{log}");
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "nats-server on {port} sent no INFO in 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
